@@ -1,0 +1,1 @@
+"""Triton kernels of zeromamba (installed as zeromamba.kernels)."""

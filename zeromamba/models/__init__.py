@@ -1,0 +1,1 @@
+"""Models: the VMamba v2 backbone and the ZeroMamba head."""

@@ -1,0 +1,285 @@
+"""The public ops (DESIGN §2): ``selective_scan``, ``cross_scan``, ``cross_merge``, ``ss2d_scan``,
+``slp_project``.
+
+Each is a registered torch op (``torch.ops.zeromamba.<name>``, schema in csrc/ops.cpp) with a
+fake kernel and autograd, so it works in eager mode, under ``torch.compile(fullgraph=True)`` and
+through ``torch.library.opcheck``. The scan and SLP ops take a ``backend`` name (see
+``zeromamba.backends``); their backward passes are registered ops too
+(``*_backward``), run by the same backend as the forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import backends, checks
+from .backends import available_backends
+from .reference import output_dtype
+
+__all__ = [
+    "available_backends",
+    "cross_merge",
+    "cross_scan",
+    "selective_scan",
+    "slp_project",
+    "ss2d_scan",
+]
+
+_ops = torch.ops.zeromamba
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    out_float32: bool = False,
+    backend: str | None = None,
+) -> Tensor:
+    """Mamba's selective scan (S6), DESIGN §2.1.
+
+    Args:
+        u, delta: (b, d, L) inputs and time steps.
+        A: (d, N) fp32 state matrix (entries < 0), 1 <= N <= 16.
+        B, C: (b, G, N, L), d % G == 0; channel c uses group c // (d // G).
+        D, delta_bias: optional (d,) fp32 skip weight and time-step bias.
+        delta_softplus: apply softplus to delta + delta_bias.
+        out_float32: return float32 for float16/bfloat16 inputs.
+        backend: "reference", "cpu", "triton" or "cuda"; default $ZEROMAMBA_BACKEND or the
+            fastest available for the device.
+    Returns:
+        y: (b, d, L).
+    """
+    return _ops.selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, backend)
+
+
+def cross_scan(x: Tensor) -> Tensor:
+    """(b, C, H, W) -> (b, 4, C, H*W): row-major, column-major, and both reversed (DESIGN §2.2)."""
+    return _ops.cross_scan(x)
+
+
+def cross_merge(ys: Tensor, H: int, W: int) -> Tensor:
+    """(b, 4, C, H*W) -> (b, C, H, W): adds the four direction sequences back at their positions."""
+    return _ops.cross_merge(ys, H, W)
+
+
+def ss2d_scan(
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    *,
+    channel_last: bool = False,
+    out_float32: bool = False,
+    backend: str | None = None,
+) -> Tensor:
+    """The fused four-way selective scan of VMamba's SS2D (DESIGN §2.3).
+
+    Equals ``cross_merge(selective_scan(cross_scan(x), ...))`` with every per-direction input
+    given in spatial order; direction k owns rows k*C .. k*C+C-1 of A, D and delta_bias.
+
+    Args (channel-first / ``channel_last=True``):
+        x: (b, C, H, W) / (b, H, W, C).
+        delta: (b, 4, C, H, W) / (b, 4, H, W, C).
+        A: (4C, N) fp32, 1 <= N <= 16.
+        B, C: (b, 4, N, H, W) / (b, 4, H, W, N).
+        D, delta_bias: optional (4C,) fp32.
+        delta_softplus: apply softplus to delta + delta_bias (VMamba: True).
+        out_float32: return float32 for float16/bfloat16 inputs.
+        backend: as in ``selective_scan``.
+    Returns:
+        y: (b, C, H, W) / (b, H, W, C).
+    """
+    return _ops.ss2d_scan(
+        x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, out_float32, backend
+    )
+
+
+def slp_project(feat: Tensor, q1: Tensor, q2: Tensor, *, backend: str | None = None) -> Tensor:
+    """ZeroMamba's Semantic-aware Local Projection, fused (DESIGN §2.4).
+
+    Args:
+        feat: (b, F, R) region features, L2-normalised over F by the caller.
+        q1, q2: (A, F) attribute queries (normalize(V) @ W1, normalize(V) @ W2).
+        backend: as in ``selective_scan``.
+    Returns:
+        out: (b, A), out[b, i] = sum_r softmax_r(q1[i] . feat[b, :, r]) * (q2[i] . feat[b, :, r]).
+    """
+    return _ops.slp_project(feat, q1, q2, backend)
+
+
+# --------------------------------------------------------------------------- implementations
+# One Python implementation per public op for every device: it picks the backend and runs
+# that backend's kernel function.
+
+
+def _run(kernel: str, device: torch.device, backend: str | None, *args):
+    return getattr(backends.kernels(backends.resolve(backend, device)), kernel)(*args)
+
+
+@torch.library.register_kernel("zeromamba::selective_scan", None)
+def _selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+                    out_float32=False, backend=None):
+    checks.selective_scan(u, delta, A, B, C, D, delta_bias)
+    return _run("selective_scan_fwd", u.device, backend,
+                u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32)
+
+
+@torch.library.register_kernel("zeromamba::selective_scan_backward", None)
+def _selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None):
+    checks.selective_scan(u, delta, A, B, C, D, delta_bias)
+    checks.grad_output("selective_scan_backward", dy, tuple(u.shape))
+    return _run("selective_scan_bwd", u.device, backend,
+                dy, u, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+@torch.library.register_kernel("zeromamba::ss2d_scan", None)
+def _ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
+               channel_last=False, out_float32=False, backend=None):
+    checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
+    return _run("ss2d_scan_fwd", x.device, backend,
+                x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, out_float32)
+
+
+@torch.library.register_kernel("zeromamba::ss2d_scan_backward", None)
+def _ss2d_scan_backward(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last,
+                        backend=None):
+    checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
+    checks.grad_output("ss2d_scan_backward", dy, tuple(x.shape))
+    return _run("ss2d_scan_bwd", x.device, backend,
+                dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last)
+
+
+@torch.library.register_kernel("zeromamba::slp_project", None)
+def _slp_project(feat, q1, q2, backend=None):
+    checks.slp_project(feat, q1, q2)
+    return _run("slp_project_fwd", feat.device, backend, feat, q1, q2)
+
+
+@torch.library.register_kernel("zeromamba::slp_project_backward", None)
+def _slp_project_backward(dout, feat, q1, q2, backend=None):
+    checks.slp_project(feat, q1, q2)
+    checks.grad_output("slp_project_backward", dout, (feat.shape[0], q1.shape[0]))
+    return _run("slp_project_bwd", feat.device, backend, dout, feat, q1, q2)
+
+
+# --------------------------------------------------------------------------- fake kernels
+# Shared by the public ops and the device kernel ops (which lack the trailing `backend`).
+
+
+def _scan_grads(u, A, B, C, delta):
+    """Empty gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias) of a scan op."""
+    rows = A.shape[0]
+    return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A),
+            torch.empty_like(B), torch.empty_like(C), A.new_empty(rows), A.new_empty(rows))
+
+
+def _fake_selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
+                         out_float32=False, backend=None):
+    checks.selective_scan(u, delta, A, B, C, D, delta_bias)
+    return u.new_empty(u.shape, dtype=output_dtype(u.dtype, out_float32))
+
+
+def _fake_selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, delta_softplus,
+                                  backend=None):
+    checks.selective_scan(u, delta, A, B, C, D, delta_bias)
+    return _scan_grads(u, A, B, C, delta)
+
+
+def _fake_ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
+                    channel_last=False, out_float32=False, backend=None):
+    checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
+    return x.new_empty(x.shape, dtype=output_dtype(x.dtype, out_float32))
+
+
+def _fake_ss2d_scan_backward(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last,
+                             backend=None):
+    checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
+    return _scan_grads(x, A, B, C, delta)
+
+
+def _fake_slp_project(feat, q1, q2, backend=None):
+    checks.slp_project(feat, q1, q2)
+    return feat.new_empty(feat.shape[0], q1.shape[0])
+
+
+def _fake_slp_project_backward(dout, feat, q1, q2, backend=None):
+    checks.slp_project(feat, q1, q2)
+    return torch.empty_like(feat), torch.empty_like(q1), torch.empty_like(q2)
+
+
+for _public, _kernel, _fake in (
+    ("selective_scan", "selective_scan_fwd", _fake_selective_scan),
+    ("selective_scan_backward", "selective_scan_bwd", _fake_selective_scan_backward),
+    ("ss2d_scan", "ss2d_scan_fwd", _fake_ss2d_scan),
+    ("ss2d_scan_backward", "ss2d_scan_bwd", _fake_ss2d_scan_backward),
+    ("slp_project", "slp_project_fwd", _fake_slp_project),
+    ("slp_project_backward", "slp_project_bwd", _fake_slp_project_backward),
+):
+    torch.library.register_fake(f"zeromamba::{_public}", _fake)
+    torch.library.register_fake(f"zeromamba::{_kernel}", _fake)
+
+
+# --------------------------------------------------------------------------- autograd
+# The backward of each public op is its registered *_backward op on the same backend.
+# Gradients are returned only for tensor inputs; D / delta_bias get None when absent.
+
+
+def _setup_scan(ctx, inputs, output):
+    *tensors, delta_softplus = inputs[:8]
+    ctx.save_for_backward(*tensors)
+    ctx.delta_softplus = delta_softplus
+    ctx.extra = inputs[8:]  # (out_float32, backend) or (channel_last, out_float32, backend)
+
+
+def _present(grads, D, delta_bias):
+    du, ddelta, dA, dB, dC, dD, dbias = grads
+    return (du, ddelta, dA, dB, dC, dD if D is not None else None,
+            dbias if delta_bias is not None else None)
+
+
+def _selective_scan_bwd(ctx, dy):
+    u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+    _, backend = ctx.extra
+    grads = _ops.selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias,
+                                         ctx.delta_softplus, backend)
+    return *_present(grads, D, delta_bias), None, None, None
+
+
+def _ss2d_scan_bwd(ctx, dy):
+    x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+    channel_last, _, backend = ctx.extra
+    grads = _ops.ss2d_scan_backward(dy, x, delta, A, B, C, D, delta_bias, ctx.delta_softplus,
+                                    channel_last, backend)
+    return *_present(grads, D, delta_bias), None, None, None, None
+
+
+def _setup_slp(ctx, inputs, output):
+    feat, q1, q2, backend = inputs
+    ctx.save_for_backward(feat, q1, q2)
+    ctx.backend = backend
+
+
+def _slp_project_bwd(ctx, dout):
+    feat, q1, q2 = ctx.saved_tensors
+    return *_ops.slp_project_backward(dout, feat, q1, q2, ctx.backend), None
+
+
+torch.library.register_autograd("zeromamba::selective_scan", _selective_scan_bwd,
+                                setup_context=_setup_scan)
+torch.library.register_autograd("zeromamba::ss2d_scan", _ss2d_scan_bwd, setup_context=_setup_scan)
+torch.library.register_autograd("zeromamba::slp_project", _slp_project_bwd,
+                                setup_context=_setup_slp)
