@@ -63,7 +63,13 @@ def extension():
 
 
 setup(
-    packages=["zeromamba", "zeromamba.kernels", "zeromamba.models"],
+    packages=[
+        "zeromamba",
+        "zeromamba.kernels",
+        "zeromamba.models",
+        "zeromamba.data",
+        "zeromamba.training",
+    ],
     package_dir={"zeromamba.kernels": "kernels"},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},

@@ -15,7 +15,7 @@ if not torch.cuda.is_available():
 # Kernels fill fresh outputs with NaN first, so an element a kernel forgets to write fails.
 os.environ.setdefault("ZEROMAMBA_POISON", "1")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci",

@@ -4,10 +4,10 @@ import re
 
 import pytest
 import torch
+from inputs import scan_inputs, slp_inputs, ss2d_inputs
 
 import zeromamba
 from zeromamba import backends, ops
-from inputs import scan_inputs, slp_inputs, ss2d_inputs
 
 
 def _call(op, kw, **changes):

@@ -5,9 +5,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-import zeromamba
-from zeromamba import ops
 from inputs import (
     backend_params,
     check_against_reference,
@@ -17,6 +14,9 @@ from inputs import (
     ss2d_inputs,
     to,
 )
+
+import zeromamba
+from zeromamba import ops
 
 BACKENDS = backend_params(include_reference=True)
 states = st.sampled_from([1, 2, 4, 16])

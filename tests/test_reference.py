@@ -5,9 +5,9 @@ import math
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from inputs import rel_err, scan_inputs, slp_inputs, ss2d_inputs
 
 from zeromamba import ops, reference
-from inputs import rel_err, scan_inputs, slp_inputs, ss2d_inputs
 
 maps = st.tuples(st.integers(1, 5), st.integers(1, 6))
 

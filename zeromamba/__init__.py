@@ -4,6 +4,8 @@
 registrations; the public ops live in ``zeromamba.ops``.
 """
 
+import torch  # noqa: F401  (loads libtorch/libc10, which _C links against)
+
 try:
     from . import _C  # noqa: F401  (registers the op schemas and the C++/CUDA kernels)
 except ImportError as e:  # pragma: no cover - only on a broken install
@@ -12,8 +14,8 @@ except ImportError as e:  # pragma: no cover - only on a broken install
         "`pip install --no-build-isolation -e .` (see README)."
     ) from e
 
-from . import ops  # noqa: E402  (registers implementations, fake kernels and autograd)
-from .backends import available_backends  # noqa: E402
+from . import ops
+from .backends import available_backends
 
 __version__ = "0.1.0"
 __all__ = ["available_backends", "ops"]

@@ -25,7 +25,7 @@ def _shape(op: str, name: str, t: Tensor | None, expected: tuple, layout: str) -
 
 def _ndim(op: str, name: str, t: Tensor, ndim: int, layout: str) -> None:
     if not isinstance(t, Tensor):
-        raise ValueError(f"{op}: {name} must be a tensor of shape {layout}, got {type(t).__name__}")
+        raise TypeError(f"{op}: {name} must be a tensor of shape {layout}, got {type(t).__name__}")
     if t.dim() != ndim:
         raise ValueError(f"{op}: {name} must have shape {layout}, got {tuple(t.shape)}")
 

@@ -127,7 +127,15 @@ def slp_project(feat: Tensor, q1: Tensor, q2: Tensor, *, backend: str | None = N
 
 
 def _run(kernel: str, device: torch.device, backend: str | None, *args):
-    return getattr(backends.kernels(backends.resolve(backend, device)), kernel)(*args)
+    # The kernels choose their own compute dtype: autocast must not recast the aten ops they
+    # call inside (their float32 matmuls would come back in half precision).
+    with torch.autocast(device.type, enabled=False):
+        out = getattr(backends.kernels(backends.resolve(backend, device)), kernel)(*args)
+    # Contiguous outputs on every backend, as the fake kernels promise (a compiled graph relies
+    # on the strides the fakes report).
+    if isinstance(out, torch.Tensor):
+        return out.contiguous()
+    return tuple(t.contiguous() for t in out)
 
 
 @torch.library.register_kernel("zeromamba::selective_scan", None)
@@ -182,9 +190,8 @@ def _slp_project_backward(dout, feat, q1, q2, backend=None):
 
 def _scan_grads(u, A, B, C, delta):
     """Empty gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias) of a scan op."""
-    rows = A.shape[0]
-    return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A),
-            torch.empty_like(B), torch.empty_like(C), A.new_empty(rows), A.new_empty(rows))
+    return tuple(t.new_empty(t.shape) for t in (u, delta, A, B, C)) + (
+        A.new_empty(A.shape[0]), A.new_empty(A.shape[0]))
 
 
 def _fake_selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
@@ -218,7 +225,7 @@ def _fake_slp_project(feat, q1, q2, backend=None):
 
 def _fake_slp_project_backward(dout, feat, q1, q2, backend=None):
     checks.slp_project(feat, q1, q2)
-    return torch.empty_like(feat), torch.empty_like(q1), torch.empty_like(q2)
+    return feat.new_empty(feat.shape), q1.new_empty(q1.shape), q2.new_empty(q2.shape)
 
 
 for _public, _kernel, _fake in (

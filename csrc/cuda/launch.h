@@ -1,0 +1,101 @@
+// Host interface of the CUDA kernels: plain parameter structs and launch functions.
+//
+// No torch header here or in any .cu/.cuh: the kernels compile with bare nvcc. The binding
+// (ops_cuda.cpp) fills these structs from tensors, allocates outputs and workspaces, and turns a
+// non-success cudaError_t into a TORCH_CHECK.
+//
+// All strides and sizes are in elements. Parameters A, D, delta_bias are fp32; activations are
+// fp32, fp16 or bf16 (DType); the math and all accumulation are fp32.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace zeromamba {
+namespace cuda {
+
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+// One scan problem, either
+//  * selective_scan: u, delta (b, d, L), B/C (b, G, N, L): n_dir = 1, H = 1, W = L, groups = G;
+//  * ss2d_scan: x (b, C, H, W), delta (b, 4, C, H, W), B/C (b, 4, N, H, W), or their
+//    channel-last forms: n_dir = 4 and groups = 4 (direction k uses B[:, k]); the layout is
+//    carried by the strides alone.
+// Every tensor is addressed as base + b*s_b + [k*s_k] + c*s_c + h*s_h + w*s_w; a sequence step
+// t of direction k visits the spatial position (h, w) given by DESIGN §2.2.
+struct ScanParams {
+  DType dtype;
+  int batch, channels, groups, d_state, H, W, n_dir;
+  bool delta_softplus;
+
+  const void* u;
+  const void* delta;
+  const float* A;           // (n_dir * channels, d_state)
+  const void* B;
+  const void* C;
+  const float* D;           // (n_dir * channels,) or nullptr
+  const float* delta_bias;  // (n_dir * channels,) or nullptr
+
+  int64_t u_sb, u_sc, u_sh, u_sw;             // u / x, also y and du / dx
+  int64_t dl_sb, dl_sk, dl_sc, dl_sh, dl_sw;  // delta, also ddelta
+  int64_t bc_sb, bc_sg, bc_sn, bc_sh, bc_sw;  // B and C (same layout), also dB and dC
+};
+
+struct ScanFwdParams : ScanParams {
+  void* y;           // layout of u
+  bool y_float32;    // y is fp32 (out_float32 with half inputs) instead of dtype
+  float* workspace;  // scan_fwd_workspace_floats(*this) floats (may be 0)
+  cudaStream_t stream;
+};
+
+struct ScanBwdParams : ScanParams {
+  const void* dy;     // layout of u
+  bool dy_float32;    // dy is fp32 instead of dtype
+  void* du;           // layout of u, dtype
+  void* ddelta;       // layout of delta, dtype
+  void* dB;           // layout of B, dtype
+  void* dC;           // layout of C, dtype
+  float* dA;          // (n_dir * channels, d_state)
+  float* dD;          // (n_dir * channels,)
+  float* ddelta_bias; // (n_dir * channels,)
+  // Fixed-order reductions everywhere (no floating-point atomics): same bits on every run.
+  bool deterministic;
+  float* workspace;   // scan_bwd_workspace_floats(*this) floats
+  cudaStream_t stream;
+};
+
+int64_t scan_fwd_workspace_floats(const ScanFwdParams& p);
+int64_t scan_bwd_workspace_floats(const ScanBwdParams& p);
+cudaError_t scan_fwd(const ScanFwdParams& p);
+cudaError_t scan_bwd(const ScanBwdParams& p);
+
+// slp_project: feat (b, F, R), q1 and q2 (A, F), all contiguous, one dtype; out (b, A).
+struct SlpParams {
+  DType dtype;
+  int batch, n_attr, F, R;
+  const void* feat;
+  const void* q1;
+  const void* q2;
+  cudaStream_t stream;
+};
+
+struct SlpFwdParams : SlpParams {
+  void* out;  // (b, A), dtype
+};
+
+struct SlpBwdParams : SlpParams {
+  const void* dout;  // (b, A), dtype
+  void* dfeat;       // (b, F, R), dtype
+  void* dq1;         // (A, F), dtype
+  void* dq2;         // (A, F), dtype
+  bool deterministic;
+  float* workspace;  // slp_bwd_workspace_floats(*this) floats
+};
+
+int64_t slp_bwd_workspace_floats(const SlpBwdParams& p);
+cudaError_t slp_fwd(const SlpFwdParams& p);
+cudaError_t slp_bwd(const SlpBwdParams& p);
+
+}  // namespace cuda
+}  // namespace zeromamba

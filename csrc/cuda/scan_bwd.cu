@@ -1,0 +1,147 @@
+// Launch of the scan backward (selective_scan and ss2d_scan): see scan.cuh for the design.
+#include <algorithm>
+
+#include "scan.cuh"
+
+namespace zeromamba {
+namespace cuda {
+namespace scan {
+namespace {
+
+constexpr int kSmallThreads = 256;
+
+int grid_for(int64_t n) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192)));
+}
+
+BwdPlan make_plan(const ScanBwdParams& p) {
+  BwdPlan plan{};
+  const int64_t L = static_cast<int64_t>(p.H) * p.W, N = p.d_state;
+  const int64_t rows = static_cast<int64_t>(p.n_dir) * p.channels;
+  plan.n_tiles = static_cast<int>((L + kTile - 1) / kTile);
+  if (p.n_dir == 1) {
+    const int per_group = p.channels / p.groups;
+    if (p.deterministic) {  // block (b, g) runs the channels of group g: owns dB/dC of (b, g)
+      plan.grid_x = p.groups;
+      plan.n_jobs = per_group;
+      plan.c_blk = per_group;
+      plan.c_job = 1;
+      plan.bc_atomic = false;
+    } else {  // block (b, c)
+      plan.grid_x = p.channels;
+      plan.n_jobs = 1;
+      plan.c_blk = 1;
+      plan.c_job = 0;
+      plan.bc_atomic = per_group > 1;
+    }
+    plan.dx_mode = 0;
+  } else if (p.deterministic) {  // block (b, k) runs the channels of direction k
+    plan.grid_x = 4;
+    plan.n_jobs = p.channels;
+    plan.c_job = 1;
+    plan.k_blk = 1;
+    plan.dx_mode = 2;
+    plan.bc_atomic = false;
+  } else {  // block (b, c) runs the four directions of plane c
+    plan.grid_x = p.channels;
+    plan.n_jobs = 4;
+    plan.c_blk = 1;
+    plan.k_job = 1;
+    plan.dx_mode = 1;
+    plan.acc_in_smem = L <= kAccSmemMaxFloats;
+    plan.bc_atomic = p.channels > 1;
+  }
+  plan.dbc_off = 0;
+  plan.dbc_size = p.batch * static_cast<int64_t>(p.groups) * N * L;
+  plan.param_off = 2 * plan.dbc_size;
+  plan.carry_off = plan.param_off + p.batch * rows * (N + 2);
+  plan.dx_off = plan.carry_off + static_cast<int64_t>(plan.grid_x) * p.batch * plan.n_tiles * N;
+  int64_t dx_size = 0;
+  if (plan.dx_mode == 1 && !plan.acc_in_smem) dx_size = p.batch * static_cast<int64_t>(p.channels) * L;
+  if (plan.dx_mode == 2) dx_size = p.batch * 4 * static_cast<int64_t>(p.channels) * L;
+  plan.total = plan.dx_off + dx_size;
+  plan.smem_bytes = plan.dx_mode == 1 && plan.acc_in_smem ? static_cast<int>(L * sizeof(float)) : 0;
+  return plan;
+}
+
+// Per-(b, row) partials -> dA, dD, ddelta_bias, adding over b in order.
+__global__ void param_grad_reduce_kernel(ScanBwdParams p, BwdPlan plan) {
+  const int N = p.d_state, rows = p.n_dir * p.channels;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= rows * (N + 2)) return;
+  const int row = i / (N + 2), k = i - row * (N + 2);
+  const float* part = p.workspace + plan.param_off;
+  float v = 0.f;
+  for (int b = 0; b < p.batch; ++b) v += part[(static_cast<int64_t>(b) * rows + row) * (N + 2) + k];
+  if (k < N) {
+    p.dA[row * N + k] = v;
+  } else if (k == N) {
+    p.dD[row] = v;
+  } else {
+    p.ddelta_bias[row] = v;
+  }
+}
+
+template <typename T, int kMaxN>
+cudaError_t launch_bwd(const ScanBwdParams& p) {
+  const BwdPlan plan = make_plan(p);
+  cudaError_t err =
+      cudaMemsetAsync(p.workspace + plan.dbc_off, 0, 2 * plan.dbc_size * sizeof(float), p.stream);
+  if (err != cudaSuccess) return err;
+  auto kernel = scan_bwd_kernel<T, kMaxN>;
+  if (plan.smem_bytes > 48 * 1024) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               plan.smem_bytes);
+    if (err != cudaSuccess) return err;
+  }
+  kernel<<<dim3(plan.grid_x, p.batch), kThreads, plan.smem_bytes, p.stream>>>(p, plan);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  bc_grad_store_kernel<T><<<grid_for(plan.dbc_size), kSmallThreads, 0, p.stream>>>(p, plan);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  const int n_params = p.n_dir * p.channels * (p.d_state + 2);
+  param_grad_reduce_kernel<<<(n_params + kSmallThreads - 1) / kSmallThreads, kSmallThreads, 0,
+                             p.stream>>>(p, plan);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  if (plan.dx_mode == 2) {
+    const int64_t n = p.batch * static_cast<int64_t>(p.channels) * p.H * p.W;
+    dx_merge_kernel<T><<<grid_for(n), kSmallThreads, 0, p.stream>>>(p, plan);
+    err = cudaGetLastError();
+  }
+  return err;
+}
+
+template <int kMaxN>
+cudaError_t launch_bwd_dtype(const ScanBwdParams& p) {
+  switch (p.dtype) {
+    case DType::kFloat32:
+      return launch_bwd<float, kMaxN>(p);
+    case DType::kFloat16:
+      return launch_bwd<__half, kMaxN>(p);
+    case DType::kBFloat16:
+      return launch_bwd<__nv_bfloat16, kMaxN>(p);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+}  // namespace scan
+
+int64_t scan_bwd_workspace_floats(const ScanBwdParams& p) { return scan::make_plan(p).total; }
+
+cudaError_t scan_bwd(const ScanBwdParams& p) {
+  if (p.d_state < 1 || p.d_state > 16) return cudaErrorInvalidValue;
+  const size_t rows = static_cast<size_t>(p.n_dir) * p.channels;
+  if (p.batch == 0 || p.H * p.W == 0) {  // nothing to scan: the parameter gradients are zero
+    cudaError_t err = cudaMemsetAsync(p.dA, 0, rows * p.d_state * sizeof(float), p.stream);
+    if (err == cudaSuccess) err = cudaMemsetAsync(p.dD, 0, rows * sizeof(float), p.stream);
+    if (err == cudaSuccess) err = cudaMemsetAsync(p.ddelta_bias, 0, rows * sizeof(float), p.stream);
+    return err;
+  }
+  if (p.channels == 0) return cudaSuccess;
+  if (p.d_state == 1) return scan::launch_bwd_dtype<1>(p);
+  if (p.d_state <= 4) return scan::launch_bwd_dtype<4>(p);
+  return scan::launch_bwd_dtype<16>(p);
+}
+
+}  // namespace cuda
+}  // namespace zeromamba

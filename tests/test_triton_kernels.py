@@ -1,0 +1,139 @@
+"""The Triton backend beyond tests/test_ops.py: the chunk-carry path of the scans (forced small
+chunks, so it runs on small maps), several R-, F- and A-tiles in slp_project, fp16 inputs, the
+kernel-op schemas, the dtype guard and, on a GPU, torch.compile through the triton_op wrappers."""
+
+import pytest
+import torch
+from inputs import (
+    DEVICES,
+    check_against_reference,
+    rel_err,
+    scan_inputs,
+    slp_inputs,
+    ss2d_inputs,
+    to,
+    tolerance,
+)
+
+import zeromamba
+from zeromamba import ops, reference
+
+if "cpu" not in zeromamba.available_backends()["triton"].devices and not torch.cuda.is_available():
+    pytest.skip("the triton backend is not available here", allow_module_level=True)
+
+from zeromamba.kernels import scan
+from zeromamba.kernels import selective_scan as ss_kernels
+from zeromamba.kernels import ss2d_scan as ss2d_kernels
+
+DEVICE = DEVICES[-1]  # the GPU when there is one, else CPU tensors through the interpreter
+SCAN_GRADS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+
+
+def _reference_grads(fn, inputs: dict, dy: torch.Tensor) -> tuple:
+    hi = to(inputs, torch.float64, requires_grad=True)
+    y = fn(**hi)
+    names = [k for k, v in hi.items() if isinstance(v, torch.Tensor)]
+    return y, dict(zip(names, torch.autograd.grad(y, [hi[k] for k in names], dy)))
+
+
+def _assert_close(out: dict, ref: dict) -> None:
+    tol = tolerance(torch.float32, "triton", next(iter(out.values())).device.type)
+    errs = {k: rel_err(v, ref[k]) for k, v in out.items()}
+    assert all(e <= tol for e in errs.values()), f"rel errors {errs} > {tol}"
+
+
+def test_selective_scan_chunk_carries(monkeypatch):
+    """Ten chunks, a ragged last one, and (COMBINE_BLOCK = 4) three folding steps of the
+    chunk combine, forward and backward."""
+    monkeypatch.setattr(scan, "COMBINE_BLOCK", 4)
+    kw = scan_inputs(2, 4, 37, 3, 2, seed=5)  # N = 3: padded states
+    dy = torch.randn(2, 4, 37, dtype=torch.float64)
+    y_ref, g_ref = _reference_grads(reference.selective_scan, kw, dy)
+    f = to(kw, torch.float32, DEVICE)
+    args = [f[k] for k in SCAN_GRADS]
+    y = ss_kernels.launch_fwd(*args, True, False, chunk=4)
+    grads = ss_kernels.launch_bwd(dy.float().to(DEVICE), *args, True, chunk=4)
+    _assert_close({"y": y, **dict(zip(SCAN_GRADS, grads))}, {"y": y_ref, **g_ref})
+
+
+@pytest.mark.parametrize("channel_last", [False, True])
+def test_ss2d_scan_chunk_carries(channel_last, monkeypatch):
+    """Each of the four directions crosses chunk boundaries in its own order (H != W, odd)."""
+    monkeypatch.setattr(scan, "COMBINE_BLOCK", 4)
+    kw = ss2d_inputs(1, 2, 5, 7, 4, channel_last=channel_last, seed=2)
+    dy = torch.randn(kw["x"].shape, dtype=torch.float64)
+    y_ref, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
+    f = to(kw, torch.float32, DEVICE)
+    args = [f[k] for k in ("x", *SCAN_GRADS[1:])]
+    y = ss2d_kernels.launch_fwd(*args, True, channel_last, False, chunk=8)
+    grads = ss2d_kernels.launch_bwd(dy.float().to(DEVICE), *args, True, channel_last, chunk=8)
+    names = ("x", *SCAN_GRADS[1:])
+    _assert_close({"y": y, **dict(zip(names, grads))}, {"y": y_ref, **g_ref})
+
+
+def test_selective_scan_default_chunks():
+    """A sequence longer than the default chunk goes through the carry path by itself."""
+    kw = scan_inputs(1, 2, 150, 1, 1, seed=7)
+    dy = torch.randn(1, 2, 150, dtype=torch.float64)
+    y_ref, g_ref = _reference_grads(reference.selective_scan, kw, dy)
+    f = to(kw, torch.float32, DEVICE, requires_grad=True)
+    y = ops.selective_scan(**f, backend="triton")
+    grads = torch.autograd.grad(y, [f[k] for k in SCAN_GRADS], dy.float().to(DEVICE))
+    _assert_close({"y": y, **dict(zip(SCAN_GRADS, grads))}, {"y": y_ref, **g_ref})
+
+
+def test_slp_project_several_tiles():
+    """R spans three R-tiles (the online softmax rescales), F two F-tiles, A two A-blocks."""
+    kw = slp_inputs(2, 80, 150, 70, seed=3)
+    dout = torch.randn(2, 70, dtype=torch.float64)
+    y_ref, g_ref = _reference_grads(reference.slp_project, kw, dout)
+    f = to(kw, torch.float32, DEVICE, requires_grad=True)
+    y = ops.slp_project(**f, backend="triton")
+    grads = torch.autograd.grad(y, list(f.values()), dout.float().to(DEVICE))
+    _assert_close({"y": y, **dict(zip(f, grads))}, {"y": y_ref, **g_ref})
+
+
+@pytest.mark.parametrize("out_float32", [False, True])
+def test_float16(out_float32):
+    """Half inputs (the interpreter has fp16, not bf16, arithmetic): fp32 state, half or fp32
+    output, within twice the half-precision reference's own error."""
+    kw = to(ss2d_inputs(2, 3, 5, 6, 2, channel_last=out_float32), device=DEVICE)
+    check_against_reference("ss2d_scan", "triton", kw, torch.float16, out_float32=out_float32)
+    kw = to(scan_inputs(2, 4, 30, 4, 2), device=DEVICE)
+    check_against_reference("selective_scan", "triton", kw, torch.float16,
+                            out_float32=out_float32)
+    if not out_float32:
+        kw = to(slp_inputs(2, 40, 50, 20), device=DEVICE)
+        check_against_reference("slp_project", "triton", kw, torch.float16)
+
+
+@pytest.mark.parametrize("name", ["selective_scan_fwd", "selective_scan_bwd", "ss2d_scan_fwd",
+                                  "ss2d_scan_bwd", "slp_project_fwd", "slp_project_bwd"])
+def test_kernel_op_schemas(name):
+    """Each Triton kernel is a registered op taking exactly the C++ kernel op's arguments."""
+    native = getattr(torch.ops.zeromamba, name).default._schema
+    ours = getattr(torch.ops.zeromamba, f"{name}_triton").default._schema
+    assert [str(a.type) for a in ours.arguments] == [str(a.type) for a in native.arguments]
+    assert [str(r.type) for r in ours.returns] == [str(r.type) for r in native.returns]
+
+
+def test_float64_is_refused():
+    kw = to(scan_inputs(1, 2, 3, 1, 1), device=DEVICE)
+    with pytest.raises(ValueError, match="triton backend takes float32"):
+        ops.selective_scan(**kw, backend="triton")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile traces Triton on GPUs")
+def test_compile_fullgraph_cuda():
+    """torch.compile traces into the triton_op launches: no graph break, eager's results."""
+    torch._dynamo.reset()
+    samples = [
+        (ops.selective_scan, to(scan_inputs(2, 4, 70, 2, 2), torch.float32, "cuda", True)),
+        (ops.ss2d_scan, to(ss2d_inputs(2, 3, 9, 8, 1), torch.float32, "cuda", True)),
+        (ops.slp_project, to(slp_inputs(2, 40, 30, 20), torch.float32, "cuda", True)),
+    ]
+    for op, kw in samples:
+        fn = torch.compile(lambda kw, op=op: op(**kw, backend="triton") * 2, fullgraph=True)
+        y = fn(kw)
+        torch.testing.assert_close(y, op(**kw, backend="triton") * 2)
+        y.sum().backward()

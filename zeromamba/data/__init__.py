@@ -1,0 +1,70 @@
+"""Zero-shot data: the xlsa17 benchmarks (CUB, SUN, AWA2), a plain folder format for your own data
+(:mod:`zeromamba.data.folder`), and a built-in procedurally generated task
+(:mod:`zeromamba.data.shapes`). Every loader returns a :class:`ZeroShotData` and refuses
+inconsistent data (:class:`DataError`, :class:`MissingFileError`) before any training starts.
+Transforms without torchvision are in :mod:`zeromamba.data.transforms`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import transforms
+from .core import SPLITS, DataError, ImageDataset, MissingFileError, ZeroShotData
+from .folder import load_folder
+from .shapes import builtin
+from .xlsa17 import DATASETS, load_xlsa17
+
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "DataError",
+    "ImageDataset",
+    "MissingFileError",
+    "ZeroShotData",
+    "builtin",
+    "load",
+    "load_folder",
+    "load_xlsa17",
+    "transforms",
+]
+
+
+def load(
+    spec: str,
+    *,
+    data_root: str | None = None,
+    image_root: str | None = None,
+    w2v_root: str | None = None,
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> ZeroShotData:
+    """Loads a zero-shot task.
+
+    ``spec``: "builtin" (:func:`builtin`, from ``seed``, cached in ``cache_dir``); "CUB", "SUN" or
+    "AWA2" (any case; xlsa17 under ``data_root``, images under ``image_root``, word vectors under
+    ``w2v_root``, see :mod:`zeromamba.data.xlsa17`); otherwise a folder in the format of
+    :mod:`zeromamba.data.folder`. ``image_size`` defaults to 32 (builtin), 448 (xlsa17, the
+    official recipe) or 224 (folder).
+    """
+    if spec.lower() == "builtin":
+        return builtin(seed=seed, image_size=image_size or 32, cache_dir=cache_dir)
+    if spec.upper() in DATASETS:
+        if data_root is None:
+            raise ValueError(
+                f"{spec}: pass data_root, the folder holding xlsa17's {spec.upper()}/res101.mat "
+                "and att_splits.mat"
+            )
+        return load_xlsa17(
+            spec.upper(),
+            data_root,
+            image_root=image_root,
+            w2v_root=w2v_root,
+            image_size=image_size or 448,
+        )
+    if os.path.isdir(spec):
+        return load_folder(spec, image_size=image_size or 224)
+    raise MissingFileError(
+        f"unknown data {spec!r}: not 'builtin', one of {list(DATASETS)}, or an existing folder"
+    )

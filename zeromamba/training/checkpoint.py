@@ -1,0 +1,122 @@
+"""Checkpoint files: atomic writes and loads that name the file when it is unreadable.
+
+A checkpoint is written to a temporary file in the destination's folder, flushed and fsync'ed,
+then renamed over the destination (``os.replace`` is atomic on POSIX and Windows), and the folder
+is fsync'ed so the rename itself survives a crash. A process killed at any moment therefore
+leaves either the previous complete file or the new complete file, never a torn one; at worst a
+stray ``.tmp-*`` file, which :func:`remove_stale_temporaries` deletes on the next start.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "zeromamba-checkpoint"
+VERSION = 1
+_TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or not a zeromamba checkpoint."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` so that ``path`` always holds a complete file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file (JSON, JSONL) with the same temporary-file-and-rename guarantee."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files a killed run left in ``folder``; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(folder.glob(_TMP_PREFIX + "*"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """``torch.load`` on CPU (weights only: no code runs), with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated / foreign files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is corrupt, truncated or not a PyTorch "
+            f"checkpoint ({type(e).__name__}: {e})"
+        ) from e
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load one of our checkpoints (see :func:`make_checkpoint`), checking its format tag."""
+    obj = load_file(path)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a zeromamba training checkpoint (no '{FORMAT}' tag); official "
+            "ZeroMamba weights are read by `zeromamba eval --checkpoint`, not by --resume"
+        )
+    if obj.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer zeromamba (checkpoint version {obj['version']} > "
+            f"{VERSION})"
+        )
+    return obj
+
+
+def make_checkpoint(**fields: Any) -> dict[str, Any]:
+    """A checkpoint dict: the format tag and version, then ``fields`` (model, optimizer, ...)."""
+    return {"format": FORMAT, "version": VERSION, **fields}

@@ -1,0 +1,112 @@
+"""Evaluating a checkpoint on the test splits: ours (with its stored configuration) or an
+official ZeroMamba ``.pth`` (a bare state dict with ``VisionMamba.*`` / ``clf_head.*`` /
+``clf_head2.*`` keys, read through ``ZeroMamba.load_official``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from ..models import ZeroMamba
+from . import distributed
+from .checkpoint import FORMAT, CheckpointError, load_file
+from .config import DATASET_RECIPES, TrainConfig
+
+
+def _official_state(obj: Any) -> dict[str, torch.Tensor] | None:
+    """The state dict of an official checkpoint, or None if ``obj`` is not one."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        keys = [k.removeprefix("module.") for k in obj if isinstance(k, str)]
+        if any(k.startswith("VisionMamba.") for k in keys):
+            return obj
+    return None
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    *,
+    data: str | None = None,
+    data_root: str | None = None,
+    image_root: str | None = None,
+    w2v_root: str | None = None,
+    image_size: int | None = None,
+    data_seed: int | None = None,
+    model: str | None = None,
+    gamma: float | None = None,
+    device: str = "auto",
+    batch_size: int = 128,
+    backend: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
+
+    gamma: the calibration; default the gamma stored with our checkpoint (its selected or fixed
+    value), else the dataset's official value. Returns the metrics plus ``dataset``,
+    ``checkpoint_kind`` ("zeromamba" or "official"), ``n_unseen``.
+    """
+    from .trainer import EvalSets, build_model, load_data, predict, zero_shot_metrics
+
+    obj = load_file(path)
+    given = {"data": data, "data_root": data_root, "image_root": image_root,
+             "w2v_root": w2v_root, "image_size": image_size, "data_seed": data_seed}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        kind = "zeromamba"
+        cfg = dataclasses.replace(TrainConfig.from_dict(obj["config"]), pretrained=None,
+                                  **overrides)
+        dataset = load_data(cfg)
+        net = build_model(cfg, dataset)
+        net.load_state_dict(obj["model"])
+        # the gamma this model was evaluated with: its own, else the run's selected one
+        for source in (obj.get("metrics"), (obj.get("evals") or {}).get("best_h")):
+            if gamma is None and source:
+                gamma = source.get("gamma")
+        if gamma is None:
+            gamma = cfg.gamma
+    else:
+        state = _official_state(obj)
+        if state is None:
+            raise CheckpointError(
+                f"{path} is neither a zeromamba checkpoint nor an official ZeroMamba one "
+                "(no 'VisionMamba.*' keys)"
+            )
+        if data is None:
+            raise ValueError(f"{path} is an official ZeroMamba checkpoint: pass --data "
+                             "(CUB, SUN or AWA2) and --data-root")
+        kind = "official"
+        cfg = TrainConfig(**overrides, model=model or "small").resolved()
+        dataset = load_data(cfg)
+        net = ZeroMamba(cfg.model, attributes=dataset.attributes.shape[1],
+                        word_vectors=dataset.word_vectors,
+                        grl_bias=any(k.endswith("clf_head.bias") for k in state))
+        try:
+            net.load_official(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path} does not fit ZeroMamba({cfg.model!r}) on "
+                                  f"{dataset.name}: {e}") from e
+    if gamma is None:
+        gamma = DATASET_RECIPES.get(dataset.name.upper(), {}).get("gamma")
+    if gamma is None:
+        raise ValueError(f"{path}: no gamma stored for {dataset.name}; pass --gamma")
+    if backend is not None:
+        net.set_backend(backend)
+    env = distributed.DistEnv(0, 1, 0, distributed.pick_device(device))
+    net = net.to(env.device)
+    from ..data.transforms import eval_transform
+
+    tf = eval_transform(dataset.image_size)
+    sets = EvalSets("test", dataset.splits["test_seen"].with_transform(tf),
+                    dataset.splits["test_unseen"].with_transform(tf), dataset.seen,
+                    dataset.unseen)
+    p_seen = predict(net, sets.seen_set, env, batch_size, True, "test seen", progress)
+    p_unseen = predict(net, sets.unseen_set, env, batch_size, True, "test unseen", progress)
+    metrics = zero_shot_metrics(p_seen, p_unseen, sets, dataset.attributes, float(gamma))
+    return {"dataset": dataset.name, "checkpoint": str(path), "checkpoint_kind": kind,
+            "n_unseen": len(dataset.unseen), **metrics}

@@ -1,0 +1,592 @@
+"""The training run: stages, epochs, evaluation, checkpoints, resume, results.
+
+Protocol (``TrainConfig.select``):
+
+* ``"val"`` (default, honest): the test classes and test images take no part in any choice.
+  Stage ``select`` trains on the "train" classes, minus a held-out fraction of each class's
+  images, and after every epoch scores the "val" classes as unseen and the held-out "train"
+  images as seen (the label space is train + val classes). It picks the epoch of the best
+  validation CZSL, the epoch of the best validation H, and the calibration gamma that maximises
+  H at that epoch (unless ``gamma`` is given). Stage ``final`` then retrains from scratch on
+  "trainval" (all seen classes and their training images) for the larger of the two epoch
+  counts, with the same schedule; the model at the CZSL epoch (``best_czsl.pt``) gives the
+  reported CZSL, the model at the H epoch (``best_h.pt``) the reported S, U, H (with the chosen
+  gamma) and AUSUC, both on the test splits, evaluated once.
+* ``"test"`` (the official code's protocol, for comparison): one stage on "trainval", evaluated
+  on the test splits after every epoch with the fixed ``gamma``; the best test CZSL and best
+  test H over the epochs are reported (``best_czsl.pt`` / ``best_h.pt``). Numbers chosen this
+  way are optimistic: model selection saw the test set.
+
+Every stage keeps ``last.pt`` (model, optimiser, scheduler, epoch, best metrics, history, elapsed
+seconds) in its folder, rewritten atomically after every epoch; ``resume=True`` continues from it.
+The random streams are reseeded at every epoch from (seed, stage, epoch, rank), so a resumed run
+reproduces an uninterrupted one exactly (same weights on CPU with ``num_workers=0``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from .. import data as zdata
+from .. import evaluation
+from ..models import ZeroMamba, zsl_loss
+from . import distributed, plots, seeding
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    make_checkpoint,
+    remove_stale_temporaries,
+    save_atomic,
+    write_text_atomic,
+)
+from .config import TrainConfig
+from .metrics_log import MetricsLog
+from .optim import build_optimizer, build_scheduler
+
+STAGE_IDS = {"select": 1, "final": 2}
+
+
+# ----------------------------------------------------------------------------- model
+def build_model(cfg: TrainConfig, data: zdata.ZeroShotData) -> ZeroMamba:
+    """The ZeroMamba model of ``cfg`` for ``data``'s attributes (backbone weights from
+    ``cfg.pretrained`` when given)."""
+    model = ZeroMamba(
+        cfg.model,
+        attributes=data.attributes.shape[1],
+        word_vectors=data.word_vectors,
+        **cfg.extra,
+    )
+    if cfg.pretrained:
+        load_backbone_weights(model, cfg.pretrained)
+    return model
+
+
+def load_backbone_weights(model: ZeroMamba, path: str | os.PathLike) -> None:
+    """Load a VMamba ImageNet checkpoint (``{"model": state_dict}`` or a bare state dict) into
+    the backbone; the key names match VMamba's, so nothing is renamed."""
+    from .checkpoint import load_file
+
+    obj = load_file(path)
+    state = obj.get("model", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: no state dict found (expected a VMamba checkpoint)")
+    try:
+        model.backbone.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path} does not fit the {type(model.backbone).__name__} backbone: {e}"
+        ) from e
+
+
+def _unwrap(model: nn.Module) -> ZeroMamba:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    env: distributed.DistEnv,
+    batch_size: int,
+    amp: bool,
+    desc: str = "eval",
+    progress: bool = False,
+) -> Tensor:
+    """The model's attribute predictions (n, A) float32 for every item of ``dataset``, in order.
+    Under DDP each rank scores every world_size-th item and the rows are gathered."""
+    net = _unwrap(model)
+    was_training = net.training
+    net.eval()
+    shard = Subset(dataset, distributed.shard_indices(len(dataset), env))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False)
+    rows = []
+    for images, _ in tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stdout):
+        with _autocast(env.device, amp):
+            rows.append(net(images.to(env.device, non_blocking=True)).float().cpu())
+    net.train(was_training)
+    pred = torch.cat(rows) if rows else torch.empty(0, net.grl.out_features)
+    return distributed.gather_rows(pred, len(dataset), env)
+
+
+@dataclass
+class EvalSets:
+    """A zero-shot evaluation: seen-class images, unseen-class images and the label space."""
+
+    name: str  # "val" or "test"
+    seen_set: zdata.ImageDataset
+    unseen_set: zdata.ImageDataset
+    seen_classes: Tensor  # global class ids
+    unseen_classes: Tensor
+
+
+def zero_shot_metrics(
+    pred_seen: Tensor,
+    pred_unseen: Tensor,
+    sets: EvalSets,
+    attributes: Tensor,
+    gamma: float | None,
+) -> dict[str, float]:
+    """CZSL, S, U, H (percent), AUSUC and the gamma used (chosen to maximise H when None).
+
+    The candidate classes are the sets' seen + unseen classes only (on validation, the test
+    classes are not candidates). pred_*: (n, A); attributes: (n_classes, A) of every class.
+    """
+    att = attributes.float()
+    s_scores, u_scores = pred_seen @ att.T, pred_unseen @ att.T
+    args = (s_scores, sets.seen_set.labels, u_scores, sets.unseen_set.labels,
+            sets.seen_classes, sets.unseen_classes)
+    if gamma is None:
+        gamma, gz = evaluation.best_gamma(*args)
+    else:
+        gz = evaluation.gzsl(*args, gamma)
+    return {
+        "czsl": float(evaluation.czsl(u_scores, sets.unseen_set.labels, sets.unseen_classes)),
+        "S": float(gz["S"]),
+        "U": float(gz["U"]),
+        "H": float(gz["H"]),
+        "ausuc": float(evaluation.ausuc(*args)),
+        "gamma": float(gamma),
+    }
+
+
+def seen_unseen_points(
+    pred_seen: Tensor, pred_unseen: Tensor, sets: EvalSets, attributes: Tensor
+) -> tuple[list[float], list[float]]:
+    """S and U (percent) along the calibration sweep, for the seen-unseen plot."""
+    att = attributes.float()
+    curve = evaluation.seen_unseen_curve(
+        pred_seen @ att.T, sets.seen_set.labels, pred_unseen @ att.T, sets.unseen_set.labels,
+        sets.seen_classes, sets.unseen_classes,
+    )
+    return curve["S"].tolist(), curve["U"].tolist()
+
+
+# ----------------------------------------------------------------------------- helpers
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def holdout_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Split item indices per class into (kept, held out): ``fraction`` of each class's items
+    (at least one, when the class has two or more) are held out, drawn with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)].tolist()
+        n_held = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
+        held += idx[:n_held]
+        kept += idx[n_held:]
+    return (torch.tensor(sorted(kept), dtype=torch.long),
+            torch.tensor(sorted(held), dtype=torch.long))
+
+
+@dataclass
+class Stage:
+    """One training stage: what it trains on, how long, and how it is evaluated."""
+
+    name: str  # "select" or "final"
+    train_set: zdata.ImageDataset
+    train_classes: Tensor  # the classes of the loss (global ids, sorted)
+    epochs: int
+    eval_sets: EvalSets
+    eval_epochs: set[int] | None  # epochs evaluated; None: every epoch
+    gamma: float | None  # fixed, or None: chosen on the eval sets
+    save_at: dict[str, int] = field(default_factory=dict)  # "best_czsl"/"best_h" -> epoch
+
+
+@dataclass
+class RunContext:
+    cfg: TrainConfig
+    out: Path
+    env: distributed.DistEnv
+    data: zdata.ZeroShotData
+    log: MetricsLog
+    say: Callable[[str], None]
+    started: float  # time.time() of this process's start, minus seconds of earlier sessions
+
+
+def _stage_dir(ctx: RunContext, stage: Stage) -> Path:
+    if ctx.cfg.select == "val" and stage.name == "select":
+        return ctx.out / "select"
+    return ctx.out
+
+
+def _train_loader(ctx: RunContext, stage: Stage, epoch: int) -> DataLoader:
+    cfg, env = ctx.cfg, ctx.env
+    seed = seeding.derive_seed(cfg.seed, STAGE_IDS[stage.name], epoch)
+    if env.distributed:
+        sampler = DistributedSampler(stage.train_set, env.world_size, env.rank, shuffle=True,
+                                     seed=seed % 2**31, drop_last=False)
+        sampler.set_epoch(epoch)
+        per_rank = max(1, cfg.batch_size // env.world_size)
+    else:
+        sampler = RandomSampler(stage.train_set, generator=seeding.generator(seed))
+        per_rank = cfg.batch_size
+    return DataLoader(
+        stage.train_set,
+        batch_size=per_rank,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        worker_init_fn=seeding.worker_init if cfg.num_workers else None,
+        generator=seeding.generator(seed + 1),
+        pin_memory=env.device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def _evaluate(ctx: RunContext, model: nn.Module, stage: Stage
+              ) -> tuple[dict[str, float], tuple[list[float], list[float]]]:
+    """Metrics on the stage's eval sets and the (S, U) points of the calibration sweep."""
+    cfg, sets = ctx.cfg, stage.eval_sets
+    show = cfg.progress and ctx.env.is_main
+    p_seen = predict(model, sets.seen_set, ctx.env, cfg.eval_batch_size, cfg.amp,
+                     f"{sets.name} seen", show)
+    p_unseen = predict(model, sets.unseen_set, ctx.env, cfg.eval_batch_size, cfg.amp,
+                       f"{sets.name} unseen", show)
+    metrics = zero_shot_metrics(p_seen, p_unseen, sets, ctx.data.attributes, stage.gamma)
+    return metrics, seen_unseen_points(p_seen, p_unseen, sets, ctx.data.attributes)
+
+
+def _plot_curve(ctx: RunContext, path: Path, points, metrics: dict[str, float], stage: Stage,
+                epoch: int, what: str) -> None:
+    if ctx.env.is_main:
+        plots.plot_seen_unseen(
+            *points, path, ausuc=metrics["ausuc"], point=(metrics["S"], metrics["U"]),
+            title=f"{ctx.data.name} {stage.eval_sets.name}: {what} (epoch {epoch})",
+        )
+
+
+def _checkpoint_fields(ctx: RunContext, stage: Stage, epoch: int, model: nn.Module
+                       ) -> dict[str, Any]:
+    return {
+        "config": ctx.cfg.to_dict(),
+        "stage": stage.name,
+        "epoch": epoch,
+        "model": _unwrap(model).state_dict(),
+        "classes": {"seen": ctx.data.seen.tolist(), "unseen": ctx.data.unseen.tolist()},
+    }
+
+
+# ----------------------------------------------------------------------------- one stage
+def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
+    """Train ``stage`` to its last epoch (continuing from its ``last.pt`` when resuming).
+
+    Returns ``{"history": [per-epoch records], "best": {...}, "evals": {name: metrics}}`` where
+    evals holds the metrics measured when the ``save_at`` checkpoints were written.
+    """
+    cfg, env = ctx.cfg, ctx.env
+    folder = _stage_dir(ctx, stage)
+    last_path = folder / "last.pt"
+    stage_id = STAGE_IDS[stage.name]
+
+    seeding.seed_everything(seeding.derive_seed(cfg.seed, stage_id, 0))
+    model = build_model(cfg, ctx.data).to(env.device)
+    net = _unwrap(model)
+    optimizer = build_optimizer(
+        net.param_groups(),
+        {"backbone": cfg.lr_backbone, "grl": cfg.lr_grl, "slp_mlp": cfg.lr_mlp},
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = build_scheduler(optimizer, cfg.milestones, cfg.lr_factor)
+    state = {"epoch": 0, "best": {"czsl": -1.0, "czsl_epoch": 0, "H": -1.0, "H_epoch": 0},
+             "history": [], "evals": {}}
+    if resume and last_path.is_file():
+        ckpt = load_checkpoint(last_path)
+        if ckpt["stage"] != stage.name:
+            raise CheckpointError(f"{last_path} belongs to stage {ckpt['stage']!r}, "
+                                  f"not {stage.name!r}")
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        for key in ("epoch", "best", "history", "evals"):
+            state[key] = ckpt[key]
+        ctx.say(f"[{stage.name}] resumed from {last_path} at epoch {state['epoch']}")
+    if state["epoch"] >= stage.epochs:
+        return state
+    if env.distributed:
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+    seen_att = ctx.data.attributes[stage.train_classes].to(env.device)
+    to_local = torch.full((ctx.data.attributes.shape[0],), -1, dtype=torch.long)
+    to_local[stage.train_classes] = torch.arange(len(stage.train_classes))
+    to_local = to_local.to(env.device)
+
+    for epoch in range(state["epoch"] + 1, stage.epochs + 1):
+        seeding.seed_everything(seeding.derive_seed(cfg.seed, stage_id, epoch, env.rank))
+        model.train()
+        loader = _train_loader(ctx, stage, epoch)
+        total = torch.zeros(2, dtype=torch.float64)
+        bar = tqdm(loader, desc=f"[{stage.name}] epoch {epoch}/{stage.epochs}", leave=False,
+                   disable=not (cfg.progress and env.is_main), file=sys.stdout)
+        for images, labels in bar:
+            images = images.to(env.device, non_blocking=True)
+            y = to_local[labels.to(env.device, non_blocking=True)]
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(env.device, cfg.amp):
+                pred = model(images)
+            loss = zsl_loss(pred.float(), y, seen_att, cfg.lambda_l1)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"[{stage.name}] epoch {epoch}: the loss is {loss.item()}; lower the "
+                    "learning rates"
+                )
+            loss.backward()
+            optimizer.step()
+            total += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+            bar.set_postfix(loss=f"{total[0] / total[1]:.4f}")
+        scheduler.step()
+        total = distributed.all_reduce_sum(total, env)
+        record = {"stage": stage.name, "epoch": epoch, "loss": float(total[0] / total[1]),
+                  "lr": [g["lr"] for g in optimizer.param_groups], "eval": {}}
+
+        metrics = None
+        if stage.eval_epochs is None or epoch in stage.eval_epochs:
+            metrics, points = _evaluate(ctx, model, stage)
+            record["eval"][stage.eval_sets.name] = metrics
+            best = state["best"]
+            # a stage without fixed save epochs keeps its best models; ties: the later epoch
+            # for CZSL, the earlier for H, as the official code
+            if not stage.save_at and metrics["czsl"] >= best["czsl"]:
+                best.update(czsl=metrics["czsl"], czsl_epoch=epoch)
+                _save_best(ctx, folder / "best_czsl.pt", stage, epoch, model, metrics)
+            if not stage.save_at and metrics["H"] > best["H"]:
+                best.update(H=metrics["H"], H_epoch=epoch, gamma=metrics["gamma"])
+                _save_best(ctx, folder / "best_h.pt", stage, epoch, model, metrics)
+                _plot_curve(ctx, folder / "seen_unseen.png", points, metrics, stage, epoch,
+                            "best-H model")
+            if stage.save_at.get("best_h") == epoch:
+                _plot_curve(ctx, folder / "seen_unseen.png", points, metrics, stage, epoch,
+                            "selected model")
+        for name, at in stage.save_at.items():
+            if at == epoch:
+                _save_best(ctx, folder / f"{name}.pt", stage, epoch, model, metrics)
+                state["evals"][name] = metrics
+        state["epoch"] = epoch
+        state["seconds"] = record["seconds"] = time.time() - ctx.started
+        state["history"].append(record)
+        if env.is_main:
+            save_atomic(
+                make_checkpoint(
+                    **_checkpoint_fields(ctx, stage, epoch, model),
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    best=state["best"],
+                    history=state["history"],
+                    evals=state["evals"],
+                    seconds=state["seconds"],
+                ),
+                last_path,
+            )
+            ctx.log.append(record)
+            ctx.say(_epoch_line(record))
+        distributed.barrier(env)
+    return state
+
+
+def _save_best(ctx: RunContext, path: Path, stage: Stage, epoch: int, model: nn.Module,
+               metrics: dict[str, float] | None) -> None:
+    if ctx.env.is_main:
+        save_atomic(make_checkpoint(**_checkpoint_fields(ctx, stage, epoch, model),
+                                    metrics=metrics), path)
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    line = (f"[{record['stage']}] epoch {record['epoch']:3d}  {record['seconds']:6.0f} s  "
+            f"loss {record['loss']:.4f}")
+    for split, m in record["eval"].items():
+        line += (f"  {split}: CZSL {m['czsl']:.1f}  S {m['S']:.1f}  U {m['U']:.1f}"
+                 f"  H {m['H']:.1f}  (gamma {m['gamma']:.2f})")
+    return line
+
+
+# ----------------------------------------------------------------------------- the run
+def _select_from(history: list[dict[str, Any]], gamma: float | None) -> dict[str, Any]:
+    """The stage-1 choice: epochs of the best validation CZSL and H, and H's gamma."""
+    rows = [r for r in history if "val" in r["eval"]]
+    if not rows:
+        raise RuntimeError("the select stage has no validation record to choose from")
+    # same tie rules as the per-epoch tracking: later epoch for CZSL, earlier for H
+    czsl_row = max(reversed(rows), key=lambda r: r["eval"]["val"]["czsl"])
+    h_row = max(rows, key=lambda r: r["eval"]["val"]["H"])
+    return {
+        "epoch_czsl": czsl_row["epoch"],
+        "epoch_h": h_row["epoch"],
+        "gamma": float(h_row["eval"]["val"]["gamma"]) if gamma is None else float(gamma),
+        "val": {"czsl": czsl_row["eval"]["val"]["czsl"], **{
+            k: h_row["eval"]["val"][k] for k in ("S", "U", "H", "ausuc")}},
+    }
+
+
+def _test_sets(data: zdata.ZeroShotData, eval_tf) -> EvalSets:
+    return EvalSets("test", data.splits["test_seen"].with_transform(eval_tf),
+                    data.splits["test_unseen"].with_transform(eval_tf), data.seen, data.unseen)
+
+
+def load_data(cfg: TrainConfig) -> zdata.ZeroShotData:
+    """The dataset of ``cfg`` (``cfg.data``: builtin, CUB, SUN, AWA2 or a folder)."""
+    return zdata.load(cfg.data, data_root=cfg.data_root, image_root=cfg.image_root,
+                      w2v_root=cfg.w2v_root, image_size=cfg.image_size, seed=cfg.data_seed)
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
+          say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the protocol of ``cfg`` and write everything into ``out``.
+
+    Writes (rank 0 only): ``config.json``, ``metrics.jsonl``, ``curves.png``,
+    ``seen_unseen.png``, ``last.pt`` / ``best_czsl.pt`` / ``best_h.pt`` (and, for
+    ``select="val"``, the same under ``select/`` for stage 1), ``results.json``. Returns the
+    results dict (percent: ``czsl``, ``S``, ``U``, ``H``, ``ausuc``; ``n_unseen``, ``seconds``,
+    ...). With ``resume=True`` the run continues from the checkpoints in ``out``; the stored
+    configuration is used and ``cfg`` is ignored.
+    """
+    out = Path(out)
+    env = distributed.setup(cfg.device)
+    threads = torch.get_num_threads()
+    if resume and (out / "config.json").is_file():
+        cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    wanted = cfg.resolved().threads
+    try:
+        if wanted:
+            torch.set_num_threads(wanted)
+        return _train(cfg, out, env, resume, say if env.is_main else (lambda _msg: None))
+    finally:
+        torch.set_num_threads(threads)
+        distributed.teardown()
+
+
+def _train(cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool,
+           say: Callable[[str], None]) -> dict[str, Any]:
+    t0 = time.time()
+    cfg_path = out / "config.json"
+    prior_seconds = 0.0
+    if resume:
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"--resume {out}: no run there ({cfg_path} is missing)")
+        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        for p in (out / "last.pt", out / "select" / "last.pt"):
+            if p.is_file():
+                prior_seconds = max(prior_seconds, float(load_checkpoint(p).get("seconds", 0.0)))
+    else:
+        cfg = cfg.resolved()
+        if (out / "last.pt").exists() or (out / "select" / "last.pt").exists():
+            raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, "
+                                  "or choose another --out")
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        remove_stale_temporaries(out / "select")
+        if not resume:
+            write_text_atomic(json.dumps(cfg.to_dict(), indent=2) + "\n", cfg_path)
+    distributed.barrier(env)
+
+    data = load_data(cfg)
+    train_tf = zdata.transforms.train_transform(data.image_size)
+    eval_tf = zdata.transforms.eval_transform(data.image_size)
+    log = MetricsLog(out / "metrics.jsonl")
+    ctx = RunContext(cfg, out, env, data, log, say, t0 - prior_seconds)
+    say(f"zeromamba train: {data.name}, {len(data.class_names)} classes "
+        f"({len(data.seen)} seen, {len(data.unseen)} unseen), model {cfg.model}, "
+        f"{data.image_size} px, device {env.device}"
+        + (f" x {env.world_size} processes" if env.distributed else "")
+        + f", selection on {cfg.select}")
+
+    if resume and env.is_main:
+        kept = []
+        for p in (out / "select" / "last.pt", out / "last.pt"):
+            if p.is_file():
+                kept += load_checkpoint(p)["history"]
+        log.truncate_to(sorted(kept, key=lambda r: (STAGE_IDS[r["stage"]], r["epoch"])))
+
+    history: list[dict[str, Any]] = []
+    test_sets = _test_sets(data, eval_tf)
+    trainval = data.splits["trainval"].with_transform(train_tf)
+    if cfg.select == "val":
+        train_split = data.splits["train"]
+        kept_idx, held_idx = holdout_split(train_split.labels, cfg.holdout_fraction, cfg.seed)
+        val_sets = EvalSets("val", train_split.subset(held_idx).with_transform(eval_tf),
+                            data.splits["val"].with_transform(eval_tf), data.classes("train"),
+                            data.classes("val"))
+        select = Stage("select", train_split.subset(kept_idx).with_transform(train_tf),
+                       data.classes("train"), cfg.epochs, val_sets, None, cfg.gamma)
+        s1 = run_stage(ctx, select, resume)
+        history += s1["history"]
+        choice = _select_from(s1["history"], cfg.gamma)
+        say(f"[select] chose epoch {choice['epoch_czsl']} for CZSL, epoch {choice['epoch_h']} "
+            f"for H, gamma {choice['gamma']:.3f} (validation: CZSL {choice['val']['czsl']:.1f}, "
+            f"H {choice['val']['H']:.1f})")
+        final = Stage("final", trainval, data.seen, max(choice["epoch_czsl"], choice["epoch_h"]),
+                      test_sets, {choice["epoch_czsl"], choice["epoch_h"]}, choice["gamma"],
+                      {"best_czsl": choice["epoch_czsl"], "best_h": choice["epoch_h"]})
+        s2 = run_stage(ctx, final, resume)
+        history += s2["history"]
+        czsl_m, h_m = s2["evals"]["best_czsl"], s2["evals"]["best_h"]
+        epochs = {"czsl": choice["epoch_czsl"], "H": choice["epoch_h"]}
+    else:
+        final = Stage("final", trainval, data.seen, cfg.epochs, test_sets, None, cfg.gamma)
+        s2 = run_stage(ctx, final, resume)
+        history += s2["history"]
+        best = s2["best"]
+        by_epoch = {r["epoch"]: r["eval"]["test"] for r in s2["history"]}
+        czsl_m, h_m = by_epoch[best["czsl_epoch"]], by_epoch[best["H_epoch"]]
+        epochs = {"czsl": best["czsl_epoch"], "H": best["H_epoch"]}
+        choice = None
+
+    results = {
+        "dataset": data.name,
+        "select": cfg.select,
+        "czsl": czsl_m["czsl"],
+        "S": h_m["S"],
+        "U": h_m["U"],
+        "H": h_m["H"],
+        "ausuc": h_m["ausuc"],
+        "gamma": h_m["gamma"],
+        "epochs": epochs,
+        "n_seen": len(data.seen),
+        "n_unseen": len(data.unseen),
+        "chance_czsl": 100.0 / len(data.unseen),
+        "world_size": env.world_size,
+        "seconds": time.time() - ctx.started,
+    }
+    if choice is not None:
+        results["validation"] = choice["val"]
+    if env.is_main:
+        plots.plot_training_curves(history, out / "curves.png")
+        write_text_atomic(json.dumps(results, indent=2) + "\n", out / "results.json")
+        say(format_table(results))
+        say(f"wrote {out}")
+    distributed.barrier(env)
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The CZSL / GZSL table of a results dict."""
+    sel = ("selected on validation" if results["select"] == "val"
+           else "selected on the test set (official protocol)")
+    e = results["epochs"]
+    head = (f"{results['dataset']}: {results['n_unseen']} unseen classes (CZSL chance "
+            f"{results['chance_czsl']:.1f}%), {sel}; epochs CZSL {e['czsl']}, H {e['H']}, "
+            f"gamma {results['gamma']:.3f}")
+    row = (f"  {results['czsl']:6.2f} | {results['S']:6.2f} {results['U']:6.2f} "
+           f"{results['H']:6.2f} | {results['ausuc']:6.2f} | {results['seconds']:.0f}")
+    lines = [head, f"  {'CZSL':>6} | {'S':>6} {'U':>6} {'H':>6} | {'AUSUC':>6} | seconds", row]
+    return "\n".join(lines)
