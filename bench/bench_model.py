@@ -133,8 +133,15 @@ def run_setting(s: Setting, args: argparse.Namespace) -> list[dict]:
     for text in s.variants:
         pipeline, asked = parse_variant(text)
         backend, why = resolve_backend(asked, s.device)
-        row = {"device": s.device, "config": s.config, "size": s.size, "batch": s.batch,
-               "dtype": s.dtype, "pipeline": pipeline, "backend": backend or asked}
+        row = {
+            "device": s.device,
+            "config": s.config,
+            "size": s.size,
+            "batch": s.batch,
+            "dtype": s.dtype,
+            "pipeline": pipeline,
+            "backend": backend or asked,
+        }
         if backend is None:
             rows.append({**row, "skipped": why})
             print(f"skip {text}: {why}", file=sys.stderr)
@@ -170,8 +177,10 @@ def run_setting(s: Setting, args: argparse.Namespace) -> list[dict]:
         row.update(timing)
         row["images_per_s"] = s.batch / (timing["ms"] / 1e3)
         rows.append(row)
-        print(f"{text:>20}: {timing['ms']:10.1f} ms/step  {row['images_per_s']:8.2f} img/s",
-              file=sys.stderr)
+        print(
+            f"{text:>20}: {timing['ms']:10.1f} ms/step  {row['images_per_s']:8.2f} img/s",
+            file=sys.stderr,
+        )
     _ratios(rows)
     return rows
 
@@ -180,11 +189,13 @@ def _ratios(rows: list[dict]) -> None:
     """Speed-up of each timed row over the unfused pipeline on the same backend and over the
     unfused reference; memory ratio over the unfused pipeline on the same backend."""
     timed = [r for r in rows if "ms" in r]
-    ref = next((r for r in timed if r["pipeline"] == "unfused" and r["backend"] == "reference"),
-               None)
+    ref = next(
+        (r for r in timed if r["pipeline"] == "unfused" and r["backend"] == "reference"), None
+    )
     for r in timed:
-        base = next((u for u in timed if u["pipeline"] == "unfused"
-                     and u["backend"] == r["backend"]), None)
+        base = next(
+            (u for u in timed if u["pipeline"] == "unfused" and u["backend"] == r["backend"]), None
+        )
         if base is not None and base is not r:
             r["speedup_vs_unfused"] = base["ms"] / r["ms"]
             if "step_peak_mb" in r and base.get("step_peak_mb"):
@@ -208,20 +219,26 @@ def markdown(result: dict) -> str:
         f"{result['date']}, commit {result['commit']}, {m['name']}; torch {m['torch']}, "
         f"{m['threads']} CPU threads" + (f", {m['gpu']}" if m.get("gpu") else "") + ".",
         f"Step: zsl_loss(model(images)).backward(), {ATTRIBUTES} attributes"
-        + (", gradient checkpointing" if result["checkpointing"] else "") + ".",
+        + (", gradient checkpointing" if result["checkpointing"] else "")
+        + ".",
         "",
-        ("| backbone | px | batch | dtype | pipeline | backend | ms/step | images/s | "
-         "step peak MB | x vs unfused | mem vs unfused | x vs reference | rel err |"),
+        (
+            "| backbone | px | batch | dtype | pipeline | backend | ms/step | images/s | "
+            "step peak MB | x vs unfused | mem vs unfused | x vs reference | rel err |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        head = (f"| {r['config']} | {r['size']} | {r['batch']} | {r['dtype']} | {r['pipeline']} "
-                f"| {r['backend']} ")
+        head = (
+            f"| {r['config']} | {r['size']} | {r['batch']} | {r['dtype']} | {r['pipeline']} "
+            f"| {r['backend']} "
+        )
         if "skipped" in r:
             lines.append(head + f"| skipped: {r['skipped']} |" + " |" * 6)
             continue
         lines.append(
-            head + f"| {r['ms']:.1f} | {r['images_per_s']:.2f} | {_fmt(r.get('step_peak_mb'), '.0f')} "
+            head
+            + f"| {r['ms']:.1f} | {r['images_per_s']:.2f} | {_fmt(r.get('step_peak_mb'), '.0f')} "
             f"| {_fmt(r.get('speedup_vs_unfused'), '.2f')} "
             f"| {_fmt(r.get('memory_vs_unfused'), '.2f')} "
             f"| {_fmt(r.get('speedup_vs_reference'), '.1f')} "
@@ -234,8 +251,9 @@ def markdown(result: dict) -> str:
 
 def _git(*cmd: str) -> str | None:
     try:
-        return subprocess.run(["git", *cmd], cwd=ROOT, text=True, capture_output=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *cmd], cwd=ROOT, text=True, capture_output=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -248,9 +266,13 @@ def git_commit() -> str:
 
 
 def machine(args: argparse.Namespace, device: str) -> dict:
-    info = {"name": args.machine or platform.node(), "torch": torch.__version__,
-            "python": platform.python_version(), "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads()}
+    info = {
+        "name": args.machine or platform.node(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -263,29 +285,50 @@ def settings(args: argparse.Namespace) -> Setting:
     if args.device == "cpu":
         if args.quick:
             return Setting("cpu", "nano", 32, 2, "float32", ["fused:default", "unfused:default"])
-        return Setting("cpu", args.config or "tiny", args.size or 224, args.batch or 2, "float32",
-                       args.variants or ["fused:cpu", "unfused:cpu"])
+        return Setting(
+            "cpu",
+            args.config or "tiny",
+            args.size or 224,
+            args.batch or 2,
+            "float32",
+            args.variants or ["fused:cpu", "unfused:cpu"],
+        )
     if args.quick:
         return Setting("cuda", "nano", 64, 4, "bfloat16", ["fused:default", "unfused:default"])
-    return Setting("cuda", args.config or "small", args.size or 448, args.batch or 32, "bfloat16",
-                   args.variants or ["fused:default", "unfused:default"])
+    return Setting(
+        "cuda",
+        args.config or "small",
+        args.size or 448,
+        args.batch or 32,
+        "bfloat16",
+        args.variants or ["fused:default", "unfused:default"],
+    )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--config", help="backbone config (default tiny on CPU, small on CUDA)")
     p.add_argument("--size", type=int, help="image size in px (default 224 CPU, 448 CUDA)")
     p.add_argument("--batch", type=int, help="batch size (default 2 CPU, 32 CUDA)")
-    p.add_argument("--variants", nargs="+", metavar="PIPELINE:BACKEND",
-                   help="e.g. fused:cpu unfused:reference; backend 'default' = fastest available")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="PIPELINE:BACKEND",
+        help="e.g. fused:cpu unfused:reference; backend 'default' = fastest available",
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing per block")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--min-run-s", type=float, default=3.0, help="CPU: time measured per variant")
-    p.add_argument("--single-run-s", type=float, default=20.0,
-                   help="CPU: a warm-up slower than this is the single measurement")
+    p.add_argument(
+        "--single-run-s",
+        type=float,
+        default=20.0,
+        help="CPU: a warm-up slower than this is the single measurement",
+    )
     p.add_argument("--warmup-ms", type=int, default=500, help="CUDA: do_bench warm-up")
     p.add_argument("--rep-ms", type=int, default=3000, help="CUDA: do_bench measuring time")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -304,16 +347,23 @@ def main(argv=None) -> int:
     s = settings(args)
     notes = []
     if any(v.startswith("unfused:reference") for v in s.variants) and s.device == "cpu":
-        notes.append("reference backend: its autograd backward through the Python scan loop "
-                     "dominates; timed from a single run when slower than "
-                     f"{args.single_run_s:.0f} s")
+        notes.append(
+            "reference backend: its autograd backward through the Python scan loop "
+            "dominates; timed from a single run when slower than "
+            f"{args.single_run_s:.0f} s"
+        )
     rows = run_setting(s, args)
     result = {
-        "bench": "model", "device": s.device, "setting": asdict(s),
-        "checkpointing": args.checkpointing, "date": datetime.datetime.now(
-            datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(), "zeromamba": zeromamba.__version__,
-        "machine": machine(args, s.device), "rows": rows, "notes": notes,
+        "bench": "model",
+        "device": s.device,
+        "setting": asdict(s),
+        "checkpointing": args.checkpointing,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "zeromamba": zeromamba.__version__,
+        "machine": machine(args, s.device),
+        "rows": rows,
+        "notes": notes,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or ("quick" if args.quick else "")

@@ -58,10 +58,19 @@ Fn = Callable[..., torch.Tensor]
 # --------------------------------------------------------------------------- shapes
 
 # (b, C, H, W, N): VMamba-T stages at 224 px (CPU) and VMamba-S stages at 448 px (GPU).
-CPU_SS2D = [(2, 192, 56, 56, 1), (2, 192, 56, 56, 16), (2, 384, 28, 28, 1), (2, 768, 14, 14, 1),
-            (2, 1536, 7, 7, 1)]
-GPU_SS2D = [(32, 192, 112, 112, 1), (32, 384, 56, 56, 1), (32, 768, 28, 28, 1),
-            (32, 1536, 14, 14, 1)]
+CPU_SS2D = [
+    (2, 192, 56, 56, 1),
+    (2, 192, 56, 56, 16),
+    (2, 384, 28, 28, 1),
+    (2, 768, 14, 14, 1),
+    (2, 1536, 7, 7, 1),
+]
+GPU_SS2D = [
+    (32, 192, 112, 112, 1),
+    (32, 384, 56, 56, 1),
+    (32, 768, 28, 28, 1),
+    (32, 1536, 14, 14, 1),
+]
 CPU_SCAN = [(2, 768, 3136, 1, 1)]  # (b, d, L, N, G)
 CPU_SLP = [(4, 312, 768, 196)]  # (b, A, F, R): the CUB shape scaled to CPU
 GPU_SLP = [(32, 312, 768, 196)]
@@ -88,8 +97,11 @@ def _randn(shape, g, device, dtype, scale=1.0, shift=0.0) -> torch.Tensor:
 def scan_params(rows: int, N: int, g, device) -> tuple[torch.Tensor, ...]:
     """A (rows, N) = -exp(.) < 0, D (rows,), delta_bias (rows,): fp32, as in VMamba."""
     A = -torch.exp(_randn((rows, N), g, device, torch.float32, 0.5))
-    return A, _randn((rows,), g, device, torch.float32), _randn((rows,), g, device,
-                                                                torch.float32, 0.1)
+    return (
+        A,
+        _randn((rows,), g, device, torch.float32),
+        _randn((rows,), g, device, torch.float32, 0.1),
+    )
 
 
 def ss2d_inputs(b, c, H, W, N, dtype, device, seed=0) -> dict[str, torch.Tensor]:
@@ -118,8 +130,11 @@ def slp_inputs(b, A, F_, R, dtype, device, seed=0) -> dict[str, torch.Tensor]:
     """feat (b, F, R) L2-normalised over F; q1, q2 (A, F)."""
     g = torch.Generator(device).manual_seed(seed)
     feat = F.normalize(_randn((b, F_, R), g, device, torch.float32), dim=1).to(dtype)
-    return {"feat": feat, "q1": _randn((A, F_), g, device, dtype, F_**-0.5),
-                "q2": _randn((A, F_), g, device, dtype, F_**-0.5)}
+    return {
+        "feat": feat,
+        "q1": _randn((A, F_), g, device, dtype, F_**-0.5),
+        "q2": _randn((A, F_), g, device, dtype, F_**-0.5),
+    }
 
 
 def to_scan_order(t: torch.Tensor) -> torch.Tensor:
@@ -200,8 +215,15 @@ def unfused_ss2d_layout(i: dict) -> tuple[torch.Tensor, ...]:
     """ss2d inputs (spatial) -> unfused_ss2d arguments (delta (b, 4C, L), B/C (b, 4, N, L))."""
     b, c = i["x"].shape[:2]
     delta = to_scan_order(i["delta"]).reshape(b, 4 * c, -1)
-    return (i["x"], delta, i["A"], to_scan_order(i["B"]), to_scan_order(i["C"]), i["D"],
-            i["delta_bias"])
+    return (
+        i["x"],
+        delta,
+        i["A"],
+        to_scan_order(i["B"]),
+        to_scan_order(i["C"]),
+        i["D"],
+        i["delta_bias"],
+    )
 
 
 def unfused_ss2d(backend: str, out_float32: bool) -> Fn:
@@ -210,8 +232,9 @@ def unfused_ss2d(backend: str, out_float32: bool) -> Fn:
     def run(x, delta, A, B, C, D, delta_bias):
         b, c, H, W = x.shape
         us = ops.cross_scan(x).view(b, 4 * c, H * W)
-        ys = ops.selective_scan(us, delta, A, B, C, D, delta_bias, True,
-                                out_float32=out_float32, backend=backend)
+        ys = ops.selective_scan(
+            us, delta, A, B, C, D, delta_bias, True, out_float32=out_float32, backend=backend
+        )
         return ops.cross_merge(ys.view(b, 4, c, H * W), H, W)
 
     return run
@@ -219,8 +242,9 @@ def unfused_ss2d(backend: str, out_float32: bool) -> Fn:
 
 def fused_ss2d(backend: str, out_float32: bool) -> Fn:
     def run(x, delta, A, B, C, D, delta_bias):
-        return ops.ss2d_scan(x, delta, A, B, C, D, delta_bias, True, out_float32=out_float32,
-                             backend=backend)
+        return ops.ss2d_scan(
+            x, delta, A, B, C, D, delta_bias, True, out_float32=out_float32, backend=backend
+        )
 
     return run
 
@@ -280,8 +304,12 @@ def _fwd_bwd(run: Fn, layout, i: dict, dy: torch.Tensor):
 def check_against_reference(run: Fn, layout, ref: Fn, i: dict) -> dict[str, float]:
     """Relative errors of ``run`` (output and every gradient) against ``ref`` on inputs ``i``."""
     y_ref = ref(*i.values())
-    dy = torch.randn(y_ref.shape, generator=torch.Generator(y_ref.device).manual_seed(1),
-                     device=y_ref.device, dtype=y_ref.dtype)
+    dy = torch.randn(
+        y_ref.shape,
+        generator=torch.Generator(y_ref.device).manual_seed(1),
+        device=y_ref.device,
+        dtype=y_ref.dtype,
+    )
     y, grads = _fwd_bwd(run, layout, i, dy)
     y_r, grads_r = _fwd_bwd(lambda *a: ref(*a), lambda d: tuple(d.values()), i, dy)
     errs = {"y": rel_err(y, y_r)}
@@ -296,23 +324,50 @@ def verify_mambapy() -> list[dict]:
     """
     out = []
     cases = [
-        ("ss2d", (2, 3, 5, 7, 1), mambapy_ss2d, mambapy_ss2d_layout, reference.ss2d_scan,
-         lambda s: ss2d_inputs(*s, torch.float64, "cpu", seed=3)),
-        ("ss2d", (1, 2, 6, 3, 3), mambapy_ss2d, mambapy_ss2d_layout, reference.ss2d_scan,
-         lambda s: ss2d_inputs(*s, torch.float64, "cpu", seed=4)),
-        ("selective_scan", (2, 6, 37, 2, 2), mambapy_selective_scan, mambapy_scan_layout,
-         lambda u, delta, A, B, C, D, bias: reference.selective_scan(u, delta, A, B, C, D, bias,
-                                                                      True),
-         lambda s: scan_inputs(*s, torch.float64, "cpu", seed=5)),
+        (
+            "ss2d",
+            (2, 3, 5, 7, 1),
+            mambapy_ss2d,
+            mambapy_ss2d_layout,
+            reference.ss2d_scan,
+            lambda s: ss2d_inputs(*s, torch.float64, "cpu", seed=3),
+        ),
+        (
+            "ss2d",
+            (1, 2, 6, 3, 3),
+            mambapy_ss2d,
+            mambapy_ss2d_layout,
+            reference.ss2d_scan,
+            lambda s: ss2d_inputs(*s, torch.float64, "cpu", seed=4),
+        ),
+        (
+            "selective_scan",
+            (2, 6, 37, 2, 2),
+            mambapy_selective_scan,
+            mambapy_scan_layout,
+            lambda u, delta, A, B, C, D, bias: reference.selective_scan(
+                u, delta, A, B, C, D, bias, True
+            ),
+            lambda s: scan_inputs(*s, torch.float64, "cpu", seed=5),
+        ),
     ]
     for op, shape, run, layout, ref, make in cases:
         errs = check_against_reference(run, layout, ref, make(shape))
         worst = max(errs.values())
-        out.append({"op": op, "impl": "mambapy", "shape": list(shape), "dtype": "float64",
-                    "max_rel_err": worst, "errors": errs})
+        out.append(
+            {
+                "op": op,
+                "impl": "mambapy",
+                "shape": list(shape),
+                "dtype": "float64",
+                "max_rel_err": worst,
+                "errors": errs,
+            }
+        )
         if not worst <= 1e-10:
-            raise SystemExit(f"mambapy {op} pipeline disagrees with zeromamba.reference at "
-                             f"{shape}: {errs}")
+            raise SystemExit(
+                f"mambapy {op} pipeline disagrees with zeromamba.reference at {shape}: {errs}"
+            )
     return out
 
 
@@ -356,8 +411,11 @@ def time_cpu(fn: Callable[[], object], budget_s: float, single_run_s: float = 10
     timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=max(budget_s, min(3 * first, single_run_s)))
     per_run = sorted(t * 1e3 for t in m.times)
-    q = statistics.quantiles(per_run, n=4, method="inclusive") if len(per_run) > 1 \
+    q = (
+        statistics.quantiles(per_run, n=4, method="inclusive")
+        if len(per_run) > 1
         else [per_run[0]] * 3
+    )
     return Timing(m.median * 1e3, q[0], q[2], len(per_run) * m.number_per_run)
 
 
@@ -381,8 +439,11 @@ def _cpu_allocation_trace(fn: Callable[[], object]) -> tuple[int, int, object]:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
     # The raw records: EventList keeps only the allocations made outside any op.
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]"
+    )
     live = peak = 0
     for _, nbytes in events:
         live += nbytes
@@ -423,8 +484,9 @@ def _cuda_memory(run: Fn, args: tuple[torch.Tensor, ...], dy: torch.Tensor) -> d
 # --------------------------------------------------------------------------- bytes
 
 
-def ss2d_min_bytes(b: int, c: int, H: int, W: int, N: int, in_bytes: int, out_bytes: int,
-                   mode: str) -> int:
+def ss2d_min_bytes(
+    b: int, c: int, H: int, W: int, N: int, in_bytes: int, out_bytes: int, mode: str
+) -> int:
     """The minimal bytes an ss2d_scan pass must move (DESIGN §5), the GB/s denominator.
 
     Forward: reads x (b*C*L), delta (b*4C*L), B and C (2 * b*4*N*L) once in the input dtype and
@@ -440,8 +502,9 @@ def ss2d_min_bytes(b: int, c: int, H: int, W: int, N: int, in_bytes: int, out_by
     return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
 
 
-def copy_bandwidth(timer: Callable[[Callable[[], object]], Timing], device: str,
-                   nbytes: int) -> float:
+def copy_bandwidth(
+    timer: Callable[[Callable[[], object]], Timing], device: str, nbytes: int
+) -> float:
     """Device-to-device copy bandwidth in GB/s (read + write) of an ``nbytes`` buffer."""
     src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device).normal_()
     dst = torch.empty_like(src)
@@ -460,9 +523,19 @@ class Bench:
     rows: list[dict] = field(default_factory=list)
     save: Callable[[], None] | None = None  # called after every case: partial results survive
 
-    def case(self, suite: str, case: str, dims: dict, dtype: str, impls: list[Impl], inputs: dict,
-             modes: tuple[str, ...], out_dtype: torch.dtype, out_shape: tuple[int, ...],
-             min_bytes: Callable[[str], int] | None = None) -> None:
+    def case(
+        self,
+        suite: str,
+        case: str,
+        dims: dict,
+        dtype: str,
+        impls: list[Impl],
+        inputs: dict,
+        modes: tuple[str, ...],
+        out_dtype: torch.dtype,
+        out_shape: tuple[int, ...],
+        min_bytes: Callable[[str], int] | None = None,
+    ) -> None:
         """Time every impl in every mode on one input set; record rows (errors, skips too)."""
         g = torch.Generator(self.device).manual_seed(7)
         dy = torch.randn(out_shape, generator=g, device=self.device).to(out_dtype)
@@ -489,9 +562,16 @@ class Bench:
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
                 if min_bytes is not None and "ms" in row:
                     row["gbps"] = min_bytes(mode) / (row["ms"] * 1e-3) / 1e9
-                print(f"bench_ops: {suite} {case} {impl.name} {mode}: "
-                      + (f"{row['ms']:.4g} ms" if "ms" in row
-                         else row.get("skipped") or row.get("error")), file=sys.stderr, flush=True)
+                print(
+                    f"bench_ops: {suite} {case} {impl.name} {mode}: "
+                    + (
+                        f"{row['ms']:.4g} ms"
+                        if "ms" in row
+                        else row.get("skipped") or row.get("error")
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
             if impl.memory and self.deadline.left() > 0:
                 try:
                     mem = memory(impl.run, args, dy)
@@ -505,8 +585,11 @@ class Bench:
 
     def _mem_row(self, base: dict) -> dict:
         """Memory is attached to the impl's fwd row."""
-        return next(r for r in reversed(self.rows)
-                    if all(r.get(k) == v for k, v in base.items()) and r["mode"] == "fwd")
+        return next(
+            r
+            for r in reversed(self.rows)
+            if all(r.get(k) == v for k, v in base.items()) and r["mode"] == "fwd"
+        )
 
     def _measure(self, impl: Impl, args, dy, mode: str, outputs: dict) -> dict:
         if mode == "fwd":
@@ -547,8 +630,10 @@ def run_cpu(args, bench: Bench, notes: list[str]) -> None:
     fp32 = torch.float32
 
     def impls(op: Callable[[str], Fn], layout, mamba: tuple | None) -> list[Impl]:
-        out = [Impl(n, op(n), layout, memory=n != "reference", full_only_n1=n == "reference")
-               for n in backends]
+        out = [
+            Impl(n, op(n), layout, memory=n != "reference", full_only_n1=n == "reference")
+            for n in backends
+        ]
         if mamba is not None and have_mambapy:
             out.insert(len([n for n in backends if n != "reference"]), Impl("mambapy", *mamba))
         return out
@@ -558,28 +643,51 @@ def run_cpu(args, bench: Bench, notes: list[str]) -> None:
         for b, A, F_, R in QUICK_SLP if args.quick else CPU_SLP:
             slp = [Impl(n, slp_op(n), _slp_args) for n in backends if n != "reference"]
             slp.append(Impl("einsum", reference.slp_project, _slp_args))
-            bench.case("slp_project", f"b={b} A={A} F={F_} R={R}",
-                       {"b": b, "A": A, "F": F_, "R": R}, "float32", slp,
-                       slp_inputs(b, A, F_, R, fp32, "cpu"), ("fwd", "fwd+bwd"), fp32, (b, A))
+            bench.case(
+                "slp_project",
+                f"b={b} A={A} F={F_} R={R}",
+                {"b": b, "A": A, "F": F_, "R": R},
+                "float32",
+                slp,
+                slp_inputs(b, A, F_, R, fp32, "cpu"),
+                ("fwd", "fwd+bwd"),
+                fp32,
+                (b, A),
+            )
     if "ss2d" in args.suites:
         for b, c, H, W, N in QUICK_SS2D if args.quick else CPU_SS2D:
-            bench.case("ss2d_scan", ss2d_case(b, c, H, W, N),
-                       {"b": b, "C": c, "H": H, "W": W, "N": N}, "float32",
-                       impls(lambda n: fused_ss2d(n, False), _spatial,
-                             (mambapy_ss2d, mambapy_ss2d_layout)),
-                       ss2d_inputs(b, c, H, W, N, fp32, "cpu"), ("fwd", "fwd+bwd"), fp32,
-                       (b, c, H, W), lambda m, s=(b, c, H, W, N): ss2d_min_bytes(*s, 4, 4, m))
+            bench.case(
+                "ss2d_scan",
+                ss2d_case(b, c, H, W, N),
+                {"b": b, "C": c, "H": H, "W": W, "N": N},
+                "float32",
+                impls(
+                    lambda n: fused_ss2d(n, False), _spatial, (mambapy_ss2d, mambapy_ss2d_layout)
+                ),
+                ss2d_inputs(b, c, H, W, N, fp32, "cpu"),
+                ("fwd", "fwd+bwd"),
+                fp32,
+                (b, c, H, W),
+                lambda m, s=(b, c, H, W, N): ss2d_min_bytes(*s, 4, 4, m),
+            )
     if "scan" in args.suites:
         for b, d, L, N, G in QUICK_SCAN if args.quick else CPU_SCAN:
-            bench.case("selective_scan", f"b={b} d={d} L={L} N={N}",
-                       {"b": b, "d": d, "L": L, "N": N, "G": G}, "float32",
-                       impls(scan_op, _scan_args, (mambapy_selective_scan, mambapy_scan_layout)),
-                       scan_inputs(b, d, L, N, G, fp32, "cpu"), ("fwd", "fwd+bwd"), fp32,
-                       (b, d, L))
+            bench.case(
+                "selective_scan",
+                f"b={b} d={d} L={L} N={N}",
+                {"b": b, "d": d, "L": L, "N": N, "G": G},
+                "float32",
+                impls(scan_op, _scan_args, (mambapy_selective_scan, mambapy_scan_layout)),
+                scan_inputs(b, d, L, N, G, fp32, "cpu"),
+                ("fwd", "fwd+bwd"),
+                fp32,
+                (b, d, L),
+            )
 
 
-def run_gpu(args, bench: Bench, notes: list[str], meta: dict,
-            names: tuple[str, ...] = ("cuda", "triton")) -> None:
+def run_gpu(
+    args, bench: Bench, notes: list[str], meta: dict, names: tuple[str, ...] = ("cuda", "triton")
+) -> None:
     """The GPU suites on ``bench.device`` for the backends ``names`` that run there (the harness
     runs on CPU too, with the reference backend, for the smoke test)."""
     device = bench.device
@@ -594,21 +702,35 @@ def run_gpu(args, bench: Bench, notes: list[str], meta: dict,
             for n in backends:
                 impls.append(Impl(n, fused_ss2d(n, True), _spatial))
                 impls.append(Impl(f"unfused-{n}", unfused_ss2d(n, True), unfused_ss2d_layout))
-            bench.case("ss2d_scan", f"stage {s}: b={b} C={c} {H}x{W} N={N}",
-                       {"b": b, "C": c, "H": H, "W": W, "N": N}, "bfloat16 in, float32 out",
-                       impls, ss2d_inputs(b, c, H, W, N, bf16, device), ("fwd", "bwd", "fwd+bwd"),
-                       fp32, (b, c, H, W),
-                       lambda m, s=(b, c, H, W, N): ss2d_min_bytes(*s, 2, 4, m))
+            bench.case(
+                "ss2d_scan",
+                f"stage {s}: b={b} C={c} {H}x{W} N={N}",
+                {"b": b, "C": c, "H": H, "W": W, "N": N},
+                "bfloat16 in, float32 out",
+                impls,
+                ss2d_inputs(b, c, H, W, N, bf16, device),
+                ("fwd", "bwd", "fwd+bwd"),
+                fp32,
+                (b, c, H, W),
+                lambda m, s=(b, c, H, W, N): ss2d_min_bytes(*s, 2, 4, m),
+            )
             if device == "cuda":
                 torch.cuda.empty_cache()
     if "slp" in args.suites:
         for b, A, F_, R in QUICK_SLP if args.quick else GPU_SLP:
             slp = [Impl(n, slp_op(n), _slp_args) for n in backends]
             slp.append(Impl("einsum", reference.slp_project, _slp_args))
-            bench.case("slp_project", f"b={b} A={A} F={F_} R={R}",
-                       {"b": b, "A": A, "F": F_, "R": R}, "float32", slp,
-                       slp_inputs(b, A, F_, R, fp32, device), ("fwd", "bwd", "fwd+bwd"), fp32,
-                       (b, A))
+            bench.case(
+                "slp_project",
+                f"b={b} A={A} F={F_} R={R}",
+                {"b": b, "A": A, "F": F_, "R": R},
+                "float32",
+                slp,
+                slp_inputs(b, A, F_, R, fp32, device),
+                ("fwd", "bwd", "fwd+bwd"),
+                fp32,
+                (b, A),
+            )
     for r in bench.rows:
         if "gbps" in r:
             r["pct_copy"] = 100 * r["gbps"] / meta["copy_gbps"]
@@ -622,13 +744,22 @@ def check_backends(backends: list[str], device: str) -> list[dict]:
     out = []
     i = ss2d_inputs(2, 6, 5, 7, 2, torch.float32, device, seed=11)
     for n in backends:
-        for name, run, layout in ((n, fused_ss2d(n, False), _spatial),
-                                  (f"unfused-{n}", unfused_ss2d(n, False), unfused_ss2d_layout)):
+        for name, run, layout in (
+            (n, fused_ss2d(n, False), _spatial),
+            (f"unfused-{n}", unfused_ss2d(n, False), unfused_ss2d_layout),
+        ):
             try:
                 errs = check_against_reference(run, layout, reference.ss2d_scan, i)
-                out.append({"op": "ss2d", "impl": name, "shape": [2, 6, 5, 7, 2],
-                            "dtype": "float32", "max_rel_err": max(errs.values()),
-                            "errors": errs})
+                out.append(
+                    {
+                        "op": "ss2d",
+                        "impl": name,
+                        "shape": [2, 6, 5, 7, 2],
+                        "dtype": "float32",
+                        "max_rel_err": max(errs.values()),
+                        "errors": errs,
+                    }
+                )
             except Exception as e:  # noqa: BLE001 - recorded, the benchmark goes on
                 out.append({"op": "ss2d", "impl": name, "error": f"{type(e).__name__}: {e}"[:200]})
     return out
@@ -637,12 +768,16 @@ def check_backends(backends: list[str], device: str) -> list[dict]:
 # --------------------------------------------------------------------------- ratios and tables
 
 
-def _find(rows: list[dict], suite: str, impl: str, mode: str, key: str = "ms",
-          case: str | None = None) -> float | None:
+def _find(
+    rows: list[dict], suite: str, impl: str, mode: str, key: str = "ms", case: str | None = None
+) -> float | None:
     """The first measured ``key`` of (suite, impl, mode), in ``case`` when given."""
     for r in rows:
-        if (r["suite"], r["impl"], r["mode"]) == (suite, impl, mode) and key in r \
-                and case in (None, r["case"]):
+        if (
+            (r["suite"], r["impl"], r["mode"]) == (suite, impl, mode)
+            and key in r
+            and case in (None, r["case"])
+        ):
             return r[key]
     return None
 
@@ -658,39 +793,74 @@ def key_ratios(device: str, rows: list[dict], quick: bool) -> list[dict]:
     if device == "cpu":
         stage1 = ss2d_case(*(QUICK_SS2D[0] if quick else CPU_STAGE1))
         for peer, target in (("mambapy", 10), ("reference", 100)):
-            add(f"ss2d fwd+bwd {stage1}: {peer} / cpu",
+            add(
+                f"ss2d fwd+bwd {stage1}: {peer} / cpu",
                 _find(rows, "ss2d_scan", peer, "fwd+bwd", case=stage1),
-                _find(rows, "ss2d_scan", "cpu", "fwd+bwd", case=stage1), target)
-        add("slp fwd+bwd time: einsum / cpu", _find(rows, "slp_project", "einsum", "fwd+bwd"),
-            _find(rows, "slp_project", "cpu", "fwd+bwd"), 1)
-        add("slp peak activation memory (fwd peak): einsum / cpu",
+                _find(rows, "ss2d_scan", "cpu", "fwd+bwd", case=stage1),
+                target,
+            )
+        add(
+            "slp fwd+bwd time: einsum / cpu",
+            _find(rows, "slp_project", "einsum", "fwd+bwd"),
+            _find(rows, "slp_project", "cpu", "fwd+bwd"),
+            1,
+        )
+        add(
+            "slp peak activation memory (fwd peak): einsum / cpu",
             _find(rows, "slp_project", "einsum", "fwd", "fwd_peak"),
-            _find(rows, "slp_project", "cpu", "fwd", "fwd_peak"), 10)
-        add("slp activations saved for backward: einsum / cpu",
+            _find(rows, "slp_project", "cpu", "fwd", "fwd_peak"),
+            10,
+        )
+        add(
+            "slp activations saved for backward: einsum / cpu",
             _find(rows, "slp_project", "einsum", "fwd", "saved"),
-            _find(rows, "slp_project", "cpu", "fwd", "saved"), 10)
+            _find(rows, "slp_project", "cpu", "fwd", "saved"),
+            10,
+        )
         return out
     for case in dict.fromkeys(r["case"] for r in rows if r["suite"] == "ss2d_scan"):
         label = case.split(":")[0]
         for n in ("cuda", "triton"):
-            add(f"ss2d fwd+bwd {label}: unfused-{n} / {n}",
+            add(
+                f"ss2d fwd+bwd {label}: unfused-{n} / {n}",
                 _find(rows, "ss2d_scan", f"unfused-{n}", "fwd+bwd", case=case),
-                _find(rows, "ss2d_scan", n, "fwd+bwd", case=case), 3)
-            out.append({"name": f"ss2d fwd+bwd {label}: {n} % of copy bandwidth",
-                        "value": _find(rows, "ss2d_scan", n, "fwd+bwd", "pct_copy", case),
-                        "target": 70, "cmp": ">="})
-        add(f"ss2d fwd+bwd {label}: triton / cuda",
+                _find(rows, "ss2d_scan", n, "fwd+bwd", case=case),
+                3,
+            )
+            out.append(
+                {
+                    "name": f"ss2d fwd+bwd {label}: {n} % of copy bandwidth",
+                    "value": _find(rows, "ss2d_scan", n, "fwd+bwd", "pct_copy", case),
+                    "target": 70,
+                    "cmp": ">=",
+                }
+            )
+        add(
+            f"ss2d fwd+bwd {label}: triton / cuda",
             _find(rows, "ss2d_scan", "triton", "fwd+bwd", case=case),
-            _find(rows, "ss2d_scan", "cuda", "fwd+bwd", case=case), 1.5, "<=")
+            _find(rows, "ss2d_scan", "cuda", "fwd+bwd", case=case),
+            1.5,
+            "<=",
+        )
     for n in ("cuda", "triton"):
-        add(f"slp fwd+bwd time: einsum / {n}", _find(rows, "slp_project", "einsum", "fwd+bwd"),
-            _find(rows, "slp_project", n, "fwd+bwd"), 2)
-        add(f"slp peak activation memory (fwd peak): einsum / {n}",
+        add(
+            f"slp fwd+bwd time: einsum / {n}",
+            _find(rows, "slp_project", "einsum", "fwd+bwd"),
+            _find(rows, "slp_project", n, "fwd+bwd"),
+            2,
+        )
+        add(
+            f"slp peak activation memory (fwd peak): einsum / {n}",
             _find(rows, "slp_project", "einsum", "fwd", "fwd_peak"),
-            _find(rows, "slp_project", n, "fwd", "fwd_peak"), 10)
-        add(f"slp activations saved for backward: einsum / {n}",
+            _find(rows, "slp_project", n, "fwd", "fwd_peak"),
+            10,
+        )
+        add(
+            f"slp activations saved for backward: einsum / {n}",
             _find(rows, "slp_project", "einsum", "fwd", "saved"),
-            _find(rows, "slp_project", n, "fwd", "saved"), 10)
+            _find(rows, "slp_project", n, "fwd", "saved"),
+            10,
+        )
     return out
 
 
@@ -714,15 +884,23 @@ def _mb(n: int | None) -> str:
 def markdown(result: dict) -> str:
     meta, rows = result["meta"], result["rows"]
     device = meta["device"]
-    lines = [f"# Op benchmarks, {device}: {meta['machine']}", "",
-             f"{meta['date']}, commit {meta['commit']} (extension built "
-             f"{meta.get('extension_built', '?')}), torch {meta['torch']}"
-             + (f", triton {meta['triton']}" if meta.get("triton") else "")
-             + f", {meta['threads']} threads" + (", --quick sizes" if meta["quick"] else "")
-             + (f", 1-min load average {meta['loadavg_start']:.1f} at the start, "
-                f"{meta['loadavg_end']:.1f} at the end" if "loadavg_end" in meta else "")
-             + (" (PARTIAL: the run did not finish)" if meta.get("partial") else ""),
-             ""]
+    lines = [
+        f"# Op benchmarks, {device}: {meta['machine']}",
+        "",
+        f"{meta['date']}, commit {meta['commit']} (extension built "
+        f"{meta.get('extension_built', '?')}), torch {meta['torch']}"
+        + (f", triton {meta['triton']}" if meta.get("triton") else "")
+        + f", {meta['threads']} threads"
+        + (", --quick sizes" if meta["quick"] else "")
+        + (
+            f", 1-min load average {meta['loadavg_start']:.1f} at the start, "
+            f"{meta['loadavg_end']:.1f} at the end"
+            if "loadavg_end" in meta
+            else ""
+        )
+        + (" (PARTIAL: the run did not finish)" if meta.get("partial") else ""),
+        "",
+    ]
     modes = ["fwd", "bwd", "fwd+bwd"] if device == "cuda" else ["fwd", "fwd+bwd"]
     for suite in dict.fromkeys(r["suite"] for r in rows):
         srows = [r for r in rows if r["suite"] == suite]
@@ -730,10 +908,19 @@ def markdown(result: dict) -> str:
         head = ["case", "impl"] + [f"{m} ms" for m in modes]
         if gbps:
             head += ["fwd+bwd GB/s", "% copy"]
-        head += ["fwd peak MB", "saved MB", "fwd+bwd peak MB", "fwd+bwd / first row",
-                 "fwd rel diff to first row"]
-        lines += [f"## {suite} ({srows[0]['dtype']})", "", "| " + " | ".join(head) + " |",
-                  "|" + "---|" * len(head)]
+        head += [
+            "fwd peak MB",
+            "saved MB",
+            "fwd+bwd peak MB",
+            "fwd+bwd / first row",
+            "fwd rel diff to first row",
+        ]
+        lines += [
+            f"## {suite} ({srows[0]['dtype']})",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
         for case in dict.fromkeys(r["case"] for r in srows):
             crows = [r for r in srows if r["case"] == case]
             first = None
@@ -745,32 +932,47 @@ def markdown(result: dict) -> str:
                 cells = [case, impl] + [_ms(by_mode.get(m)) for m in modes]
                 if gbps:
                     fb = by_mode.get("fwd+bwd", {})
-                    cells += [f"{fb['gbps']:.0f}" if "gbps" in fb else "",
-                              f"{fb['pct_copy']:.0f}%" if "pct_copy" in fb else ""]
+                    cells += [
+                        f"{fb['gbps']:.0f}" if "gbps" in fb else "",
+                        f"{fb['pct_copy']:.0f}%" if "pct_copy" in fb else "",
+                    ]
                 diff = next((v for k, v in fwd.items() if k.startswith("rel_diff_vs_")), None)
-                cells += [_mb(fwd.get("fwd_peak")), _mb(fwd.get("saved")),
-                          _mb(fwd.get("step_peak")),
-                          f"{full / first:.3g}x" if full and first else "",
-                          "" if diff is None else f"{diff:.1e}"]
+                cells += [
+                    _mb(fwd.get("fwd_peak")),
+                    _mb(fwd.get("saved")),
+                    _mb(fwd.get("step_peak")),
+                    f"{full / first:.3g}x" if full and first else "",
+                    "" if diff is None else f"{diff:.1e}",
+                ]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Key ratios (DESIGN §5)", "", "| ratio | measured | target |", "|---|---|---|"]
     for k in result["ratios"]:
         v = "not measured" if k["value"] is None else f"{k['value']:.3g}"
         unit = "%" if "% of copy" in k["name"] else "x"
-        lines.append(f"| {k['name']} | {v}{unit if k['value'] is not None else ''} | "
-                     f"{k['cmp']} {k['target']}{unit} |")
+        lines.append(
+            f"| {k['name']} | {v}{unit if k['value'] is not None else ''} | "
+            f"{k['cmp']} {k['target']}{unit} |"
+        )
     lines.append("")
     problems = [r for r in rows if "error" in r or "memory_error" in r]
     for r in problems:
-        lines.append(f"- error: {r['suite']} {r['case']} {r['impl']} {r['mode']}: "
-                     f"{r.get('error') or r.get('memory_error')}")
+        lines.append(
+            f"- error: {r['suite']} {r['case']} {r['impl']} {r['mode']}: "
+            f"{r.get('error') or r.get('memory_error')}"
+        )
     for c in meta["checks"]:
         what = f"{c['op']} {c['impl']} vs reference"
-        lines.append(f"- check: {what}: " + (f"max rel err {c['max_rel_err']:.2e} "
-                                             f"({c['dtype']}, shape {c['shape']}, output and "
-                                             "all gradients)" if "error" not in c
-                                             else c["error"]))
+        lines.append(
+            f"- check: {what}: "
+            + (
+                f"max rel err {c['max_rel_err']:.2e} "
+                f"({c['dtype']}, shape {c['shape']}, output and "
+                "all gradients)"
+                if "error" not in c
+                else c["error"]
+            )
+        )
     lines += [f"- {n}" for n in meta["notes"]]
     lines += ["", *(f"{i}. {n}" for i, n in enumerate(FOOTNOTES[device], 1)), ""]
     return "\n".join(lines)
@@ -778,38 +980,52 @@ def markdown(result: dict) -> str:
 
 FOOTNOTES = {
     "cpu": [
-        ("Times: median (ms) of torch.utils.benchmark blocked_autorange after one warm-up run, "
-         "all cores; a case whose warm-up took over 10 s (the reference loop at large L) is timed "
-         "from one run after the warm-up, marked (1 run). fwd runs with autograd recording; "
-         "fwd+bwd is the forward plus torch.autograd.grad w.r.t. every input (ss2d: x, delta, "
-         "A, B, C, D, delta_bias)."),
-        ("Memory: the profiler's CPU allocation events (torch.profiler, profile_memory=True) "
-         "replayed in time order, bytes above what was live before the step. fwd peak: "
-         "high-water mark of the forward; saved: still allocated after it (output + tensors "
-         "saved for backward); fwd+bwd peak: over the whole step, the returned gradients "
-         "included. \"Peak activation memory\" in the ratios is the fwd peak."),
-        ("mambapy: x cross-scanned with torch views (flip/transpose), then dA = exp(dt A) and "
-         "dt B u for the four orders as one (b, L, 4C, N) scan by mambapy.pscan (which pads L to "
-         "a power of two), contracted with C, + D u, merged. delta, B, C are handed to it already "
-         "in scan order and in its (b, L, .) layout, as VMamba's unfused SS2D produces them: "
-         "that layout work is not timed. Checked against zeromamba.reference (fp64, output and "
-         "gradients) before timing."),
+        (
+            "Times: median (ms) of torch.utils.benchmark blocked_autorange after one warm-up run, "
+            "all cores; a case whose warm-up took over 10 s (the reference loop at large L) is timed "
+            "from one run after the warm-up, marked (1 run). fwd runs with autograd recording; "
+            "fwd+bwd is the forward plus torch.autograd.grad w.r.t. every input (ss2d: x, delta, "
+            "A, B, C, D, delta_bias)."
+        ),
+        (
+            "Memory: the profiler's CPU allocation events (torch.profiler, profile_memory=True) "
+            "replayed in time order, bytes above what was live before the step. fwd peak: "
+            "high-water mark of the forward; saved: still allocated after it (output + tensors "
+            "saved for backward); fwd+bwd peak: over the whole step, the returned gradients "
+            'included. "Peak activation memory" in the ratios is the fwd peak.'
+        ),
+        (
+            "mambapy: x cross-scanned with torch views (flip/transpose), then dA = exp(dt A) and "
+            "dt B u for the four orders as one (b, L, 4C, N) scan by mambapy.pscan (which pads L to "
+            "a power of two), contracted with C, + D u, merged. delta, B, C are handed to it already "
+            "in scan order and in its (b, L, .) layout, as VMamba's unfused SS2D produces them: "
+            "that layout work is not timed. Checked against zeromamba.reference (fp64, output and "
+            "gradients) before timing."
+        ),
         "einsum: zeromamba.reference.slp_project (two einsums, softmax over R, product, sum).",
     ],
     "cuda": [
-        ("Times: triton.testing.do_bench median (ms) with warm-up, p20/p80 in the JSON. fwd runs "
-         "with autograd recording; bwd is torch.autograd.grad w.r.t. every input on a retained "
-         "graph; fwd+bwd both."),
-        ("GB/s: ss2d_min_bytes (bench_ops.py): forward reads x, delta, B, C once and writes y; "
-         "backward reads dy, x, delta, B, C and writes dx, ddelta, dB, dC; A, D, delta_bias not "
-         "counted. % copy: of a 1 GiB device-to-device torch copy measured in the same run "
-         "(read + write bytes)."),
-        ("unfused-<backend>: ops.cross_scan -> ops.selective_scan (same backend, fp32 out) -> "
-         "ops.cross_merge; delta, B, C handed to it already in scan order (as VMamba's unfused "
-         "SS2D has them), untimed."),
-        ("Memory: torch.cuda.max_memory_allocated / memory_allocated above the step's start. "
-         "fwd peak: high-water mark of the forward; saved: allocated after it; fwd+bwd peak: "
-         "over the step, returned gradients included."),
+        (
+            "Times: triton.testing.do_bench median (ms) with warm-up, p20/p80 in the JSON. fwd runs "
+            "with autograd recording; bwd is torch.autograd.grad w.r.t. every input on a retained "
+            "graph; fwd+bwd both."
+        ),
+        (
+            "GB/s: ss2d_min_bytes (bench_ops.py): forward reads x, delta, B, C once and writes y; "
+            "backward reads dy, x, delta, B, C and writes dx, ddelta, dB, dC; A, D, delta_bias not "
+            "counted. % copy: of a 1 GiB device-to-device torch copy measured in the same run "
+            "(read + write bytes)."
+        ),
+        (
+            "unfused-<backend>: ops.cross_scan -> ops.selective_scan (same backend, fp32 out) -> "
+            "ops.cross_merge; delta, B, C handed to it already in scan order (as VMamba's unfused "
+            "SS2D has them), untimed."
+        ),
+        (
+            "Memory: torch.cuda.max_memory_allocated / memory_allocated above the step's start. "
+            "fwd peak: high-water mark of the forward; saved: allocated after it; fwd+bwd peak: "
+            "over the step, returned gradients included."
+        ),
         "einsum: zeromamba.reference.slp_project.",
     ],
 }
@@ -820,8 +1036,9 @@ FOOTNOTES = {
 
 def _git(*cmd: str) -> str | None:
     try:
-        return subprocess.run(["git", *cmd], cwd=ROOT, text=True, capture_output=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *cmd], cwd=ROOT, text=True, capture_output=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -836,20 +1053,32 @@ def _git_commit() -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default bench/results/local/<date>)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default bench/results/local/<date>)"
+    )
     p.add_argument("--machine", default=None, help="machine label for the table")
     p.add_argument("--quick", action="store_true", help="tiny shapes (smoke test)")
-    p.add_argument("--suites", default="ss2d,scan,slp",
-                   help="comma-separated subset of ss2d,scan,slp (scan: CPU only)")
-    p.add_argument("--time-limit", type=float, default=None,
-                   help="seconds; measurements starting later are skipped (default: cpu 1800, "
-                        "cuda 180)")
-    p.add_argument("--min-run-time", type=float, default=None,
-                   help="CPU seconds of timed runs per measurement (default 1, --quick 0.02)")
+    p.add_argument(
+        "--suites",
+        default="ss2d,scan,slp",
+        help="comma-separated subset of ss2d,scan,slp (scan: CPU only)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="seconds; measurements starting later are skipped (default: cpu 1800, cuda 180)",
+    )
+    p.add_argument(
+        "--min-run-time",
+        type=float,
+        default=None,
+        help="CPU seconds of timed runs per measurement (default 1, --quick 0.02)",
+    )
     p.add_argument("--warmup-ms", type=int, default=25, help="GPU do_bench warm-up (ms)")
     p.add_argument("--rep-ms", type=int, default=100, help="GPU do_bench repetition time (ms)")
     args = p.parse_args(argv)
@@ -874,16 +1103,29 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     meta = {
-        "device": args.device, "date": date, "commit": _git_commit(), "quick": args.quick,
-        "machine": args.machine or (torch.cuda.get_device_name() if args.device == "cuda"
-                                 else f"{platform.node()} ({os.cpu_count()} CPUs)"),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "notes": notes, "checks": [],
+        "device": args.device,
+        "date": date,
+        "commit": _git_commit(),
+        "quick": args.quick,
+        "machine": args.machine
+        or (
+            torch.cuda.get_device_name()
+            if args.device == "cuda"
+            else f"{platform.node()} ({os.cpu_count()} CPUs)"
+        ),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "notes": notes,
+        "checks": [],
         "loadavg_start": os.getloadavg()[0],
         "extension_built": datetime.datetime.fromtimestamp(
-            os.path.getmtime(zeromamba._C.__file__), datetime.timezone.utc).strftime("%F %T UTC"),
-        "backends": {n: {"devices": list(i.devices), "reason": i.reason}
-                  for n, i in zeromamba.available_backends().items()},
+            os.path.getmtime(zeromamba._C.__file__), datetime.timezone.utc
+        ).strftime("%F %T UTC"),
+        "backends": {
+            n: {"devices": list(i.devices), "reason": i.reason}
+            for n, i in zeromamba.available_backends().items()
+        },
     }
     try:
         import triton
@@ -897,8 +1139,11 @@ def main(argv=None) -> int:
         meta["partial"] = not final  # true while running: a killed run leaves what it measured
         meta["wall_s"] = round(time.monotonic() - start, 1)
         meta["loadavg_end"] = os.getloadavg()[0]
-        result = {"meta": meta, "rows": bench.rows,
-                  "ratios": key_ratios(args.device, bench.rows, args.quick)}
+        result = {
+            "meta": meta,
+            "rows": bench.rows,
+            "ratios": key_ratios(args.device, bench.rows, args.quick),
+        }
         (out / f"ops-{args.device}.json").write_text(json.dumps(_finite(result), indent=1))
         table = markdown(result)
         (out / f"ops-{args.device}.md").write_text(table)

@@ -95,8 +95,9 @@ def _config(p: Problem, chunk: int | None) -> _Config:
         raise ValueError(f"chunk must be a power of two, got {chunk}")
     block_c = min(next_pow2(p.cpg), max(1, TILE_ELEMS // (n_pad * block_t)))
     num_warps = 8 if block_c * block_t >= 1024 else 4
-    return _Config(n_pad, block_c, block_t, triton.cdiv(p.cpg, block_c), triton.cdiv(p.L, block_t),
-                   num_warps)
+    return _Config(
+        n_pad, block_c, block_t, triton.cdiv(p.cpg, block_c), triton.cdiv(p.L, block_t), num_warps
+    )
 
 
 # --------------------------------------------------------------------------- kernels
@@ -112,16 +113,58 @@ def _pair(a1, b1, a2, b2):
 
 @triton.jit
 def _fwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, hs_ptr, dts_ptr,
-    L, H, W, rows, cpg, n_cb, nch,
-    su_b, su_g, su_c, su_h, su_w,
-    sd_b, sd_g, sd_c, sd_h, sd_w,
-    sB_b, sB_g, sB_n, sB_h, sB_w,
-    sC_b, sC_g, sC_n, sC_h, sC_w,
-    sy_b, sy_g, sy_c, sy_h, sy_w,
-    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    FOUR_WAY: tl.constexpr, STATES: tl.constexpr, CARRY: tl.constexpr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    y_ptr,
+    hs_ptr,
+    dts_ptr,
+    L,
+    H,
+    W,
+    rows,
+    cpg,
+    n_cb,
+    nch,
+    su_b,
+    su_g,
+    su_c,
+    su_h,
+    su_w,
+    sd_b,
+    sd_g,
+    sd_c,
+    sd_h,
+    sd_w,
+    sB_b,
+    sB_g,
+    sB_n,
+    sB_h,
+    sB_w,
+    sC_b,
+    sC_g,
+    sC_n,
+    sC_h,
+    sC_w,
+    sy_b,
+    sy_g,
+    sy_c,
+    sy_h,
+    sy_w,
+    N: tl.constexpr,
+    N_PAD: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    FOUR_WAY: tl.constexpr,
+    STATES: tl.constexpr,
+    CARRY: tl.constexpr,
 ):
     """STATES: write chunk j's (sum dt, end state from h = 0) to dts/hs. Otherwise scan chunk j
     from the end state of chunk j-1 (CARRY) or from 0, and write (FOUR_WAY: add) y."""
@@ -147,10 +190,16 @@ def _fwd_kernel(
     m2 = cmask[:, None] & tmask[None, :]
     mnt = nmask[:, None] & tmask[None, :]
     sm = cmask[:, None] & nmask[None, :]
-    u = tl.load(u_ptr + bi * su_b + g * su_g + cl[:, None] * su_c + (hh * su_h + ww * su_w)[None, :],
-                mask=m2, other=0.0).to(tl.float32)
-    z = tl.load(delta_ptr + bi * sd_b + g * sd_g + cl[:, None] * sd_c
-                + (hh * sd_h + ww * sd_w)[None, :], mask=m2, other=0.0).to(tl.float32)
+    u = tl.load(
+        u_ptr + bi * su_b + g * su_g + cl[:, None] * su_c + (hh * su_h + ww * su_w)[None, :],
+        mask=m2,
+        other=0.0,
+    ).to(tl.float32)
+    z = tl.load(
+        delta_ptr + bi * sd_b + g * sd_g + cl[:, None] * sd_c + (hh * sd_h + ww * sd_w)[None, :],
+        mask=m2,
+        other=0.0,
+    ).to(tl.float32)
     if HAS_BIAS:
         z += tl.load(bias_ptr + r, mask=cmask, other=0.0)[:, None]
     if SOFTPLUS:
@@ -159,8 +208,11 @@ def _fwd_kernel(
         dt = z
     dt = tl.where(m2, dt, 0.0)  # masked steps are the identity of the scan
     A2 = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0) * LOG2E  # log2 units
-    Bt = tl.load(B_ptr + bi * sB_b + g * sB_g + n[:, None] * sB_n + (hh * sB_h + ww * sB_w)[None, :],
-                 mask=mnt, other=0.0).to(tl.float32)  # (N_PAD, BLOCK_T), shared by the group
+    Bt = tl.load(
+        B_ptr + bi * sB_b + g * sB_g + n[:, None] * sB_n + (hh * sB_h + ww * sB_w)[None, :],
+        mask=mnt,
+        other=0.0,
+    ).to(tl.float32)  # (N_PAD, BLOCK_T), shared by the group
     bx = (dt * u)[:, None, :] * Bt[None, :, :]  # (BLOCK_C, N_PAD, BLOCK_T)
     row_state = (bi * rows + r)[:, None] * nch * N + n[None, :]  # hs[bi, r, 0, n]
     if STATES:
@@ -176,12 +228,17 @@ def _fwd_kernel(
             h0 = tl.load(hs_ptr + row_state + tl.maximum(j - 1, 0) * N, mask=sm, other=0.0)
             h0 = tl.where(j > 0, h0, 0.0)
             h += tl.exp2(tl.cumsum(dt, axis=1)[:, None, :] * A2[:, :, None]) * h0[:, :, None]
-        Ct = tl.load(C_ptr + bi * sC_b + g * sC_g + n[:, None] * sC_n
-                     + (hh * sC_h + ww * sC_w)[None, :], mask=mnt, other=0.0).to(tl.float32)
+        Ct = tl.load(
+            C_ptr + bi * sC_b + g * sC_g + n[:, None] * sC_n + (hh * sC_h + ww * sC_w)[None, :],
+            mask=mnt,
+            other=0.0,
+        ).to(tl.float32)
         y = tl.sum(Ct[None, :, :] * h, axis=1)
         if HAS_D:
             y += tl.load(D_ptr + r, mask=cmask, other=0.0)[:, None] * u
-        y_ptrs = y_ptr + bi * sy_b + g * sy_g + cl[:, None] * sy_c + (hh * sy_h + ww * sy_w)[None, :]
+        y_ptrs = (
+            y_ptr + bi * sy_b + g * sy_g + cl[:, None] * sy_c + (hh * sy_h + ww * sy_w)[None, :]
+        )
         if FOUR_WAY:
             tl.atomic_add(y_ptrs, y, mask=m2)
         else:
@@ -190,21 +247,82 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    dy_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
-    du_ptr, ddelta_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
-    hs_ptr, gs_ptr, gdts_ptr,
-    L, H, W, rows, cpg, n_cb, nch,
-    sdy_b, sdy_g, sdy_c, sdy_h, sdy_w,
-    su_b, su_g, su_c, su_h, su_w,
-    sd_b, sd_g, sd_c, sd_h, sd_w,
-    sB_b, sB_g, sB_n, sB_h, sB_w,
-    sC_b, sC_g, sC_n, sC_h, sC_w,
-    sdu_b, sdu_g, sdu_c, sdu_h, sdu_w,
-    sdd_b, sdd_g, sdd_c, sdd_h, sdd_w,
-    sdB_cb, sdB_b, sdB_g, sdB_n, sdB_h, sdB_w,
-    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    FOUR_WAY: tl.constexpr, STATES: tl.constexpr, CARRY: tl.constexpr,
+    dy_ptr,
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    bias_ptr,
+    du_ptr,
+    ddelta_ptr,
+    dB_ptr,
+    dC_ptr,
+    dA_ptr,
+    dD_ptr,
+    dbias_ptr,
+    hs_ptr,
+    gs_ptr,
+    gdts_ptr,
+    L,
+    H,
+    W,
+    rows,
+    cpg,
+    n_cb,
+    nch,
+    sdy_b,
+    sdy_g,
+    sdy_c,
+    sdy_h,
+    sdy_w,
+    su_b,
+    su_g,
+    su_c,
+    su_h,
+    su_w,
+    sd_b,
+    sd_g,
+    sd_c,
+    sd_h,
+    sd_w,
+    sB_b,
+    sB_g,
+    sB_n,
+    sB_h,
+    sB_w,
+    sC_b,
+    sC_g,
+    sC_n,
+    sC_h,
+    sC_w,
+    sdu_b,
+    sdu_g,
+    sdu_c,
+    sdu_h,
+    sdu_w,
+    sdd_b,
+    sdd_g,
+    sdd_c,
+    sdd_h,
+    sdd_w,
+    sdB_cb,
+    sdB_b,
+    sdB_g,
+    sdB_n,
+    sdB_h,
+    sdB_w,
+    N: tl.constexpr,
+    N_PAD: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    FOUR_WAY: tl.constexpr,
+    STATES: tl.constexpr,
+    CARRY: tl.constexpr,
 ):
     """STATES: write chunk j's (sum of dt_{t+1}, adjoint g at its first step from g = 0 after
     it) to gdts/gs. Otherwise recompute h (from chunk j-1's forward end state in hs when CARRY),
@@ -245,13 +363,22 @@ def _bwd_kernel(
     bias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + r, mask=cmask, other=0.0)
-    dy = tl.load(dy_ptr + bi * sdy_b + g * sdy_g + cl[:, None] * sdy_c
-                 + (hh * sdy_h + ww * sdy_w)[None, :], mask=m2, other=0.0).to(tl.float32)
-    Ct = tl.load(C_ptr + bi * sC_b + g * sC_g + n[:, None] * sC_n
-                 + (hh * sC_h + ww * sC_w)[None, :], mask=mnt, other=0.0).to(tl.float32)
+    dy = tl.load(
+        dy_ptr + bi * sdy_b + g * sdy_g + cl[:, None] * sdy_c + (hh * sdy_h + ww * sdy_w)[None, :],
+        mask=m2,
+        other=0.0,
+    ).to(tl.float32)
+    Ct = tl.load(
+        C_ptr + bi * sC_b + g * sC_g + n[:, None] * sC_n + (hh * sC_h + ww * sC_w)[None, :],
+        mask=mnt,
+        other=0.0,
+    ).to(tl.float32)
     # dt_{t+1} (0 past the end)
-    z1 = tl.load(delta_ptr + bi * sd_b + g * sd_g + cl[:, None] * sd_c
-                 + (hh1 * sd_h + ww1 * sd_w)[None, :], mask=m2n, other=0.0).to(tl.float32)
+    z1 = tl.load(
+        delta_ptr + bi * sd_b + g * sd_g + cl[:, None] * sd_c + (hh1 * sd_h + ww1 * sd_w)[None, :],
+        mask=m2n,
+        other=0.0,
+    ).to(tl.float32)
     z1 += bias[:, None]
     if SOFTPLUS:
         z1 = tl.where(z1 > 20.0, z1, tl.log2(1.0 + tl.exp2(z1 * LOG2E)) * LN2)
@@ -265,18 +392,31 @@ def _bwd_kernel(
         tl.store(gs_ptr + row_state + j * N, g_first, mask=sm)
         tl.store(gdts_ptr + (bi * rows + r) * nch + j, tl.sum(dt_next, axis=1), mask=cmask)
     else:
-        u = tl.load(u_ptr + bi * su_b + g * su_g + cl[:, None] * su_c
-                    + (hh * su_h + ww * su_w)[None, :], mask=m2, other=0.0).to(tl.float32)
-        z = tl.load(delta_ptr + bi * sd_b + g * sd_g + cl[:, None] * sd_c
-                    + (hh * sd_h + ww * sd_w)[None, :], mask=m2, other=0.0).to(tl.float32)
+        u = tl.load(
+            u_ptr + bi * su_b + g * su_g + cl[:, None] * su_c + (hh * su_h + ww * su_w)[None, :],
+            mask=m2,
+            other=0.0,
+        ).to(tl.float32)
+        z = tl.load(
+            delta_ptr
+            + bi * sd_b
+            + g * sd_g
+            + cl[:, None] * sd_c
+            + (hh * sd_h + ww * sd_w)[None, :],
+            mask=m2,
+            other=0.0,
+        ).to(tl.float32)
         z += bias[:, None]
         if SOFTPLUS:
             dt = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
         else:
             dt = z
         dt = tl.where(m2, dt, 0.0)
-        Bt = tl.load(B_ptr + bi * sB_b + g * sB_g + n[:, None] * sB_n
-                     + (hh * sB_h + ww * sB_w)[None, :], mask=mnt, other=0.0).to(tl.float32)
+        Bt = tl.load(
+            B_ptr + bi * sB_b + g * sB_g + n[:, None] * sB_n + (hh * sB_h + ww * sB_w)[None, :],
+            mask=mnt,
+            other=0.0,
+        ).to(tl.float32)
         dtu = dt * u
         bx = dtu[:, None, :] * Bt[None, :, :]
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
@@ -288,8 +428,7 @@ def _bwd_kernel(
             h0 = tl.load(hs_ptr + row_state + tl.maximum(j - 1, 0) * N, mask=sm, other=0.0)
             h0 = tl.where(j > 0, h0, 0.0)
             h += tl.exp2(tl.cumsum(dt, axis=1)[:, None, :] * A2[:, :, None]) * h0[:, :, None]
-            g1 = tl.load(gs_ptr + row_state + tl.minimum(j + 1, nch - 1) * N, mask=sm,
-                         other=0.0)
+            g1 = tl.load(gs_ptr + row_state + tl.minimum(j + 1, nch - 1) * N, mask=sm, other=0.0)
             g1 = tl.where(j + 1 < nch, g1, 0.0)
             after = tl.cumsum(dt_next, axis=1, reverse=True)
             gh += tl.exp2(after[:, None, :] * A2[:, :, None]) * g1[:, :, None]
@@ -302,31 +441,57 @@ def _bwd_kernel(
         if SOFTPLUS:  # d softplus(z) / dz = sigmoid(z), 1 above the threshold
             ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp2(-z * LOG2E)))
         ddt = tl.where(m2, ddt, 0.0)
-        tl.store(ddelta_ptr + bi * sdd_b + g * sdd_g + cl[:, None] * sdd_c
-                 + (hh * sdd_h + ww * sdd_w)[None, :], ddt.to(ddelta_ptr.dtype.element_ty),
-                 mask=m2)
-        du_ptrs = (du_ptr + bi * sdu_b + g * sdu_g + cl[:, None] * sdu_c
-                   + (hh * sdu_h + ww * sdu_w)[None, :])
+        tl.store(
+            ddelta_ptr
+            + bi * sdd_b
+            + g * sdd_g
+            + cl[:, None] * sdd_c
+            + (hh * sdd_h + ww * sdd_w)[None, :],
+            ddt.to(ddelta_ptr.dtype.element_ty),
+            mask=m2,
+        )
+        du_ptrs = (
+            du_ptr
+            + bi * sdu_b
+            + g * sdu_g
+            + cl[:, None] * sdu_c
+            + (hh * sdu_h + ww * sdu_w)[None, :]
+        )
         if FOUR_WAY:
             tl.atomic_add(du_ptrs, du, mask=m2)
         else:
             tl.store(du_ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
         # dB_t, dC_t: sums over this block's channels; the other blocks add theirs in torch
-        part = (cb * sdB_cb + bi * sdB_b + g * sdB_g + n[:, None] * sdB_n
-                + (hh * sdB_h + ww * sdB_w)[None, :])
+        part = (
+            cb * sdB_cb
+            + bi * sdB_b
+            + g * sdB_g
+            + n[:, None] * sdB_n
+            + (hh * sdB_h + ww * sdB_w)[None, :]
+        )
         tl.store(dB_ptr + part, tl.sum(gh * dtu[:, None, :], axis=0), mask=mnt)
         tl.store(dC_ptr + part, tl.sum(h * dy[:, None, :], axis=0), mask=mnt)
         per_row = (bi * nch + j) * rows + r  # partials over (batch, chunk)
-        tl.store(dA_ptr + per_row[:, None] * N + n[None, :],
-                 tl.sum(gh * ah * dt[:, None, :], axis=2), mask=sm)
+        tl.store(
+            dA_ptr + per_row[:, None] * N + n[None, :],
+            tl.sum(gh * ah * dt[:, None, :], axis=2),
+            mask=sm,
+        )
         tl.store(dD_ptr + per_row, tl.sum(dy * u, axis=1), mask=cmask)
         tl.store(dbias_ptr + per_row, tl.sum(ddt, axis=1), mask=cmask)
 
 
 @triton.jit
 def _combine_kernel(
-    A_ptr, hs_ptr, dts_ptr, rows, nch,
-    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    A_ptr,
+    hs_ptr,
+    dts_ptr,
+    rows,
+    nch,
+    N: tl.constexpr,
+    N_PAD: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     REVERSE: tl.constexpr,
 ):
     """In place: chunk k's local end state e_k (from 0) becomes the true one,
@@ -346,8 +511,11 @@ def _combine_kernel(
             k = nch - 1 - i
         else:
             k = i
-        S = tl.load(dts_ptr + (bi * rows + r)[:, None] * nch + k[None, :],
-                    mask=rmask[:, None] & kmask[None, :], other=0.0)
+        S = tl.load(
+            dts_ptr + (bi * rows + r)[:, None] * nch + k[None, :],
+            mask=rmask[:, None] & kmask[None, :],
+            other=0.0,
+        )
         offs = ((bi * rows + r)[:, None, None] * nch + k[None, None, :]) * N + n[None, :, None]
         m3 = sm[:, :, None] & kmask[None, None, :]
         e = tl.load(hs_ptr + offs, mask=m3, other=0.0)
@@ -367,16 +535,31 @@ def _combine(p: Problem, cfg: _Config, A: Tensor, hs: Tensor, dts: Tensor, rever
     block_k = min(COMBINE_BLOCK, next_pow2(cfg.nch))
     block_r = min(next_pow2(p.rows), max(1, COMBINE_ELEMS // (cfg.n_pad * block_k)))
     wrap_triton(_combine_kernel)[(triton.cdiv(p.rows, block_r), p.batch)](
-        A, hs, dts, p.rows, cfg.nch,
-        N=p.N, N_PAD=cfg.n_pad, BLOCK_R=block_r, BLOCK_K=block_k, REVERSE=reverse, num_warps=4,
+        A,
+        hs,
+        dts,
+        p.rows,
+        cfg.nch,
+        N=p.N,
+        N_PAD=cfg.n_pad,
+        BLOCK_R=block_r,
+        BLOCK_K=block_k,
+        REVERSE=reverse,
+        num_warps=4,
     )
 
 
 def _flags(cfg: _Config, p: Problem, D, delta_bias, softplus: bool) -> dict:
     return {
-        "N": p.N, "N_PAD": cfg.n_pad, "BLOCK_C": cfg.block_c, "BLOCK_T": cfg.block_t,
-        "HAS_D": D is not None, "HAS_BIAS": delta_bias is not None, "SOFTPLUS": softplus,
-        "FOUR_WAY": p.four_way, "num_warps": cfg.num_warps,
+        "N": p.N,
+        "N_PAD": cfg.n_pad,
+        "BLOCK_C": cfg.block_c,
+        "BLOCK_T": cfg.block_t,
+        "HAS_D": D is not None,
+        "HAS_BIAS": delta_bias is not None,
+        "SOFTPLUS": softplus,
+        "FOUR_WAY": p.four_way,
+        "num_warps": cfg.num_warps,
     }
 
 
@@ -386,23 +569,48 @@ def _params(A: Tensor, D: Tensor | None, delta_bias: Tensor | None) -> tuple:
 
 
 def _states(p: Problem, cfg: _Config, device) -> tuple[Tensor, Tensor]:
-    return (empty((p.batch, p.rows, cfg.nch, p.N), torch.float32, device),
-            empty((p.batch, p.rows, cfg.nch), torch.float32, device))
+    return (
+        empty((p.batch, p.rows, cfg.nch, p.N), torch.float32, device),
+        empty((p.batch, p.rows, cfg.nch), torch.float32, device),
+    )
 
 
-def forward(p: Problem, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-            D: Tensor | None, delta_bias: Tensor | None, softplus: bool, y: Tensor,
-            chunk: int | None = None) -> None:
+def forward(
+    p: Problem,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    softplus: bool,
+    y: Tensor,
+    chunk: int | None = None,
+) -> None:
     """Scan and write y (x-like layout; for four-way problems a zeroed fp32 buffer that the
     directions add into). ``chunk`` (a power of two) overrides the chunk length."""
     cfg = _config(p, chunk)
     A, D, delta_bias = _params(A, D, delta_bias)
     dummy = A
-    args = [u, delta, A, B, C, D if D is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, y]
+    args = [
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D if D is not None else dummy,
+        delta_bias if delta_bias is not None else dummy,
+        y,
+    ]
     sizes = [p.L, p.H, p.W, p.rows, p.cpg, cfg.n_cb, cfg.nch]
-    strides = [*p.x_strides(u), *p.delta_strides(delta), *p.bc_strides(B), *p.bc_strides(C),
-               *p.x_strides(y)]
+    strides = [
+        *p.x_strides(u),
+        *p.delta_strides(delta),
+        *p.bc_strides(B),
+        *p.bc_strides(C),
+        *p.x_strides(y),
+    ]
     flags = _flags(cfg, p, D, delta_bias, softplus)
     kernel = wrap_triton(_fwd_kernel)[cfg.grid(p)]
     if cfg.nch > 1:
@@ -414,9 +622,21 @@ def forward(p: Problem, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
         kernel(*args, dummy, dummy, *sizes, *strides, **flags, STATES=False, CARRY=False)
 
 
-def backward(p: Problem, dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-             D: Tensor | None, delta_bias: Tensor | None, softplus: bool, du: Tensor,
-             ddelta: Tensor, chunk: int | None = None) -> tuple[Tensor, ...]:
+def backward(
+    p: Problem,
+    dy: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    softplus: bool,
+    du: Tensor,
+    ddelta: Tensor,
+    chunk: int | None = None,
+) -> tuple[Tensor, ...]:
     """Write du (x-like; for four-way problems a zeroed fp32 buffer) and ddelta (delta-like),
     return fp32 (dB, dC, dA, dD, ddelta_bias) with dB, dC shaped like B."""
     cfg = _config(p, chunk)
@@ -430,20 +650,43 @@ def backward(p: Problem, dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Ten
     dD = empty((p.batch, cfg.nch, p.rows), f32, dev)
     dbias = empty((p.batch, cfg.nch, p.rows), f32, dev)
     flags = _flags(cfg, p, D, delta_bias, softplus)
-    ins = [dy, u, delta, A, B, C, D if D is not None else dummy,
-           delta_bias if delta_bias is not None else dummy]
+    ins = [
+        dy,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D if D is not None else dummy,
+        delta_bias if delta_bias is not None else dummy,
+    ]
     outs = [du, ddelta, dB, dC, dA, dD, dbias]
     sizes = [p.L, p.H, p.W, p.rows, p.cpg, cfg.n_cb, cfg.nch]
-    strides = [*p.x_strides(dy), *p.x_strides(u), *p.delta_strides(delta), *p.bc_strides(B),
-               *p.bc_strides(C), *p.x_strides(du), *p.delta_strides(ddelta), dB.stride(0),
-               *p.bc_strides(dB[0])]
+    strides = [
+        *p.x_strides(dy),
+        *p.x_strides(u),
+        *p.delta_strides(delta),
+        *p.bc_strides(B),
+        *p.bc_strides(C),
+        *p.x_strides(du),
+        *p.delta_strides(ddelta),
+        dB.stride(0),
+        *p.bc_strides(dB[0]),
+    ]
     kernel = wrap_triton(_bwd_kernel)[cfg.grid(p)]
     if cfg.nch > 1:
         hs, dts = _states(p, cfg, dev)
         fwd_args = [u, delta, A, B, C, dummy, ins[7], dummy, hs, dts]
         wrap_triton(_fwd_kernel)[cfg.grid(p)](
-            *fwd_args, *sizes, *p.x_strides(u), *p.delta_strides(delta), *p.bc_strides(B),
-            *p.bc_strides(C), *p.x_strides(u), **{**flags, "HAS_D": False}, STATES=True,
+            *fwd_args,
+            *sizes,
+            *p.x_strides(u),
+            *p.delta_strides(delta),
+            *p.bc_strides(B),
+            *p.bc_strides(C),
+            *p.x_strides(u),
+            **{**flags, "HAS_D": False},
+            STATES=True,
             CARRY=False,
         )
         _combine(p, cfg, A, hs, dts, reverse=False)
@@ -452,8 +695,9 @@ def backward(p: Problem, dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Ten
         _combine(p, cfg, A, gs, gdts, reverse=True)
         kernel(*ins, *outs, hs, gs, gdts, *sizes, *strides, **flags, STATES=False, CARRY=True)
     else:
-        kernel(*ins, *outs, dummy, dummy, dummy, *sizes, *strides, **flags, STATES=False,
-               CARRY=False)
+        kernel(
+            *ins, *outs, dummy, dummy, dummy, *sizes, *strides, **flags, STATES=False, CARRY=False
+        )
     dB = dB[0] if cfg.n_cb == 1 else dB.sum(0)
     dC = dC[0] if cfg.n_cb == 1 else dC.sum(0)
     return dB, dC, dA.sum((0, 1)), dD.sum((0, 1)), dbias.sum((0, 1))

@@ -27,9 +27,27 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
-def _scores(feat_ptr, q1_ptr, q2_ptr, bi, i, r, imask, rmask, F,
-            sf_b, sf_f, sf_r, sq1_a, sq1_f, sq2_a, sq2_f,
-            BLOCK_A: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+def _scores(
+    feat_ptr,
+    q1_ptr,
+    q2_ptr,
+    bi,
+    i,
+    r,
+    imask,
+    rmask,
+    F,
+    sf_b,
+    sf_f,
+    sf_r,
+    sq1_a,
+    sq1_f,
+    sq2_a,
+    sq2_f,
+    BLOCK_A: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+):
     """(s1, s2) tiles (BLOCK_A, BLOCK_R) of q1 feat[bi], q2 feat[bi]."""
     s1 = tl.zeros((BLOCK_A, BLOCK_R), dtype=tl.float32)
     s2 = tl.zeros((BLOCK_A, BLOCK_R), dtype=tl.float32)
@@ -39,8 +57,11 @@ def _scores(feat_ptr, q1_ptr, q2_ptr, bi, i, r, imask, rmask, F,
         qm = imask[:, None] & fmask[None, :]
         q1 = tl.load(q1_ptr + i[:, None] * sq1_a + f[None, :] * sq1_f, mask=qm, other=0.0)
         q2 = tl.load(q2_ptr + i[:, None] * sq2_a + f[None, :] * sq2_f, mask=qm, other=0.0)
-        ft = tl.load(feat_ptr + bi * sf_b + f[:, None] * sf_f + r[None, :] * sf_r,
-                     mask=fmask[:, None] & rmask[None, :], other=0.0).to(tl.float32)
+        ft = tl.load(
+            feat_ptr + bi * sf_b + f[:, None] * sf_f + r[None, :] * sf_r,
+            mask=fmask[:, None] & rmask[None, :],
+            other=0.0,
+        ).to(tl.float32)
         s1 = tl.dot(q1.to(tl.float32), ft, s1, input_precision="tf32x3")
         s2 = tl.dot(q2.to(tl.float32), ft, s2, input_precision="tf32x3")
     return s1, s2
@@ -48,9 +69,25 @@ def _scores(feat_ptr, q1_ptr, q2_ptr, bi, i, r, imask, rmask, F,
 
 @triton.jit
 def _fwd_kernel(
-    feat_ptr, q1_ptr, q2_ptr, out_ptr, lse_ptr, A, F, R,
-    sf_b, sf_f, sf_r, sq1_a, sq1_f, sq2_a, sq2_f,
-    BLOCK_A: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr, STATS: tl.constexpr,
+    feat_ptr,
+    q1_ptr,
+    q2_ptr,
+    out_ptr,
+    lse_ptr,
+    A,
+    F,
+    R,
+    sf_b,
+    sf_f,
+    sf_r,
+    sq1_a,
+    sq1_f,
+    sq2_a,
+    sq2_f,
+    BLOCK_A: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    STATS: tl.constexpr,
 ):
     """out (b, A) contiguous; STATS: also the log-sum-exp of s1 over r into lse (b, A)."""
     i = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
@@ -62,8 +99,27 @@ def _fwd_kernel(
     for r0 in range(0, R, BLOCK_R):
         r = r0 + tl.arange(0, BLOCK_R)
         rmask = r < R
-        s1, s2 = _scores(feat_ptr, q1_ptr, q2_ptr, bi, i, r, imask, rmask, F,
-                         sf_b, sf_f, sf_r, sq1_a, sq1_f, sq2_a, sq2_f, BLOCK_A, BLOCK_R, BLOCK_F)
+        s1, s2 = _scores(
+            feat_ptr,
+            q1_ptr,
+            q2_ptr,
+            bi,
+            i,
+            r,
+            imask,
+            rmask,
+            F,
+            sf_b,
+            sf_f,
+            sf_r,
+            sq1_a,
+            sq1_f,
+            sq2_a,
+            sq2_f,
+            BLOCK_A,
+            BLOCK_R,
+            BLOCK_F,
+        )
         s1 = tl.where(rmask[None, :], s1, float("-inf"))
         m_new = tl.maximum(m, tl.max(s1, axis=1))  # finite: every R-tile has a valid region
         scale = tl.exp2((m - m_new) * LOG2E)
@@ -78,9 +134,30 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    dout_ptr, feat_ptr, q1_ptr, q2_ptr, out_ptr, lse_ptr, dfeat_ptr, dq1_ptr, dq2_ptr, A, F, R,
-    sf_b, sf_f, sf_r, sq1_a, sq1_f, sq2_a, sq2_f, sdo_b, sdo_a,
-    BLOCK_A: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr,
+    dout_ptr,
+    feat_ptr,
+    q1_ptr,
+    q2_ptr,
+    out_ptr,
+    lse_ptr,
+    dfeat_ptr,
+    dq1_ptr,
+    dq2_ptr,
+    A,
+    F,
+    R,
+    sf_b,
+    sf_f,
+    sf_r,
+    sq1_a,
+    sq1_f,
+    sq2_a,
+    sq2_f,
+    sdo_b,
+    sdo_a,
+    BLOCK_A: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_F: tl.constexpr,
 ):
     """Adds this (A block, R-tile, batch)'s share into the fp32 buffers dfeat (b, F, R),
     dq1 and dq2 (A, F), all contiguous."""
@@ -89,8 +166,27 @@ def _bwd_kernel(
     bi = tl.program_id(2).to(tl.int64)
     imask = i < A
     rmask = r < R
-    s1, s2 = _scores(feat_ptr, q1_ptr, q2_ptr, bi, i, r, imask, rmask, F,
-                     sf_b, sf_f, sf_r, sq1_a, sq1_f, sq2_a, sq2_f, BLOCK_A, BLOCK_R, BLOCK_F)
+    s1, s2 = _scores(
+        feat_ptr,
+        q1_ptr,
+        q2_ptr,
+        bi,
+        i,
+        r,
+        imask,
+        rmask,
+        F,
+        sf_b,
+        sf_f,
+        sf_r,
+        sq1_a,
+        sq1_f,
+        sq2_a,
+        sq2_f,
+        BLOCK_A,
+        BLOCK_R,
+        BLOCK_F,
+    )
     lse = tl.load(lse_ptr + bi * A + i, mask=imask, other=0.0)
     out = tl.load(out_ptr + bi * A + i, mask=imask, other=0.0)
     dout = tl.load(dout_ptr + bi * sdo_b + i * sdo_a, mask=imask, other=0.0).to(tl.float32)
@@ -104,8 +200,9 @@ def _bwd_kernel(
         fm = fmask[:, None] & rmask[None, :]
         q1 = tl.load(q1_ptr + i[:, None] * sq1_a + f[None, :] * sq1_f, mask=qm, other=0.0)
         q2 = tl.load(q2_ptr + i[:, None] * sq2_a + f[None, :] * sq2_f, mask=qm, other=0.0)
-        ft = tl.load(feat_ptr + bi * sf_b + f[:, None] * sf_f + r[None, :] * sf_r, mask=fm,
-                     other=0.0).to(tl.float32)
+        ft = tl.load(
+            feat_ptr + bi * sf_b + f[:, None] * sf_f + r[None, :] * sf_r, mask=fm, other=0.0
+        ).to(tl.float32)
         dfeat = tl.dot(tl.trans(q1.to(tl.float32)), dS1, input_precision="tf32x3")
         dfeat = tl.dot(tl.trans(q2.to(tl.float32)), dS2, dfeat, input_precision="tf32x3")
         tl.atomic_add(dfeat_ptr + bi * F * R + f[:, None] * R + r[None, :], dfeat, mask=fm)
@@ -131,8 +228,20 @@ def _forward(feat: Tensor, q1: Tensor, q2: Tensor, out: Tensor, lse: Tensor | No
     A = q1.shape[0]
     block_a, block_r, block_f = _blocks(A, F, R)
     wrap_triton(_fwd_kernel)[(triton.cdiv(A, block_a), b)](
-        feat, q1, q2, out, lse if lse is not None else out, A, F, R, *_strides(feat, q1, q2),
-        BLOCK_A=block_a, BLOCK_R=block_r, BLOCK_F=block_f, STATS=lse is not None, num_warps=4,
+        feat,
+        q1,
+        q2,
+        out,
+        lse if lse is not None else out,
+        A,
+        F,
+        R,
+        *_strides(feat, q1, q2),
+        BLOCK_A=block_a,
+        BLOCK_R=block_r,
+        BLOCK_F=block_f,
+        STATS=lse is not None,
+        num_warps=4,
     )
 
 
@@ -146,8 +255,9 @@ def slp_project_fwd(feat: Tensor, q1: Tensor, q2: Tensor) -> Tensor:
 
 
 @triton_op("zeromamba::slp_project_bwd_triton", mutates_args=())
-def slp_project_bwd(dout: Tensor, feat: Tensor, q1: Tensor, q2: Tensor
-                    ) -> tuple[Tensor, Tensor, Tensor]:
+def slp_project_bwd(
+    dout: Tensor, feat: Tensor, q1: Tensor, q2: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """(dfeat, dq1, dq2) in the inputs' dtype; the signature of zeromamba::slp_project_bwd."""
     check_dtype("slp_project", feat)
     b, F, R = feat.shape
@@ -161,7 +271,23 @@ def slp_project_bwd(dout: Tensor, feat: Tensor, q1: Tensor, q2: Tensor
     dq2 = torch.zeros((A, F), dtype=torch.float32, device=dev)
     block_a, block_r, block_f = _blocks(A, F, R)
     wrap_triton(_bwd_kernel)[(triton.cdiv(A, block_a), triton.cdiv(R, block_r), b)](
-        dout, feat, q1, q2, out, lse, dfeat, dq1, dq2, A, F, R, *_strides(feat, q1, q2),
-        *dout.stride(), BLOCK_A=block_a, BLOCK_R=block_r, BLOCK_F=block_f, num_warps=4,
+        dout,
+        feat,
+        q1,
+        q2,
+        out,
+        lse,
+        dfeat,
+        dq1,
+        dq2,
+        A,
+        F,
+        R,
+        *_strides(feat, q1, q2),
+        *dout.stride(),
+        BLOCK_A=block_a,
+        BLOCK_R=block_r,
+        BLOCK_F=block_f,
+        num_warps=4,
     )
     return dfeat.to(feat.dtype), dq1.to(q1.dtype), dq2.to(q2.dtype)

@@ -7,7 +7,6 @@ layout, and adds its part of y (and, backward, of dx) into an fp32 buffer shared
 directions. Channel-last inputs have channels contiguous, so a block of channels loads coalesced.
 """
 
-
 import torch
 from torch import Tensor
 from torch.library import triton_op
@@ -35,49 +34,126 @@ def _problem(x: Tensor, N: int, channel_last: bool) -> scan.Problem:
         def per_direction(t: Tensor) -> tuple:  # (b, 4, C|N, H, W)
             return (t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4))
 
-    return scan.Problem(batch=b, H=H, W=W, rows=4 * c, cpg=c, groups=4, N=N, four_way=True,
-                        x_strides=plane, delta_strides=per_direction, bc_strides=per_direction)
+    return scan.Problem(
+        batch=b,
+        H=H,
+        W=W,
+        rows=4 * c,
+        cpg=c,
+        groups=4,
+        N=N,
+        four_way=True,
+        x_strides=plane,
+        delta_strides=per_direction,
+        bc_strides=per_direction,
+    )
 
 
-def launch_fwd(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
-               delta_bias: Tensor | None, delta_softplus: bool, channel_last: bool,
-               out_float32: bool, chunk: int | None = None) -> Tensor:
+def launch_fwd(
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    channel_last: bool,
+    out_float32: bool,
+    chunk: int | None = None,
+) -> Tensor:
     """y in x's layout; ``chunk`` forces the chunk length (tests of the carry path)."""
     check_dtype("ss2d_scan", x)
     y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # the directions add in
-    scan.forward(_problem(x, A.shape[1], channel_last), x, delta, A, B, C, D, delta_bias,
-                 delta_softplus, y, chunk)
+    scan.forward(
+        _problem(x, A.shape[1], channel_last),
+        x,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        delta_softplus,
+        y,
+        chunk,
+    )
     return y.to(out_dtype(x.dtype, out_float32))
 
 
-def launch_bwd(dy: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-               D: Tensor | None, delta_bias: Tensor | None, delta_softplus: bool,
-               channel_last: bool, chunk: int | None = None) -> tuple[Tensor, ...]:
+def launch_bwd(
+    dy: Tensor,
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    channel_last: bool,
+    chunk: int | None = None,
+) -> tuple[Tensor, ...]:
     """(dx, ddelta, dA, dB, dC, dD, ddelta_bias), each in its input's dtype (dD, ddelta_bias:
     (4C,) in A's dtype, also when D / delta_bias are None)."""
     check_dtype("ss2d_scan", x)
     dx = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # the directions add in
     ddelta = empty(delta.shape, delta.dtype, x.device)
-    dB, dC, dA, dD, dbias = scan.backward(_problem(x, A.shape[1], channel_last), dy, x, delta,
-                                          A, B, C, D, delta_bias, delta_softplus, dx, ddelta,
-                                          chunk)
-    return (dx.to(x.dtype), ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-            dD.to(A.dtype), dbias.to(A.dtype))
+    dB, dC, dA, dD, dbias = scan.backward(
+        _problem(x, A.shape[1], channel_last),
+        dy,
+        x,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        delta_softplus,
+        dx,
+        ddelta,
+        chunk,
+    )
+    return (
+        dx.to(x.dtype),
+        ddelta,
+        dA.to(A.dtype),
+        dB.to(B.dtype),
+        dC.to(C.dtype),
+        dD.to(A.dtype),
+        dbias.to(A.dtype),
+    )
 
 
 @triton_op("zeromamba::ss2d_scan_fwd_triton", mutates_args=())
-def ss2d_scan_fwd(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
-                  delta_bias: Tensor | None, delta_softplus: bool, channel_last: bool,
-                  out_float32: bool) -> Tensor:
+def ss2d_scan_fwd(
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    channel_last: bool,
+    out_float32: bool,
+) -> Tensor:
     """Kernel op of the triton backend: the signature of zeromamba::ss2d_scan_fwd."""
-    return launch_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last,
-                      out_float32)
+    return launch_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, out_float32)
 
 
 @triton_op("zeromamba::ss2d_scan_bwd_triton", mutates_args=())
-def ss2d_scan_bwd(dy: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                  D: Tensor | None, delta_bias: Tensor | None, delta_softplus: bool,
-                  channel_last: bool
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def ss2d_scan_bwd(
+    dy: Tensor,
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    channel_last: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Kernel op of the triton backend: the signature of zeromamba::ss2d_scan_bwd."""
     return launch_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last)

@@ -47,8 +47,19 @@ def _params(rows, N, g, dtype, device, with_D, with_bias):
     return A, D, bias
 
 
-def scan_inputs(b, d, L, N, G, dtype=torch.float64, device="cpu", seed=0, with_D=True,
-                with_bias=True, softplus=True):
+def scan_inputs(
+    b,
+    d,
+    L,
+    N,
+    G,
+    dtype=torch.float64,
+    device="cpu",
+    seed=0,
+    with_D=True,
+    with_bias=True,
+    softplus=True,
+):
     """Arguments of selective_scan as a dict; delta is centred so that softplus(dt) ~ 0.3."""
     g = _gen(seed, device)
     u = _randn((b, d, L), g, dtype, device)
@@ -58,12 +69,31 @@ def scan_inputs(b, d, L, N, G, dtype=torch.float64, device="cpu", seed=0, with_D
     B = _randn((b, G, N, L), g, dtype, device)
     C = _randn((b, G, N, L), g, dtype, device)
     A, D, bias = _params(d, N, g, dtype, device, with_D, with_bias)
-    return {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "delta_bias": bias,
-            "delta_softplus": softplus}
+    return {
+        "u": u,
+        "delta": delta,
+        "A": A,
+        "B": B,
+        "C": C,
+        "D": D,
+        "delta_bias": bias,
+        "delta_softplus": softplus,
+    }
 
 
-def ss2d_inputs(b, c, H, W, N, dtype=torch.float64, device="cpu", seed=0, channel_last=False,
-                with_D=True, with_bias=True):
+def ss2d_inputs(
+    b,
+    c,
+    H,
+    W,
+    N,
+    dtype=torch.float64,
+    device="cpu",
+    seed=0,
+    channel_last=False,
+    with_D=True,
+    with_bias=True,
+):
     """Arguments of ss2d_scan as a dict, in the requested layout."""
     g = _gen(seed, device)
     x = _randn((b, c, H, W), g, dtype, device)
@@ -74,8 +104,17 @@ def ss2d_inputs(b, c, H, W, N, dtype=torch.float64, device="cpu", seed=0, channe
     if channel_last:
         x = x.permute(0, 2, 3, 1).contiguous()
         delta, B, C = (t.permute(0, 1, 3, 4, 2).contiguous() for t in (delta, B, C))
-    return {"x": x, "delta": delta, "A": A, "B": B, "C": C, "D": D, "delta_bias": bias,
-            "delta_softplus": True, "channel_last": channel_last}
+    return {
+        "x": x,
+        "delta": delta,
+        "A": A,
+        "B": B,
+        "C": C,
+        "D": D,
+        "delta_bias": bias,
+        "delta_softplus": True,
+        "channel_last": channel_last,
+    }
 
 
 def slp_inputs(b, F, R, A, dtype=torch.float64, device="cpu", seed=0):
@@ -135,8 +174,9 @@ def tolerance(dtype: torch.dtype, backend: str, device: str, ref_err: float = 0.
     return max(2 * ref_err, torch.finfo(dtype).eps / 2)
 
 
-def check_against_reference(op: str, backend: str, inputs: dict, dtype: torch.dtype,
-                            **kwargs) -> None:
+def check_against_reference(
+    op: str, backend: str, inputs: dict, dtype: torch.dtype, **kwargs
+) -> None:
     """Run ``op`` on ``backend`` in ``dtype`` forward and backward and compare with the float64
     reference (for half dtypes: with a tolerance of twice the half-precision reference's own
     error)."""

@@ -34,13 +34,17 @@ def test_ss2d_min_bytes(bench_ops):
     assert bench_ops.ss2d_min_bytes(1, 1, 1, 2, 1, 2, 4, "fwd+bwd") == 60 + 112
 
 
-@pytest.mark.parametrize("shape", [(1, 2, 1, 1, 1), (1, 3, 4, 2, 2), (2, 3, 5, 7, 1)],
-                         ids=["L1", "L8-pow2", "L35-padded"])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 2, 1, 1, 1), (1, 3, 4, 2, 2), (2, 3, 5, 7, 1)],
+    ids=["L1", "L8-pow2", "L35-padded"],
+)
 def test_mambapy_ss2d_matches_reference(bench_ops, shape):
     pytest.importorskip("mambapy")
     i = bench_ops.ss2d_inputs(*shape, torch.float64, "cpu", seed=2)
-    errs = bench_ops.check_against_reference(bench_ops.mambapy_ss2d, bench_ops.mambapy_ss2d_layout,
-                                             reference.ss2d_scan, i)
+    errs = bench_ops.check_against_reference(
+        bench_ops.mambapy_ss2d, bench_ops.mambapy_ss2d_layout, reference.ss2d_scan, i
+    )
     assert set(errs) == {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"}
     assert max(errs.values()) < 1e-10, errs
 
@@ -62,25 +66,35 @@ def test_bench_ops_cpu_quick(bench_ops, tmp_path, monkeypatch):
     rows = result["rows"]
     assert not [r for r in rows if "error" in r or "memory_error" in r]
     backends = [n for n in ("cpu", "reference") if "cpu" in meta["backends"][n]["devices"]]
-    for suite, impls in (("ss2d_scan", [*backends, "mambapy"]),
-                         ("selective_scan", [*backends, "mambapy"]),
-                         ("slp_project", [*(n for n in backends if n != "reference"), "einsum"])):
+    for suite, impls in (
+        ("ss2d_scan", [*backends, "mambapy"]),
+        ("selective_scan", [*backends, "mambapy"]),
+        ("slp_project", [*(n for n in backends if n != "reference"), "einsum"]),
+    ):
         for impl in impls:
             for mode in ("fwd", "fwd+bwd"):
-                found = [r for r in rows if (r["suite"], r["impl"], r["mode"]) == (suite, impl,
-                                                                                   mode)]
+                found = [
+                    r for r in rows if (r["suite"], r["impl"], r["mode"]) == (suite, impl, mode)
+                ]
                 assert found, (suite, impl, mode)
                 assert all("skipped" in r or r["ms"] > 0 for r in found)
     measured = [r for r in rows if r["impl"] != "reference" and r["mode"] == "fwd"]
-    assert all(r["fwd_peak"] >= r["saved"] >= 0 and r["step_peak"] >= r["fwd_peak"]
-               for r in measured)
+    assert all(
+        r["fwd_peak"] >= r["saved"] >= 0 and r["step_peak"] >= r["fwd_peak"] for r in measured
+    )
     # The impls of a case compute the same function (fp32, same inputs).
     assert all(v < 1e-4 for r in rows for k, v in r.items() if k.startswith("rel_diff_vs_"))
 
     assert len(result["ratios"]) == 5
     assert all(k["value"] is None or k["value"] > 0 for k in result["ratios"])
-    for text in ("## ss2d_scan", "## selective_scan", "## slp_project", "## Key ratios",
-                 "mambapy.pscan", "profile_memory"):
+    for text in (
+        "## ss2d_scan",
+        "## selective_scan",
+        "## slp_project",
+        "## Key ratios",
+        "mambapy.pscan",
+        "profile_memory",
+    ):
         assert text in table
 
 
@@ -88,8 +102,7 @@ def test_gpu_harness_on_cpu(bench_ops, tmp_path):
     """The GPU suites' code path (unfused pipeline, GB/s, % copy, checks, table) with the
     reference backend and the CPU timer; do_bench and the CUDA memory counters need a GPU."""
     args = bench_ops.parse_args(["--device", "cuda", "--quick", "--suites", "ss2d"])
-    bench = bench_ops.Bench("cpu", bench_ops.Deadline(60),
-                            lambda fn: bench_ops.time_cpu(fn, 0.005))
+    bench = bench_ops.Bench("cpu", bench_ops.Deadline(60), lambda fn: bench_ops.time_cpu(fn, 0.005))
     notes: list[str] = []
     meta = {"checks": []}
     bench_ops.run_gpu(args, bench, notes, meta, names=("reference",))
@@ -101,8 +114,17 @@ def test_gpu_harness_on_cpu(bench_ops, tmp_path):
     assert all(r["gbps"] > 0 and r["pct_copy"] > 0 for r in full)
     diffs = [r["rel_diff_vs_reference"] for r in bench.rows if "rel_diff_vs_reference" in r]
     assert diffs and max(diffs) < 1e-5
-    meta.update(device="cuda", machine="cpu dry run", date="-", commit="-", torch="-",
-                threads=1, quick=True, notes=notes)
-    table = bench_ops.markdown({"meta": meta, "rows": bench.rows,
-                                "ratios": bench_ops.key_ratios("cuda", bench.rows, True)})
+    meta.update(
+        device="cuda",
+        machine="cpu dry run",
+        date="-",
+        commit="-",
+        torch="-",
+        threads=1,
+        quick=True,
+        notes=notes,
+    )
+    table = bench_ops.markdown(
+        {"meta": meta, "rows": bench.rows, "ratios": bench_ops.key_ratios("cuda", bench.rows, True)}
+    )
     assert "fwd+bwd GB/s" in table and "% copy" in table and "unfused-reference" in table

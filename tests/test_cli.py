@@ -58,10 +58,32 @@ def test_train_and_eval_commands(tmp_path, capsys):
 
     data = write_folder_dataset(tmp_path / "data")
     out = tmp_path / "run"
-    code = cli.main(["train", "--data", str(data), "--model", "nano", "--image-size", "32",
-                     "--epochs", "1", "--batch-size", "8", "--lr-backbone", "0.05", "--lr-grl",
-                     "0.05", "--lr-mlp", "0.005", "--threads", "1", "--no-progress", "--out",
-                     str(out)])
+    code = cli.main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            "nano",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr-backbone",
+            "0.05",
+            "--lr-grl",
+            "0.05",
+            "--lr-mlp",
+            "0.005",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     res = json.loads((out / "results.json").read_text())
     for key in ("czsl", "S", "U", "H", "ausuc", "n_unseen", "seconds"):
@@ -69,8 +91,9 @@ def test_train_and_eval_commands(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "CZSL" in printed and "AUSUC" in printed  # the table
     ev_json = tmp_path / "eval.json"
-    code = cli.main(["eval", "--checkpoint", str(out / "best_h.pt"), "--no-progress", "--json",
-                     str(ev_json)])
+    code = cli.main(
+        ["eval", "--checkpoint", str(out / "best_h.pt"), "--no-progress", "--json", str(ev_json)]
+    )
     assert code == 0
     ev = json.loads(ev_json.read_text())
     assert ev["H"] == pytest.approx(res["H"], abs=1e-6)
@@ -86,6 +109,12 @@ def test_corrupt_checkpoint_is_named_in_the_error(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-    done = subprocess.run([sys.executable, "-m", "zeromamba.cli", "train", "--resume"],
-                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "zeromamba.cli", "train", "--resume"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and "--resume needs --out" in done.stderr

@@ -60,14 +60,30 @@ def test_kernel_ops_check_their_arguments():
     with pytest.raises(RuntimeError, match="B must have shape"):
         torch.ops.zeromamba.ss2d_scan_fwd(*args[:3], bad_B, *args[4:], True, False, False)
     with pytest.raises(RuntimeError, match="A must be float32"):
-        torch.ops.zeromamba.ss2d_scan_fwd(args[0].float(), args[1].float(), args[2].half(),
-                                          *[a.float() for a in args[3:5]], None, None, True,
-                                          False, False)
+        torch.ops.zeromamba.ss2d_scan_fwd(
+            args[0].float(),
+            args[1].float(),
+            args[2].half(),
+            *[a.float() for a in args[3:5]],
+            None,
+            None,
+            True,
+            False,
+            False,
+        )
     s = scan_inputs(1, 4, 5, 2, 2)
     with pytest.raises(RuntimeError, match="d_state N"):
         torch.ops.zeromamba.selective_scan_fwd(
-            s["u"], s["delta"], torch.zeros(4, 17, dtype=torch.float64), s["B"], s["C"], None,
-            None, False, False)
+            s["u"],
+            s["delta"],
+            torch.zeros(4, 17, dtype=torch.float64),
+            s["B"],
+            s["C"],
+            None,
+            None,
+            False,
+            False,
+        )
     slp = slp_inputs(2, 6, 5, 3)
     with pytest.raises(RuntimeError, match="q2 must have shape"):
         torch.ops.zeromamba.slp_project_fwd(slp["feat"], slp["q1"], slp["q2"][:2])

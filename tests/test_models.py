@@ -40,52 +40,76 @@ def official_vssm_layout(dims, depths, ssm_ratio, d_state=1, num_classes=1000) -
     norm ln2d), written out from VMamba's classification/models/vmamba.py."""
     d0 = dims[0]
     shapes = {
-        "patch_embed.0.weight": (d0 // 2, 3, 3, 3), "patch_embed.0.bias": (d0 // 2,),
-        "patch_embed.2.weight": (d0 // 2,), "patch_embed.2.bias": (d0 // 2,),
-        "patch_embed.5.weight": (d0, d0 // 2, 3, 3), "patch_embed.5.bias": (d0,),
-        "patch_embed.7.weight": (d0,), "patch_embed.7.bias": (d0,),
+        "patch_embed.0.weight": (d0 // 2, 3, 3, 3),
+        "patch_embed.0.bias": (d0 // 2,),
+        "patch_embed.2.weight": (d0 // 2,),
+        "patch_embed.2.bias": (d0 // 2,),
+        "patch_embed.5.weight": (d0, d0 // 2, 3, 3),
+        "patch_embed.5.bias": (d0,),
+        "patch_embed.7.weight": (d0,),
+        "patch_embed.7.bias": (d0,),
     }
     for i, depth in enumerate(depths):
         dim = dims[i]
         inner, rank = int(ssm_ratio * dim), math.ceil(dim / 16)
         for j in range(depth):
             p = f"layers.{i}.blocks.{j}."
-            shapes.update({
-                p + "norm.weight": (dim,), p + "norm.bias": (dim,),
-                p + "op.x_proj_weight": (4, rank + 2 * d_state, inner),
-                p + "op.dt_projs_weight": (4, inner, rank), p + "op.dt_projs_bias": (4, inner),
-                p + "op.A_logs": (4 * inner, d_state), p + "op.Ds": (4 * inner,),
-                p + "op.in_proj.weight": (inner, dim), p + "op.conv2d.weight": (inner, 1, 3, 3),
-                p + "op.out_norm.weight": (inner,), p + "op.out_norm.bias": (inner,),
-                p + "op.out_proj.weight": (dim, inner),
-                p + "norm2.weight": (dim,), p + "norm2.bias": (dim,),
-                p + "mlp.fc1.weight": (4 * dim, dim), p + "mlp.fc1.bias": (4 * dim,),
-                p + "mlp.fc2.weight": (dim, 4 * dim), p + "mlp.fc2.bias": (dim,),
-            })
+            shapes.update(
+                {
+                    p + "norm.weight": (dim,),
+                    p + "norm.bias": (dim,),
+                    p + "op.x_proj_weight": (4, rank + 2 * d_state, inner),
+                    p + "op.dt_projs_weight": (4, inner, rank),
+                    p + "op.dt_projs_bias": (4, inner),
+                    p + "op.A_logs": (4 * inner, d_state),
+                    p + "op.Ds": (4 * inner,),
+                    p + "op.in_proj.weight": (inner, dim),
+                    p + "op.conv2d.weight": (inner, 1, 3, 3),
+                    p + "op.out_norm.weight": (inner,),
+                    p + "op.out_norm.bias": (inner,),
+                    p + "op.out_proj.weight": (dim, inner),
+                    p + "norm2.weight": (dim,),
+                    p + "norm2.bias": (dim,),
+                    p + "mlp.fc1.weight": (4 * dim, dim),
+                    p + "mlp.fc1.bias": (4 * dim,),
+                    p + "mlp.fc2.weight": (dim, 4 * dim),
+                    p + "mlp.fc2.bias": (dim,),
+                }
+            )
         if i < len(depths) - 1:
             p = f"layers.{i}.downsample."
-            shapes.update({
-                p + "1.weight": (dims[i + 1], dim, 3, 3), p + "1.bias": (dims[i + 1],),
-                p + "3.weight": (dims[i + 1],), p + "3.bias": (dims[i + 1],),
-            })
-    shapes.update({
-        "classifier.norm.weight": (dims[-1],), "classifier.norm.bias": (dims[-1],),
-        "classifier.head.weight": (num_classes, dims[-1]), "classifier.head.bias": (num_classes,),
-    })
+            shapes.update(
+                {
+                    p + "1.weight": (dims[i + 1], dim, 3, 3),
+                    p + "1.bias": (dims[i + 1],),
+                    p + "3.weight": (dims[i + 1],),
+                    p + "3.bias": (dims[i + 1],),
+                }
+            )
+    shapes.update(
+        {
+            "classifier.norm.weight": (dims[-1],),
+            "classifier.norm.bias": (dims[-1],),
+            "classifier.head.weight": (num_classes, dims[-1]),
+            "classifier.head.bias": (num_classes,),
+        }
+    )
     return shapes
 
 
 def official_zeromamba_layout(backbone: dict, attributes: int, features: int) -> dict:
     """The official ZeroMamba checkpoint (train.py's ModuleDict) around a backbone layout."""
     shapes = {"VisionMamba." + k: v for k, v in backbone.items()}
-    shapes.update({
-        "VisionMamba.classifier2.V": (attributes, 300),
-        "VisionMamba.classifier2.W1": (300, features),
-        "VisionMamba.classifier2.W2": (300, features),
-        "clf_head.weight": (attributes, 1000),
-        "clf_head2.0.weight": (512, attributes),
-        "clf_head2.2.weight": (attributes, 512),
-    })
+    shapes.update(
+        {
+            "VisionMamba.classifier2.V": (attributes, 300),
+            "VisionMamba.classifier2.W1": (300, features),
+            "VisionMamba.classifier2.W2": (300, features),
+            "clf_head.weight": (attributes, 1000),
+            "clf_head2.0.weight": (512, attributes),
+            "clf_head2.2.weight": (attributes, 512),
+        }
+    )
     return shapes
 
 
@@ -93,11 +117,14 @@ def shapes_of(module: torch.nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize(("name", "count", "dims", "depths", "ratio"), [
-    ("tiny", TINY, (96, 192, 384, 768), (2, 2, 8, 2), 1.0),
-    ("small", SMALL, (96, 192, 384, 768), (2, 2, 15, 2), 2.0),
-    ("base", BASE, (128, 256, 512, 1024), (2, 2, 15, 2), 2.0),
-])
+@pytest.mark.parametrize(
+    ("name", "count", "dims", "depths", "ratio"),
+    [
+        ("tiny", TINY, (96, 192, 384, 768), (2, 2, 8, 2), 1.0),
+        ("small", SMALL, (96, 192, 384, 768), (2, 2, 15, 2), 2.0),
+        ("base", BASE, (128, 256, 512, 1024), (2, 2, 15, 2), 2.0),
+    ],
+)
 def test_configs_match_vmamba(name, count, dims, depths, ratio):
     with torch.device("meta"):
         model = vssm(name)
@@ -120,7 +147,8 @@ def test_official_vssm_checkpoint_loads_strict():
 def test_official_zeromamba_checkpoint_loads_strict():
     model = ZeroMamba("nano", attributes=12)
     layout = official_zeromamba_layout(
-        official_vssm_layout(model.backbone.dims, (1, 1, 2, 1), 1.0), 12, 256)
+        official_vssm_layout(model.backbone.dims, (1, 1, 2, 1), 1.0), 12, 256
+    )
     g = torch.Generator().manual_seed(2)
     ckpt = {k: torch.randn(s, generator=g) for k, s in layout.items()}
     model.load_official(ckpt, strict=True)
@@ -130,7 +158,8 @@ def test_official_zeromamba_checkpoint_loads_strict():
     with pytest.raises(ValueError, match="grl_bias=True"):
         model.load_official({**ckpt, "clf_head.bias": torch.zeros(12)})
     ZeroMamba("nano", attributes=12, grl_bias=True).load_official(
-        {**ckpt, "clf_head.bias": torch.zeros(12)})
+        {**ckpt, "clf_head.bias": torch.zeros(12)}
+    )
 
 
 def test_state_dict_round_trip():
@@ -181,8 +210,14 @@ def vmamba_ss2d(op: SS2D, x: torch.Tensor) -> torch.Tensor:
     dts, Bs, Cs = torch.split(x_dbl, [op.dt_rank, op.d_state, op.d_state], dim=2)
     dts = torch.einsum("bkrl,kdr->bkdl", dts, op.dt_projs_weight)
     ys = reference.selective_scan(
-        xs.reshape(b, 4 * d, L), dts.reshape(b, 4 * d, L), -torch.exp(op.A_logs), Bs, Cs,
-        op.Ds, op.dt_projs_bias.flatten(), True,
+        xs.reshape(b, 4 * d, L),
+        dts.reshape(b, 4 * d, L),
+        -torch.exp(op.A_logs),
+        Bs,
+        Cs,
+        op.Ds,
+        op.dt_projs_bias.flatten(),
+        True,
     ).view(b, 4, d, L)
     y_rows = ys[:, 0] + ys[:, 2].flip(-1)
     y_cols = (ys[:, 1] + ys[:, 3].flip(-1)).view(b, d, W, H).transpose(2, 3).reshape(b, d, L)

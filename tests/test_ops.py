@@ -37,8 +37,10 @@ def dtypes_for(device: str, backend: str) -> list[torch.dtype]:
 def _on(device, inputs, noncontig):
     moved = to(inputs, device=device)
     if noncontig:
-        moved = {k: noncontiguous(v) if isinstance(v, torch.Tensor) and v.dim() > 1 else v
-                 for k, v in moved.items()}
+        moved = {
+            k: noncontiguous(v) if isinstance(v, torch.Tensor) and v.dim() > 1 else v
+            for k, v in moved.items()
+        }
     return moved
 
 
@@ -55,11 +57,13 @@ def _on(device, inputs, noncontig):
     softplus=st.booleans(),
     noncontig=st.booleans(),
 )
-def test_selective_scan(device, backend, data, b, G, per_group, L, N, with_D, with_bias,
-                        softplus, noncontig):
+def test_selective_scan(
+    device, backend, data, b, G, per_group, L, N, with_D, with_bias, softplus, noncontig
+):
     dtype = data.draw(st.sampled_from(dtypes_for(device, backend)), label="dtype")
-    kw = scan_inputs(b, G * per_group, L, N, G, with_D=with_D, with_bias=with_bias,
-                     softplus=softplus, seed=L)
+    kw = scan_inputs(
+        b, G * per_group, L, N, G, with_D=with_D, with_bias=with_bias, softplus=softplus, seed=L
+    )
     check_against_reference("selective_scan", backend, _on(device, kw, noncontig), dtype)
 
 
@@ -76,11 +80,13 @@ def test_selective_scan(device, backend, data, b, G, per_group, L, N, with_D, wi
     with_bias=st.booleans(),
     noncontig=st.booleans(),
 )
-def test_ss2d_scan(device, backend, data, b, c, H, W, N, channel_last, with_D, with_bias,
-                   noncontig):
+def test_ss2d_scan(
+    device, backend, data, b, c, H, W, N, channel_last, with_D, with_bias, noncontig
+):
     dtype = data.draw(st.sampled_from(dtypes_for(device, backend)), label="dtype")
-    kw = ss2d_inputs(b, c, H, W, N, channel_last=channel_last, with_D=with_D,
-                     with_bias=with_bias, seed=H * 8 + W)
+    kw = ss2d_inputs(
+        b, c, H, W, N, channel_last=channel_last, with_D=with_D, with_bias=with_bias, seed=H * 8 + W
+    )
     check_against_reference("ss2d_scan", backend, _on(device, kw, noncontig), dtype)
 
 
@@ -149,13 +155,14 @@ def test_opcheck_layout_ops():
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_gradcheck_float64(backend):
-    if backend not in zeromamba.available_backends() or not zeromamba.available_backends()[
-        backend
-    ].available:
+    if (
+        backend not in zeromamba.available_backends()
+        or not zeromamba.available_backends()[backend].available
+    ):
         pytest.skip(f"{backend} backend not built")
     for op, args in _op_samples("cpu", backend):
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        rest = args[len(tensors):]
+        rest = args[len(tensors) :]
         assert torch.autograd.gradcheck(lambda *t, op=op, rest=rest: op(*t, *rest), tensors)
 
 

@@ -58,13 +58,24 @@ def test_selective_scan_groups_and_softplus(G, N, L):
     y = reference.selective_scan(**kw)
     for c in range(4):
         g = c // (4 // G)
-        one = {**kw, "u": kw["u"][:, c:c + 1], "delta": kw["delta"][:, c:c + 1],
-               "A": kw["A"][c:c + 1], "B": kw["B"][:, g:g + 1], "C": kw["C"][:, g:g + 1],
-               "D": kw["D"][c:c + 1], "delta_bias": kw["delta_bias"][c:c + 1]}
-        torch.testing.assert_close(reference.selective_scan(**one), y[:, c:c + 1])
+        one = {
+            **kw,
+            "u": kw["u"][:, c : c + 1],
+            "delta": kw["delta"][:, c : c + 1],
+            "A": kw["A"][c : c + 1],
+            "B": kw["B"][:, g : g + 1],
+            "C": kw["C"][:, g : g + 1],
+            "D": kw["D"][c : c + 1],
+            "delta_bias": kw["delta_bias"][c : c + 1],
+        }
+        torch.testing.assert_close(reference.selective_scan(**one), y[:, c : c + 1])
     big = {**kw, "delta": kw["delta"] + 30.0}
-    raw = {**big, "delta": big["delta"] + big["delta_bias"][:, None], "delta_bias": None,
-           "delta_softplus": False}
+    raw = {
+        **big,
+        "delta": big["delta"] + big["delta_bias"][:, None],
+        "delta_bias": None,
+        "delta_softplus": False,
+    }
     torch.testing.assert_close(reference.selective_scan(**big), reference.selective_scan(**raw))
 
 

@@ -34,12 +34,15 @@ from zeromamba.training.optim import build_optimizer, build_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 # 6 classes x 4 attributes; classes 0-2 train, 3 val, 4-5 unseen
-ATT = np.array([[1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0],
-                [0, 0, 1, 1]], dtype=float)
+ATT = np.array(
+    [[1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 1]],
+    dtype=float,
+)
 
 
-def write_folder_dataset(root: Path, per_seen: int = 6, per_test: int = 2, per_unseen: int = 3,
-                         size: int = 32) -> Path:
+def write_folder_dataset(
+    root: Path, per_seen: int = 6, per_test: int = 2, per_unseen: int = 3, size: int = 32
+) -> Path:
     """A tiny dataset in the folder format: images whose colour and a square encode the
     attributes, plus noise."""
     from PIL import Image
@@ -51,8 +54,9 @@ def write_folder_dataset(root: Path, per_seen: int = 6, per_test: int = 2, per_u
     rows = ["class,red,blue,square,stripe"]
     rows += [n + "," + ",".join(str(int(v)) for v in a) for n, a in zip(names, ATT)]
     (root / "attributes.csv").write_text("\n".join(rows) + "\n")
-    lists: dict[str, list[str]] = {s: [] for s in ("trainval", "test_seen", "test_unseen",
-                                                   "train", "val")}
+    lists: dict[str, list[str]] = {
+        s: [] for s in ("trainval", "test_seen", "test_unseen", "train", "val")
+    }
     for c, name in enumerate(names):
         (root / "images" / name).mkdir(parents=True, exist_ok=True)
         for k in range(per_seen + per_test if c < 4 else per_unseen):
@@ -83,9 +87,22 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def tiny_config(data: Path, **kw) -> TrainConfig:
-    base = {"data": str(data), "model": "nano", "image_size": 32, "epochs": 2, "batch_size": 8,
-            "lr_backbone": 0.05, "lr_grl": 0.05, "lr_mlp": 0.005, "milestones": (1,), "seed": 3,
-            "device": "cpu", "progress": False, "eval_batch_size": 16, "threads": 1}
+    base = {
+        "data": str(data),
+        "model": "nano",
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 8,
+        "lr_backbone": 0.05,
+        "lr_grl": 0.05,
+        "lr_mlp": 0.005,
+        "milestones": (1,),
+        "seed": 3,
+        "device": "cpu",
+        "progress": False,
+        "eval_batch_size": 16,
+        "threads": 1,
+    }
     return TrainConfig(**{**base, **kw})
 
 
@@ -173,7 +190,12 @@ def test_dataset_recipes():
     for name, gamma, l1 in (("CUB", 0.3, 1.0), ("SUN", 0.35, 0.2), ("AWA2", 0.98, 0.0)):
         cfg = TrainConfig(data=name, select="test").resolved()
         assert (cfg.gamma, cfg.lambda_l1, cfg.lr_backbone, cfg.lr_grl, cfg.lr_mlp) == (
-            gamma, l1, 1e-3, 1e-3, 1e-4)
+            gamma,
+            l1,
+            1e-3,
+            1e-3,
+            1e-4,
+        )
         assert cfg.milestones == (10, 20, 30, 40) and cfg.image_size == 448
         assert TrainConfig(data=name).resolved().gamma is None  # chosen on validation
 
@@ -187,8 +209,16 @@ def test_short_run_writes_results_logs_plots_and_checkpoints(tiny_data, tmp_path
         assert key in on_disk
     assert on_disk["n_unseen"] == 2 and on_disk["select"] == "val"
     assert res["czsl"] == on_disk["czsl"] and 0 <= res["H"] <= 100
-    for f in ("curves.png", "seen_unseen.png", "last.pt", "best_czsl.pt", "best_h.pt",
-              "select/last.pt", "select/best_h.pt", "config.json"):
+    for f in (
+        "curves.png",
+        "seen_unseen.png",
+        "last.pt",
+        "best_czsl.pt",
+        "best_h.pt",
+        "select/last.pt",
+        "select/best_h.pt",
+        "config.json",
+    ):
         assert (out / f).is_file(), f
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log][:2] == [("select", 1), ("select", 2)]
@@ -207,10 +237,10 @@ def test_short_run_writes_results_logs_plots_and_checkpoints(tiny_data, tmp_path
 
 
 @pytest.mark.parametrize("select, die_at", [("test", ("final", 2)), ("val", ("select", 2))])
-def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, monkeypatch,
-                                                          select, die_at):
-    cfg = tiny_config(tiny_data, select=select, gamma=0.2 if select == "test" else None,
-                      epochs=3)
+def test_resume_after_interruption_gives_the_same_weights(
+    tiny_data, tmp_path, monkeypatch, select, die_at
+):
+    cfg = tiny_config(tiny_data, select=select, gamma=0.2 if select == "test" else None, epochs=3)
     ref = tmp_path / "ref"
     train(cfg, ref, say=lambda _m: None)
 
@@ -237,7 +267,8 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path, m
     log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     ref_log = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"], r["loss"]) for r in log] == [
-        (r["stage"], r["epoch"], r["loss"]) for r in ref_log]
+        (r["stage"], r["epoch"], r["loss"]) for r in ref_log
+    ]
 
 
 def _cli(*args: str) -> list[str]:
@@ -246,12 +277,35 @@ def _cli(*args: str) -> list[str]:
 
 def test_sigkill_then_resume_completes_without_losing_a_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--data", str(tiny_data), "--model", "nano", "--image-size", "32",
-            "--batch-size", "8", "--epochs", "6", "--select", "test", "--gamma", "0.2",
-            "--milestones", "4", "--no-progress", "--device", "cpu", "--threads", "1",
-            "--out", str(out)]
-    proc = subprocess.Popen(_cli(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    args = [
+        "train",
+        "--data",
+        str(tiny_data),
+        "--model",
+        "nano",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "6",
+        "--select",
+        "test",
+        "--gamma",
+        "0.2",
+        "--milestones",
+        "4",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        _cli(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.time() + 240
         while not (out / "last.pt").exists():
@@ -268,8 +322,9 @@ def test_sigkill_then_resume_completes_without_losing_a_checkpoint(tiny_data, tm
     assert not (out / "results.json").exists(), "the run finished before it was killed"
     killed_at = load_checkpoint(out / "last.pt")["epoch"]  # complete and readable
     assert 1 <= killed_at < 6
-    done = subprocess.run(_cli(*args, "--resume"), check=False, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        _cli(*args, "--resume"), check=False, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert f"resumed from {out / 'last.pt'} at epoch {killed_at}" in done.stdout
     assert load_checkpoint(out / "last.pt")["epoch"] == 6
@@ -280,13 +335,40 @@ def test_sigkill_then_resume_completes_without_losing_a_checkpoint(tiny_data, tm
 
 def test_ddp_two_processes_gloo(tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "zeromamba.cli", "train", "--data", str(tiny_data), "--model", "nano",
-           "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--select", "test",
-           "--gamma", "0.2", "--no-progress", "--device", "cpu", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "zeromamba.cli",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--model",
+        "nano",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--select",
+        "test",
+        "--gamma",
+        "0.2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+    done = subprocess.run(
+        cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     assert res["world_size"] == 2 and res["n_unseen"] == 2
@@ -303,13 +385,16 @@ def test_eval_reads_official_checkpoints(tiny_data, tmp_path):
     model = ZeroMamba("nano", attributes=4, word_vectors=torch.randn(4, 300))
     ours = tmp_path / "ours.pt"
     cfg = tiny_config(tiny_data, select="test", gamma=0.3).resolved()
-    save_atomic(make_checkpoint(config=cfg.to_dict(), model=model.state_dict(), stage="final",
-                                epoch=0), ours)
+    save_atomic(
+        make_checkpoint(config=cfg.to_dict(), model=model.state_dict(), stage="final", epoch=0),
+        ours,
+    )
     official = tmp_path / "CUB_bestGZSL.pth"
     torch.save(native_to_official(model.state_dict()), official)
     a = evaluate_checkpoint(ours, progress=False)
-    b = evaluate_checkpoint(official, data=data, model="nano", gamma=0.3, image_size=32,
-                            progress=False)
+    b = evaluate_checkpoint(
+        official, data=data, model="nano", gamma=0.3, image_size=32, progress=False
+    )
     assert b["checkpoint_kind"] == "official"
     for k in ("czsl", "S", "U", "H", "ausuc"):
         assert a[k] == pytest.approx(b[k], abs=1e-6)

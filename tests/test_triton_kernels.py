@@ -100,15 +100,23 @@ def test_float16(out_float32):
     kw = to(ss2d_inputs(2, 3, 5, 6, 2, channel_last=out_float32), device=DEVICE)
     check_against_reference("ss2d_scan", "triton", kw, torch.float16, out_float32=out_float32)
     kw = to(scan_inputs(2, 4, 30, 4, 2), device=DEVICE)
-    check_against_reference("selective_scan", "triton", kw, torch.float16,
-                            out_float32=out_float32)
+    check_against_reference("selective_scan", "triton", kw, torch.float16, out_float32=out_float32)
     if not out_float32:
         kw = to(slp_inputs(2, 40, 50, 20), device=DEVICE)
         check_against_reference("slp_project", "triton", kw, torch.float16)
 
 
-@pytest.mark.parametrize("name", ["selective_scan_fwd", "selective_scan_bwd", "ss2d_scan_fwd",
-                                  "ss2d_scan_bwd", "slp_project_fwd", "slp_project_bwd"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "selective_scan_fwd",
+        "selective_scan_bwd",
+        "ss2d_scan_fwd",
+        "ss2d_scan_bwd",
+        "slp_project_fwd",
+        "slp_project_bwd",
+    ],
+)
 def test_kernel_op_schemas(name):
     """Each Triton kernel is a registered op taking exactly the C++ kernel op's arguments."""
     native = getattr(torch.ops.zeromamba, name).default._schema

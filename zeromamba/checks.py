@@ -35,10 +35,14 @@ def _dtypes_and_device(op: str, first: str, tensors: dict, params: dict) -> None
     activations); all on one device."""
     x = tensors[first]
     if x.dtype not in DTYPES:
-        raise ValueError(f"{op}: {first} must be float32, float16, bfloat16 or float64, got {x.dtype}")
+        raise ValueError(
+            f"{op}: {first} must be float32, float16, bfloat16 or float64, got {x.dtype}"
+        )
     for name, t in tensors.items():
         if t.dtype != x.dtype:
-            raise ValueError(f"{op}: {name} must have the dtype of {first} ({x.dtype}), got {t.dtype}")
+            raise ValueError(
+                f"{op}: {name} must have the dtype of {first} ({x.dtype}), got {t.dtype}"
+            )
     allowed = (torch.float32, torch.float64) if x.dtype == torch.float64 else (torch.float32,)
     for name, t in params.items():
         if t is not None and t.dtype not in allowed:
@@ -52,8 +56,10 @@ def _dtypes_and_device(op: str, first: str, tensors: dict, params: dict) -> None
 def _d_state(op: str, A: Tensor, rows: int, rows_desc: str) -> int:
     _ndim(op, "A", A, 2, f"({rows_desc}, N)")
     if A.shape[0] != rows:
-        raise ValueError(f"{op}: A must have shape ({rows_desc}, N) with {rows_desc} = {rows}, "
-                         f"got {tuple(A.shape)}")
+        raise ValueError(
+            f"{op}: A must have shape ({rows_desc}, N) with {rows_desc} = {rows}, "
+            f"got {tuple(A.shape)}"
+        )
     N = A.shape[1]
     if not 1 <= N <= MAX_D_STATE:
         raise ValueError(f"{op}: d_state N = A.shape[1] must be in 1..{MAX_D_STATE}, got {N}")
@@ -76,8 +82,12 @@ def selective_scan(u, delta, A, B, C, D, delta_bias) -> None:
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None:
             _shape(op, name, t, (d,), "(d,)")
-    _dtypes_and_device(op, "u", {"u": u, "delta": delta, "B": B, "C": C},
-                       {"A": A, "D": D, "delta_bias": delta_bias})
+    _dtypes_and_device(
+        op,
+        "u",
+        {"u": u, "delta": delta, "B": B, "C": C},
+        {"A": A, "D": D, "delta_bias": delta_bias},
+    )
 
 
 def ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last: bool) -> None:
@@ -102,8 +112,12 @@ def ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last: bool) -> None:
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None:
             _shape(op, name, t, (4 * c,), "(4C,)")
-    _dtypes_and_device(op, "x", {"x": x, "delta": delta, "B": B, "C": C},
-                       {"A": A, "D": D, "delta_bias": delta_bias})
+    _dtypes_and_device(
+        op,
+        "x",
+        {"x": x, "delta": delta, "B": B, "C": C},
+        {"A": A, "D": D, "delta_bias": delta_bias},
+    )
 
 
 def slp_project(feat, q1, q2) -> None:
@@ -112,10 +126,14 @@ def slp_project(feat, q1, q2) -> None:
     _ndim(op, "feat", feat, 3, "(b, F, R)")
     _ndim(op, "q1", q1, 2, "(A, F)")
     if q1.shape[1] != feat.shape[1]:
-        raise ValueError(f"{op}: q1 must have shape (A, F) with F = feat.shape[1] = "
-                         f"{feat.shape[1]}, got {tuple(q1.shape)}")
+        raise ValueError(
+            f"{op}: q1 must have shape (A, F) with F = feat.shape[1] = "
+            f"{feat.shape[1]}, got {tuple(q1.shape)}"
+        )
     if feat.shape[2] < 1:
-        raise ValueError(f"{op}: feat must have at least one region (R >= 1), got {tuple(feat.shape)}")
+        raise ValueError(
+            f"{op}: feat must have at least one region (R >= 1), got {tuple(feat.shape)}"
+        )
     _shape(op, "q2", q2, tuple(q1.shape), "(A, F)")
     _dtypes_and_device(op, "feat", {"feat": feat, "q1": q1, "q2": q2}, {})
 

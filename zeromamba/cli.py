@@ -25,14 +25,20 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", default=default,
-                   help="builtin | CUB | SUN | AWA2 (xlsa17 under --data-root) | a folder in "
-                        "the folder format" + (f" (default: {default})" if default else ""))
+    g.add_argument(
+        "--data",
+        default=default,
+        help="builtin | CUB | SUN | AWA2 (xlsa17 under --data-root) | a folder in "
+        "the folder format" + (f" (default: {default})" if default else ""),
+    )
     g.add_argument("--data-root", help="xlsa17 root: {root}/{DATASET}/res101.mat, att_splits.mat")
     g.add_argument("--image-root", help="image root (default: --data-root)")
     g.add_argument("--w2v-root", help="folder of <DATASET>_attribute.pkl (default: --data-root)")
-    g.add_argument("--image-size", type=int,
-                   help="image side in pixels (default: builtin 32, xlsa17 448, folder 224)")
+    g.add_argument(
+        "--image-size",
+        type=int,
+        help="image side in pixels (default: builtin 32, xlsa17 448, folder 224)",
+    )
     g.add_argument("--data-seed", type=int, help="seed of the built-in dataset (default: 0)")
 
 
@@ -51,11 +57,16 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     _add_data_args(p, "builtin")
     g = p.add_argument_group("model")
     g.add_argument("--model", help="VSSM config: nano | tiny | small | base (benchmarks: small)")
-    g.add_argument("--pretrained", help="VMamba ImageNet checkpoint for the backbone "
-                                        "(official: vssm_small_0229_ckpt_epoch_222.pth)")
+    g.add_argument(
+        "--pretrained",
+        help="VMamba ImageNet checkpoint for the backbone "
+        "(official: vssm_small_0229_ckpt_epoch_222.pth)",
+    )
     g.add_argument("--drop-path", type=float, help="stochastic depth rate of the backbone")
-    g.add_argument("--backend", help="kernel backend: reference | cpu | triton | cuda "
-                                     "(default: the fastest available)")
+    g.add_argument(
+        "--backend",
+        help="kernel backend: reference | cpu | triton | cuda (default: the fastest available)",
+    )
     g = p.add_argument_group("recipe (default: the dataset's)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
@@ -66,29 +77,45 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=1e-3)
     g.add_argument("--milestones", type=_ints, help="MultiStepLR epochs, e.g. 10,20,30,40")
     g.add_argument("--lr-factor", type=float, default=0.5, help="MultiStepLR factor")
-    g.add_argument("--lambda-l1", type=float,
-                   help="L1 loss weight (CUB 1.0, SUN 0.2, AWA2 0.0)")
-    g.add_argument("--gamma", type=float,
-                   help="calibrated-stacking gamma (default: chosen on validation; --select "
-                        "test uses the official CUB 0.3, SUN 0.35, AWA2 0.98)")
+    g.add_argument("--lambda-l1", type=float, help="L1 loss weight (CUB 1.0, SUN 0.2, AWA2 0.0)")
+    g.add_argument(
+        "--gamma",
+        type=float,
+        help="calibrated-stacking gamma (default: chosen on validation; --select "
+        "test uses the official CUB 0.3, SUN 0.35, AWA2 0.98)",
+    )
     g = p.add_argument_group("protocol")
-    g.add_argument("--select", choices=SELECTIONS, default="val",
-                   help="val: epochs and gamma chosen on validation classes, then retrain on "
-                        "trainval (honest; default). test: best epoch on the test set (the "
-                        "official code's protocol, optimistic)")
-    g.add_argument("--holdout-fraction", type=float, default=0.2,
-                   help="fraction of each train class's images held out as validation seen "
-                        "images (--select val)")
+    g.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        default="val",
+        help="val: epochs and gamma chosen on validation classes, then retrain on "
+        "trainval (honest; default). test: best epoch on the test set (the "
+        "official code's protocol, optimistic)",
+    )
+    g.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of each train class's images held out as validation seen "
+        "images (--select val)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--out", help="run folder (default: runs/<data>-<timestamp>)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint, with its stored "
-                        "configuration (the other options are ignored)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its stored "
+        "configuration (the other options are ignored)",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    g.add_argument("--threads", type=int,
-                   help="torch intra-op threads on CPU (default: builtin 1, else torch's)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads on CPU (default: builtin 1, else torch's)",
+    )
     g.add_argument("--eval-batch-size", type=int, default=128)
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -106,9 +133,12 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint file")
     _add_data_args(p, None)
     p.add_argument("--model", help="VSSM config of an official checkpoint (default: small)")
-    p.add_argument("--gamma", type=float,
-                   help="calibrated-stacking gamma (default: the one stored with the "
-                        "checkpoint, else the dataset's official value)")
+    p.add_argument(
+        "--gamma",
+        type=float,
+        help="calibrated-stacking gamma (default: the one stored with the "
+        "checkpoint, else the dataset's official value)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", help="kernel backend (default: the fastest available)")
@@ -124,14 +154,35 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
     if a.backend is not None:
         extra["backend"] = a.backend
     return TrainConfig(
-        data=a.data, data_root=a.data_root, image_root=a.image_root, w2v_root=a.w2v_root,
-        data_seed=a.data_seed or 0, model=a.model, pretrained=a.pretrained, image_size=a.image_size,
-        epochs=a.epochs, batch_size=a.batch_size, lr_backbone=a.lr_backbone, lr_grl=a.lr_grl,
-        lr_mlp=a.lr_mlp, momentum=a.momentum, weight_decay=a.weight_decay,
-        milestones=a.milestones, lr_factor=a.lr_factor, gamma=a.gamma, lambda_l1=a.lambda_l1,
-        select=a.select, holdout_fraction=a.holdout_fraction, seed=a.seed, device=a.device,
-        num_workers=a.workers, threads=a.threads, eval_batch_size=a.eval_batch_size,
-        amp=not a.no_amp, progress=not a.no_progress, extra=extra,
+        data=a.data,
+        data_root=a.data_root,
+        image_root=a.image_root,
+        w2v_root=a.w2v_root,
+        data_seed=a.data_seed or 0,
+        model=a.model,
+        pretrained=a.pretrained,
+        image_size=a.image_size,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr_backbone=a.lr_backbone,
+        lr_grl=a.lr_grl,
+        lr_mlp=a.lr_mlp,
+        momentum=a.momentum,
+        weight_decay=a.weight_decay,
+        milestones=a.milestones,
+        lr_factor=a.lr_factor,
+        gamma=a.gamma,
+        lambda_l1=a.lambda_l1,
+        select=a.select,
+        holdout_fraction=a.holdout_fraction,
+        seed=a.seed,
+        device=a.device,
+        num_workers=a.workers,
+        threads=a.threads,
+        eval_batch_size=a.eval_batch_size,
+        amp=not a.no_amp,
+        progress=not a.no_progress,
+        extra=extra,
     )
 
 
@@ -154,9 +205,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from .training.evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(
-        a.checkpoint, data=a.data, data_root=a.data_root, image_root=a.image_root,
-        w2v_root=a.w2v_root, image_size=a.image_size, data_seed=a.data_seed, model=a.model,
-        gamma=a.gamma, device=a.device, batch_size=a.batch_size, backend=a.backend,
+        a.checkpoint,
+        data=a.data,
+        data_root=a.data_root,
+        image_root=a.image_root,
+        w2v_root=a.w2v_root,
+        image_size=a.image_size,
+        data_seed=a.data_seed,
+        model=a.model,
+        gamma=a.gamma,
+        device=a.device,
+        batch_size=a.batch_size,
+        backend=a.backend,
         progress=not a.no_progress,
     )
     print(
@@ -253,9 +313,12 @@ def parser() -> argparse.ArgumentParser:
         description="Runs bench/bench_ops.py of the source tree with the remaining arguments "
         "(e.g. `zeromamba bench -- --help` for the script's own options).",
     )
-    pi = sub.add_parser("info", help="versions, build options, kernel backends",
-                        description="Print versions, build options and the kernel backends "
-                                    "(devices, or why a backend is unavailable).")
+    pi = sub.add_parser(
+        "info",
+        help="versions, build options, kernel backends",
+        description="Print versions, build options and the kernel backends "
+        "(devices, or why a backend is unavailable).",
+    )
     pi.add_argument("--json", action="store_true", help="print JSON")
     return p
 

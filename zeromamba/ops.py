@@ -59,7 +59,9 @@ def selective_scan(
     Returns:
         y: (b, d, L).
     """
-    return _ops.selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, backend)
+    return _ops.selective_scan(
+        u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32, backend
+    )
 
 
 def cross_scan(x: Tensor) -> Tensor:
@@ -139,36 +141,108 @@ def _run(kernel: str, device: torch.device, backend: str | None, *args):
 
 
 @torch.library.register_kernel("zeromamba::selective_scan", None)
-def _selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
-                    out_float32=False, backend=None):
+def _selective_scan(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    delta_bias=None,
+    delta_softplus=False,
+    out_float32=False,
+    backend=None,
+):
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
-    return _run("selective_scan_fwd", u.device, backend,
-                u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32)
+    return _run(
+        "selective_scan_fwd",
+        u.device,
+        backend,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        delta_softplus,
+        out_float32,
+    )
 
 
 @torch.library.register_kernel("zeromamba::selective_scan_backward", None)
 def _selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None):
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
     checks.grad_output("selective_scan_backward", dy, tuple(u.shape))
-    return _run("selective_scan_bwd", u.device, backend,
-                dy, u, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _run(
+        "selective_scan_bwd",
+        u.device,
+        backend,
+        dy,
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        delta_softplus,
+    )
 
 
 @torch.library.register_kernel("zeromamba::ss2d_scan", None)
-def _ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
-               channel_last=False, out_float32=False, backend=None):
+def _ss2d_scan(
+    x,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    delta_bias=None,
+    delta_softplus=True,
+    channel_last=False,
+    out_float32=False,
+    backend=None,
+):
     checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
-    return _run("ss2d_scan_fwd", x.device, backend,
-                x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, out_float32)
+    return _run(
+        "ss2d_scan_fwd",
+        x.device,
+        backend,
+        x,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        delta_softplus,
+        channel_last,
+        out_float32,
+    )
 
 
 @torch.library.register_kernel("zeromamba::ss2d_scan_backward", None)
-def _ss2d_scan_backward(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last,
-                        backend=None):
+def _ss2d_scan_backward(
+    dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, backend=None
+):
     checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
     checks.grad_output("ss2d_scan_backward", dy, tuple(x.shape))
-    return _run("ss2d_scan_bwd", x.device, backend,
-                dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last)
+    return _run(
+        "ss2d_scan_bwd",
+        x.device,
+        backend,
+        dy,
+        x,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        delta_softplus,
+        channel_last,
+    )
 
 
 @torch.library.register_kernel("zeromamba::slp_project", None)
@@ -191,29 +265,54 @@ def _slp_project_backward(dout, feat, q1, q2, backend=None):
 def _scan_grads(u, A, B, C, delta):
     """Empty gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias) of a scan op."""
     return tuple(t.new_empty(t.shape) for t in (u, delta, A, B, C)) + (
-        A.new_empty(A.shape[0]), A.new_empty(A.shape[0]))
+        A.new_empty(A.shape[0]),
+        A.new_empty(A.shape[0]),
+    )
 
 
-def _fake_selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False,
-                         out_float32=False, backend=None):
+def _fake_selective_scan(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    delta_bias=None,
+    delta_softplus=False,
+    out_float32=False,
+    backend=None,
+):
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
     return u.new_empty(u.shape, dtype=output_dtype(u.dtype, out_float32))
 
 
-def _fake_selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, delta_softplus,
-                                  backend=None):
+def _fake_selective_scan_backward(
+    dy, u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None
+):
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
     return _scan_grads(u, A, B, C, delta)
 
 
-def _fake_ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True,
-                    channel_last=False, out_float32=False, backend=None):
+def _fake_ss2d_scan(
+    x,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    delta_bias=None,
+    delta_softplus=True,
+    channel_last=False,
+    out_float32=False,
+    backend=None,
+):
     checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
     return x.new_empty(x.shape, dtype=output_dtype(x.dtype, out_float32))
 
 
-def _fake_ss2d_scan_backward(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last,
-                             backend=None):
+def _fake_ss2d_scan_backward(
+    dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, backend=None
+):
     checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
     return _scan_grads(x, A, B, C, delta)
 
@@ -254,23 +353,32 @@ def _setup_scan(ctx, inputs, output):
 
 def _present(grads, D, delta_bias):
     du, ddelta, dA, dB, dC, dD, dbias = grads
-    return (du, ddelta, dA, dB, dC, dD if D is not None else None,
-            dbias if delta_bias is not None else None)
+    return (
+        du,
+        ddelta,
+        dA,
+        dB,
+        dC,
+        dD if D is not None else None,
+        dbias if delta_bias is not None else None,
+    )
 
 
 def _selective_scan_bwd(ctx, dy):
     u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
     _, backend = ctx.extra
-    grads = _ops.selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias,
-                                         ctx.delta_softplus, backend)
+    grads = _ops.selective_scan_backward(
+        dy, u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, backend
+    )
     return *_present(grads, D, delta_bias), None, None, None
 
 
 def _ss2d_scan_bwd(ctx, dy):
     x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
     channel_last, _, backend = ctx.extra
-    grads = _ops.ss2d_scan_backward(dy, x, delta, A, B, C, D, delta_bias, ctx.delta_softplus,
-                                    channel_last, backend)
+    grads = _ops.ss2d_scan_backward(
+        dy, x, delta, A, B, C, D, delta_bias, ctx.delta_softplus, channel_last, backend
+    )
     return *_present(grads, D, delta_bias), None, None, None, None
 
 
@@ -285,8 +393,10 @@ def _slp_project_bwd(ctx, dout):
     return *_ops.slp_project_backward(dout, feat, q1, q2, ctx.backend), None
 
 
-torch.library.register_autograd("zeromamba::selective_scan", _selective_scan_bwd,
-                                setup_context=_setup_scan)
+torch.library.register_autograd(
+    "zeromamba::selective_scan", _selective_scan_bwd, setup_context=_setup_scan
+)
 torch.library.register_autograd("zeromamba::ss2d_scan", _ss2d_scan_bwd, setup_context=_setup_scan)
-torch.library.register_autograd("zeromamba::slp_project", _slp_project_bwd,
-                                setup_context=_setup_slp)
+torch.library.register_autograd(
+    "zeromamba::slp_project", _slp_project_bwd, setup_context=_setup_slp
+)

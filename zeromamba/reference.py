@@ -87,8 +87,10 @@ def cross_scan(x: Tensor) -> Tensor:
     """(b, C, H, W) -> (b, 4, C, H*W): the map laid out in the four scan orders (DESIGN §2.2)."""
     b, c, H, W = x.shape
     pos = scan_positions(H, W, x.device)
-    return x.flatten(2)[:, None, :, :].expand(b, 4, c, H * W).gather(
-        3, pos[None, :, None, :].expand(b, 4, c, H * W)
+    return (
+        x.flatten(2)[:, None, :, :]
+        .expand(b, 4, c, H * W)
+        .gather(3, pos[None, :, None, :].expand(b, 4, c, H * W))
     )
 
 

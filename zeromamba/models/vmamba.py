@@ -42,8 +42,9 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a channel-first map (b, C, H, W)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                         self.eps)
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps
+        )
         return x.permute(0, 3, 1, 2)
 
 
@@ -73,8 +74,9 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
-def _dt_params(dt_rank: int, d_inner: int, dt_min: float = 1e-3, dt_max: float = 0.1,
-               dt_floor: float = 1e-4) -> tuple[Tensor, Tensor]:
+def _dt_params(
+    dt_rank: int, d_inner: int, dt_min: float = 1e-3, dt_max: float = 0.1, dt_floor: float = 1e-4
+) -> tuple[Tensor, Tensor]:
     """Mamba's dt projection init for one direction: weight (d_inner, dt_rank) uniform in
     +-dt_rank^-0.5 (keeps the variance of delta), bias = softplus^-1(dt) with dt log-uniform in
     [dt_min, dt_max], so the initial time steps span two decades."""
@@ -97,9 +99,17 @@ class SS2D(nn.Module):
     A = -exp(A_logs). Direction k owns rows k*d_inner .. (k+1)*d_inner - 1 of A_logs and Ds.
     """
 
-    def __init__(self, d_model: int, d_state: int = 1, ssm_ratio: float = 2.0,
-                 dt_rank: int | str = "auto", d_conv: int = 3, conv_bias: bool = False,
-                 pipeline: str = "fused", backend: str | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 1,
+        ssm_ratio: float = 2.0,
+        dt_rank: int | str = "auto",
+        d_conv: int = 3,
+        conv_bias: bool = False,
+        pipeline: str = "fused",
+        backend: str | None = None,
+    ):
         super().__init__()
         d_inner = int(ssm_ratio * d_model)
         dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -109,12 +119,14 @@ class SS2D(nn.Module):
 
         self.in_proj = Linear2d(d_model, d_inner, bias=False)
         self.act = nn.SiLU()
-        self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2,
-                                groups=d_inner, bias=conv_bias)
+        self.conv2d = nn.Conv2d(
+            d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=conv_bias
+        )
         # nn.Linear's default init per direction: uniform in +-1/sqrt(d_inner)
         bound = d_inner**-0.5
         self.x_proj_weight = nn.Parameter(
-            torch.empty(4, dt_rank + 2 * d_state, d_inner).uniform_(-bound, bound))
+            torch.empty(4, dt_rank + 2 * d_state, d_inner).uniform_(-bound, bound)
+        )
         dts = [_dt_params(dt_rank, d_inner) for _ in range(4)]
         self.dt_projs_weight = nn.Parameter(torch.stack([w for w, _ in dts]))
         self.dt_projs_bias = nn.Parameter(torch.stack([b for _, b in dts]))
@@ -128,8 +140,10 @@ class SS2D(nn.Module):
         self.out_proj = Linear2d(d_inner, d_model, bias=False)
 
     def extra_repr(self) -> str:
-        return (f"d_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}, "
-                f"pipeline={self.pipeline!r}, backend={self.backend!r}")
+        return (
+            f"d_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}, "
+            f"pipeline={self.pipeline!r}, backend={self.backend!r}"
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """(b, d_model, H, W) -> (b, d_model, H, W)."""
@@ -162,8 +176,15 @@ class SS2D(nn.Module):
         dtype = x.dtype
         A, D, delta_bias = self._ssm_params(dtype)
         return ops.ss2d_scan(
-            x, delta.to(dtype).view(b, 4, d, H, W), A, B.to(dtype).unflatten(3, (H, W)),
-            C.to(dtype).unflatten(3, (H, W)), D, delta_bias, True, out_float32=True,
+            x,
+            delta.to(dtype).view(b, 4, d, H, W),
+            A,
+            B.to(dtype).unflatten(3, (H, W)),
+            C.to(dtype).unflatten(3, (H, W)),
+            D,
+            delta_bias,
+            True,
+            out_float32=True,
             backend=self.backend,
         )
 
@@ -176,9 +197,16 @@ class SS2D(nn.Module):
         dtype = x.dtype
         A, D, delta_bias = self._ssm_params(dtype)
         ys = ops.selective_scan(
-            xs.reshape(b, 4 * d, H * W), delta.to(dtype).reshape(b, 4 * d, H * W), A,
-            B.to(dtype).contiguous(), C.to(dtype).contiguous(), D, delta_bias, True,
-            out_float32=True, backend=self.backend,
+            xs.reshape(b, 4 * d, H * W),
+            delta.to(dtype).reshape(b, 4 * d, H * W),
+            A,
+            B.to(dtype).contiguous(),
+            C.to(dtype).contiguous(),
+            D,
+            delta_bias,
+            True,
+            out_float32=True,
+            backend=self.backend,
         )
         return ops.cross_merge(ys.view(b, 4, d, H * W), H, W)
 
@@ -199,8 +227,14 @@ class Mlp(nn.Module):
 class VSSBlock(nn.Module):
     """Pre-norm residual block: x + SS2D(norm(x)), then x + MLP(norm2(x)), with drop-path."""
 
-    def __init__(self, dim: int, drop_path: float = 0.0, mlp_ratio: float = 4.0,
-                 use_checkpoint: bool = False, **ssm: Any):
+    def __init__(
+        self,
+        dim: int,
+        drop_path: float = 0.0,
+        mlp_ratio: float = 4.0,
+        use_checkpoint: bool = False,
+        **ssm: Any,
+    ):
         super().__init__()
         self.use_checkpoint = use_checkpoint
         self.norm = LayerNorm2d(dim)
@@ -265,12 +299,24 @@ class VSSM(nn.Module):
         backend: kernel backend of the ops (None: $ZEROMAMBA_BACKEND or the fastest).
     """
 
-    def __init__(self, dims: int | Sequence[int] = 96, depths: Sequence[int] = (2, 2, 15, 2),
-                 d_state: int = 1, ssm_ratio: float = 2.0, dt_rank: int | str = "auto",
-                 d_conv: int = 3, conv_bias: bool = False, mlp_ratio: float = 4.0,
-                 drop_path_rate: float = 0.3, patch_size: int = 4, in_chans: int = 3,
-                 num_classes: int = 1000, use_checkpoint: bool = False, pipeline: str = "fused",
-                 backend: str | None = None):
+    def __init__(
+        self,
+        dims: int | Sequence[int] = 96,
+        depths: Sequence[int] = (2, 2, 15, 2),
+        d_state: int = 1,
+        ssm_ratio: float = 2.0,
+        dt_rank: int | str = "auto",
+        d_conv: int = 3,
+        conv_bias: bool = False,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.3,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        use_checkpoint: bool = False,
+        pipeline: str = "fused",
+        backend: str | None = None,
+    ):
         super().__init__()
         if isinstance(dims, int):
             dims = [dims * 2**i for i in range(len(depths))]
@@ -283,23 +329,36 @@ class VSSM(nn.Module):
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
-            blocks = nn.Sequential(*[
-                VSSBlock(self.dims[i], drop_path=dpr[start + j], mlp_ratio=mlp_ratio,
-                         use_checkpoint=use_checkpoint, d_state=d_state, ssm_ratio=ssm_ratio,
-                         dt_rank=dt_rank, d_conv=d_conv, conv_bias=conv_bias, pipeline=pipeline,
-                         backend=backend)
-                for j in range(depth)
-            ])
+            blocks = nn.Sequential(
+                *[
+                    VSSBlock(
+                        self.dims[i],
+                        drop_path=dpr[start + j],
+                        mlp_ratio=mlp_ratio,
+                        use_checkpoint=use_checkpoint,
+                        d_state=d_state,
+                        ssm_ratio=ssm_ratio,
+                        dt_rank=dt_rank,
+                        d_conv=d_conv,
+                        conv_bias=conv_bias,
+                        pipeline=pipeline,
+                        backend=backend,
+                    )
+                    for j in range(depth)
+                ]
+            )
             last = i == len(depths) - 1
             down = nn.Identity() if last else _downsample(self.dims[i], self.dims[i + 1])
             self.layers.append(nn.Sequential(OrderedDict(blocks=blocks, downsample=down)))
-        self.classifier = nn.Sequential(OrderedDict(
-            norm=LayerNorm2d(self.num_features),
-            permute=nn.Identity(),  # VMamba's channel-last permute; keeps the names
-            avgpool=nn.AdaptiveAvgPool2d(1),
-            flatten=nn.Flatten(1),
-            head=nn.Linear(self.num_features, num_classes),
-        ))
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                norm=LayerNorm2d(self.num_features),
+                permute=nn.Identity(),  # VMamba's channel-last permute; keeps the names
+                avgpool=nn.AdaptiveAvgPool2d(1),
+                flatten=nn.Flatten(1),
+                head=nn.Linear(self.num_features, num_classes),
+            )
+        )
         self.apply(_init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:

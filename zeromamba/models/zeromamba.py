@@ -39,13 +39,21 @@ class SemanticProjection(nn.Module):
     out[b, i] = sum_r softmax_r(q1[i] . feat[:, r]) (q2[i] . feat[:, r]).
     """
 
-    def __init__(self, attributes: int, features: int, word_vectors: Tensor | None = None,
-                 embed_dim: int = 300, backend: str | None = None):
+    def __init__(
+        self,
+        attributes: int,
+        features: int,
+        word_vectors: Tensor | None = None,
+        embed_dim: int = 300,
+        backend: str | None = None,
+    ):
         super().__init__()
         if word_vectors is not None:
             if word_vectors.dim() != 2 or word_vectors.shape[0] != attributes:
-                raise ValueError(f"word_vectors must have shape (attributes={attributes}, E), "
-                                 f"got {tuple(word_vectors.shape)}")
+                raise ValueError(
+                    f"word_vectors must have shape (attributes={attributes}, E), "
+                    f"got {tuple(word_vectors.shape)}"
+                )
             V = F.normalize(word_vectors.detach().float(), dim=1)
         else:
             V = torch.randn(attributes, embed_dim)
@@ -79,9 +87,18 @@ class ZeroMamba(nn.Module):
     ``slp_mlp.{0,2}.weight``; ``load_official`` reads the official checkpoint layout.
     """
 
-    def __init__(self, backbone: str | VSSM, attributes: int, word_vectors: Tensor | None = None,
-                 *, embed_dim: int = 300, mlp_hidden: int = 512, grl_bias: bool = False,
-                 backend: str | None = None, **backbone_overrides):
+    def __init__(
+        self,
+        backbone: str | VSSM,
+        attributes: int,
+        word_vectors: Tensor | None = None,
+        *,
+        embed_dim: int = 300,
+        mlp_hidden: int = 512,
+        grl_bias: bool = False,
+        backend: str | None = None,
+        **backbone_overrides,
+    ):
         super().__init__()
         if isinstance(backbone, str):
             backbone = vssm(backbone, backend=backend, **backbone_overrides)
@@ -90,8 +107,9 @@ class ZeroMamba(nn.Module):
         elif backend is not None:
             backbone.set_backend(backend)
         self.backbone = backbone
-        self.slp = SemanticProjection(attributes, backbone.num_features, word_vectors,
-                                      embed_dim, backend)
+        self.slp = SemanticProjection(
+            attributes, backbone.num_features, word_vectors, embed_dim, backend
+        )
         self.grl = nn.Linear(backbone.num_classes, attributes, bias=grl_bias)
         self.slp_mlp = nn.Sequential(
             nn.Linear(attributes, mlp_hidden, bias=False),
@@ -123,8 +141,9 @@ class ZeroMamba(nn.Module):
         """Load a checkpoint of the official code (keys ``VisionMamba.*``,
         ``VisionMamba.classifier2.{V,W1,W2}``, ``clf_head.*``, ``clf_head2.*``)."""
         if "clf_head.bias" in state_dict and self.grl.bias is None:
-            raise ValueError("the checkpoint has a GRL bias (clf_head.bias): build the model "
-                             "with grl_bias=True")
+            raise ValueError(
+                "the checkpoint has a GRL bias (clf_head.bias): build the model with grl_bias=True"
+            )
         return self.load_state_dict(official_to_native(state_dict), strict=strict)
 
 
@@ -133,7 +152,7 @@ def _rename(state_dict: Mapping[str, Tensor], pairs) -> dict[str, Tensor]:
     for key, value in state_dict.items():
         for src, dst in pairs:
             if key.startswith(src):
-                key = dst + key[len(src):]
+                key = dst + key[len(src) :]
                 break
         out[key] = value
     return out
@@ -160,6 +179,6 @@ def zsl_loss(pred: Tensor, labels: Tensor, class_att: Tensor, lambda_l1: float) 
     """
     pred = pred.float()
     class_att = class_att.to(pred.dtype)
-    return (F.cross_entropy(pred @ class_att.T, labels)
-            + lambda_l1 * F.l1_loss(pred, class_att[labels]))
-
+    return F.cross_entropy(pred @ class_att.T, labels) + lambda_l1 * F.l1_loss(
+        pred, class_att[labels]
+    )

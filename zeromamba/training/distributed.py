@@ -48,7 +48,7 @@ def setup(device: str = "auto") -> DistEnv:
 
 
 def pick_device(device: str = "auto", local_rank: int | None = None) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; a CUDA device becomes the current one.
+    """ "auto" -> CUDA when available, else CPU; a CUDA device becomes the current one.
     local_rank: under torchrun, the CUDA index of this process (overrides the index given)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -95,7 +95,7 @@ def gather_rows(rows: torch.Tensor, n_total: int, env: DistEnv) -> torch.Tensor:
     out = rows.new_empty((n_total, *rows.shape[1:]))
     for r, part in enumerate(parts):
         n_r = len(range(r, n_total, env.world_size))
-        out[r::env.world_size] = part[:n_r].cpu()
+        out[r :: env.world_size] = part[:n_r].cpu()
     return out
 
 

@@ -54,13 +54,20 @@ def evaluate_checkpoint(
     from .trainer import EvalSets, build_model, load_data, predict, zero_shot_metrics
 
     obj = load_file(path)
-    given = {"data": data, "data_root": data_root, "image_root": image_root,
-             "w2v_root": w2v_root, "image_size": image_size, "data_seed": data_seed}
+    given = {
+        "data": data,
+        "data_root": data_root,
+        "image_root": image_root,
+        "w2v_root": w2v_root,
+        "image_size": image_size,
+        "data_seed": data_seed,
+    }
     overrides = {k: v for k, v in given.items() if v is not None}
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         kind = "zeromamba"
-        cfg = dataclasses.replace(TrainConfig.from_dict(obj["config"]), pretrained=None,
-                                  **overrides)
+        cfg = dataclasses.replace(
+            TrainConfig.from_dict(obj["config"]), pretrained=None, **overrides
+        )
         dataset = load_data(cfg)
         net = build_model(cfg, dataset)
         net.load_state_dict(obj["model"])
@@ -78,19 +85,25 @@ def evaluate_checkpoint(
                 "(no 'VisionMamba.*' keys)"
             )
         if data is None:
-            raise ValueError(f"{path} is an official ZeroMamba checkpoint: pass --data "
-                             "(CUB, SUN or AWA2) and --data-root")
+            raise ValueError(
+                f"{path} is an official ZeroMamba checkpoint: pass --data "
+                "(CUB, SUN or AWA2) and --data-root"
+            )
         kind = "official"
         cfg = TrainConfig(**overrides, model=model or "small").resolved()
         dataset = load_data(cfg)
-        net = ZeroMamba(cfg.model, attributes=dataset.attributes.shape[1],
-                        word_vectors=dataset.word_vectors,
-                        grl_bias=any(k.endswith("clf_head.bias") for k in state))
+        net = ZeroMamba(
+            cfg.model,
+            attributes=dataset.attributes.shape[1],
+            word_vectors=dataset.word_vectors,
+            grl_bias=any(k.endswith("clf_head.bias") for k in state),
+        )
         try:
             net.load_official(state)
         except RuntimeError as e:
-            raise CheckpointError(f"{path} does not fit ZeroMamba({cfg.model!r}) on "
-                                  f"{dataset.name}: {e}") from e
+            raise CheckpointError(
+                f"{path} does not fit ZeroMamba({cfg.model!r}) on {dataset.name}: {e}"
+            ) from e
     if gamma is None:
         gamma = DATASET_RECIPES.get(dataset.name.upper(), {}).get("gamma")
     if gamma is None:
@@ -102,11 +115,20 @@ def evaluate_checkpoint(
     from ..data.transforms import eval_transform
 
     tf = eval_transform(dataset.image_size)
-    sets = EvalSets("test", dataset.splits["test_seen"].with_transform(tf),
-                    dataset.splits["test_unseen"].with_transform(tf), dataset.seen,
-                    dataset.unseen)
+    sets = EvalSets(
+        "test",
+        dataset.splits["test_seen"].with_transform(tf),
+        dataset.splits["test_unseen"].with_transform(tf),
+        dataset.seen,
+        dataset.unseen,
+    )
     p_seen = predict(net, sets.seen_set, env, batch_size, True, "test seen", progress)
     p_unseen = predict(net, sets.unseen_set, env, batch_size, True, "test unseen", progress)
     metrics = zero_shot_metrics(p_seen, p_unseen, sets, dataset.attributes, float(gamma))
-    return {"dataset": dataset.name, "checkpoint": str(path), "checkpoint_kind": kind,
-            "n_unseen": len(dataset.unseen), **metrics}
+    return {
+        "dataset": dataset.name,
+        "checkpoint": str(path),
+        "checkpoint_kind": kind,
+        "n_unseen": len(dataset.unseen),
+        **metrics,
+    }

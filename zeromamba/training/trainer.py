@@ -148,8 +148,14 @@ def zero_shot_metrics(
     """
     att = attributes.float()
     s_scores, u_scores = pred_seen @ att.T, pred_unseen @ att.T
-    args = (s_scores, sets.seen_set.labels, u_scores, sets.unseen_set.labels,
-            sets.seen_classes, sets.unseen_classes)
+    args = (
+        s_scores,
+        sets.seen_set.labels,
+        u_scores,
+        sets.unseen_set.labels,
+        sets.seen_classes,
+        sets.unseen_classes,
+    )
     if gamma is None:
         gamma, gz = evaluation.best_gamma(*args)
     else:
@@ -170,8 +176,12 @@ def seen_unseen_points(
     """S and U (percent) along the calibration sweep, for the seen-unseen plot."""
     att = attributes.float()
     curve = evaluation.seen_unseen_curve(
-        pred_seen @ att.T, sets.seen_set.labels, pred_unseen @ att.T, sets.unseen_set.labels,
-        sets.seen_classes, sets.unseen_classes,
+        pred_seen @ att.T,
+        sets.seen_set.labels,
+        pred_unseen @ att.T,
+        sets.unseen_set.labels,
+        sets.seen_classes,
+        sets.unseen_classes,
     )
     return curve["S"].tolist(), curve["U"].tolist()
 
@@ -194,8 +204,10 @@ def holdout_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, T
         n_held = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
         held += idx[:n_held]
         kept += idx[n_held:]
-    return (torch.tensor(sorted(kept), dtype=torch.long),
-            torch.tensor(sorted(held), dtype=torch.long))
+    return (
+        torch.tensor(sorted(kept), dtype=torch.long),
+        torch.tensor(sorted(held), dtype=torch.long),
+    )
 
 
 @dataclass
@@ -233,8 +245,14 @@ def _train_loader(ctx: RunContext, stage: Stage, epoch: int) -> DataLoader:
     cfg, env = ctx.cfg, ctx.env
     seed = seeding.derive_seed(cfg.seed, STAGE_IDS[stage.name], epoch)
     if env.distributed:
-        sampler = DistributedSampler(stage.train_set, env.world_size, env.rank, shuffle=True,
-                                     seed=seed % 2**31, drop_last=False)
+        sampler = DistributedSampler(
+            stage.train_set,
+            env.world_size,
+            env.rank,
+            shuffle=True,
+            seed=seed % 2**31,
+            drop_last=False,
+        )
         sampler.set_epoch(epoch)
         per_rank = max(1, cfg.batch_size // env.world_size)
     else:
@@ -252,30 +270,44 @@ def _train_loader(ctx: RunContext, stage: Stage, epoch: int) -> DataLoader:
     )
 
 
-def _evaluate(ctx: RunContext, model: nn.Module, stage: Stage
-              ) -> tuple[dict[str, float], tuple[list[float], list[float]]]:
+def _evaluate(
+    ctx: RunContext, model: nn.Module, stage: Stage
+) -> tuple[dict[str, float], tuple[list[float], list[float]]]:
     """Metrics on the stage's eval sets and the (S, U) points of the calibration sweep."""
     cfg, sets = ctx.cfg, stage.eval_sets
     show = cfg.progress and ctx.env.is_main
-    p_seen = predict(model, sets.seen_set, ctx.env, cfg.eval_batch_size, cfg.amp,
-                     f"{sets.name} seen", show)
-    p_unseen = predict(model, sets.unseen_set, ctx.env, cfg.eval_batch_size, cfg.amp,
-                       f"{sets.name} unseen", show)
+    p_seen = predict(
+        model, sets.seen_set, ctx.env, cfg.eval_batch_size, cfg.amp, f"{sets.name} seen", show
+    )
+    p_unseen = predict(
+        model, sets.unseen_set, ctx.env, cfg.eval_batch_size, cfg.amp, f"{sets.name} unseen", show
+    )
     metrics = zero_shot_metrics(p_seen, p_unseen, sets, ctx.data.attributes, stage.gamma)
     return metrics, seen_unseen_points(p_seen, p_unseen, sets, ctx.data.attributes)
 
 
-def _plot_curve(ctx: RunContext, path: Path, points, metrics: dict[str, float], stage: Stage,
-                epoch: int, what: str) -> None:
+def _plot_curve(
+    ctx: RunContext,
+    path: Path,
+    points,
+    metrics: dict[str, float],
+    stage: Stage,
+    epoch: int,
+    what: str,
+) -> None:
     if ctx.env.is_main:
         plots.plot_seen_unseen(
-            *points, path, ausuc=metrics["ausuc"], point=(metrics["S"], metrics["U"]),
+            *points,
+            path,
+            ausuc=metrics["ausuc"],
+            point=(metrics["S"], metrics["U"]),
             title=f"{ctx.data.name} {stage.eval_sets.name}: {what} (epoch {epoch})",
         )
 
 
-def _checkpoint_fields(ctx: RunContext, stage: Stage, epoch: int, model: nn.Module
-                       ) -> dict[str, Any]:
+def _checkpoint_fields(
+    ctx: RunContext, stage: Stage, epoch: int, model: nn.Module
+) -> dict[str, Any]:
     return {
         "config": ctx.cfg.to_dict(),
         "stage": stage.name,
@@ -307,13 +339,18 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
         weight_decay=cfg.weight_decay,
     )
     scheduler = build_scheduler(optimizer, cfg.milestones, cfg.lr_factor)
-    state = {"epoch": 0, "best": {"czsl": -1.0, "czsl_epoch": 0, "H": -1.0, "H_epoch": 0},
-             "history": [], "evals": {}}
+    state = {
+        "epoch": 0,
+        "best": {"czsl": -1.0, "czsl_epoch": 0, "H": -1.0, "H_epoch": 0},
+        "history": [],
+        "evals": {},
+    }
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path)
         if ckpt["stage"] != stage.name:
-            raise CheckpointError(f"{last_path} belongs to stage {ckpt['stage']!r}, "
-                                  f"not {stage.name!r}")
+            raise CheckpointError(
+                f"{last_path} belongs to stage {ckpt['stage']!r}, not {stage.name!r}"
+            )
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -336,8 +373,13 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
         model.train()
         loader = _train_loader(ctx, stage, epoch)
         total = torch.zeros(2, dtype=torch.float64)
-        bar = tqdm(loader, desc=f"[{stage.name}] epoch {epoch}/{stage.epochs}", leave=False,
-                   disable=not (cfg.progress and env.is_main), file=sys.stdout)
+        bar = tqdm(
+            loader,
+            desc=f"[{stage.name}] epoch {epoch}/{stage.epochs}",
+            leave=False,
+            disable=not (cfg.progress and env.is_main),
+            file=sys.stdout,
+        )
         for images, labels in bar:
             images = images.to(env.device, non_blocking=True)
             y = to_local[labels.to(env.device, non_blocking=True)]
@@ -356,8 +398,13 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
             bar.set_postfix(loss=f"{total[0] / total[1]:.4f}")
         scheduler.step()
         total = distributed.all_reduce_sum(total, env)
-        record = {"stage": stage.name, "epoch": epoch, "loss": float(total[0] / total[1]),
-                  "lr": [g["lr"] for g in optimizer.param_groups], "eval": {}}
+        record = {
+            "stage": stage.name,
+            "epoch": epoch,
+            "loss": float(total[0] / total[1]),
+            "lr": [g["lr"] for g in optimizer.param_groups],
+            "eval": {},
+        }
 
         metrics = None
         if stage.eval_epochs is None or epoch in stage.eval_epochs:
@@ -372,11 +419,13 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
             if not stage.save_at and metrics["H"] > best["H"]:
                 best.update(H=metrics["H"], H_epoch=epoch, gamma=metrics["gamma"])
                 _save_best(ctx, folder / "best_h.pt", stage, epoch, model, metrics)
-                _plot_curve(ctx, folder / "seen_unseen.png", points, metrics, stage, epoch,
-                            "best-H model")
+                _plot_curve(
+                    ctx, folder / "seen_unseen.png", points, metrics, stage, epoch, "best-H model"
+                )
             if stage.save_at.get("best_h") == epoch:
-                _plot_curve(ctx, folder / "seen_unseen.png", points, metrics, stage, epoch,
-                            "selected model")
+                _plot_curve(
+                    ctx, folder / "seen_unseen.png", points, metrics, stage, epoch, "selected model"
+                )
         for name, at in stage.save_at.items():
             if at == epoch:
                 _save_best(ctx, folder / f"{name}.pt", stage, epoch, model, metrics)
@@ -403,19 +452,30 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
     return state
 
 
-def _save_best(ctx: RunContext, path: Path, stage: Stage, epoch: int, model: nn.Module,
-               metrics: dict[str, float] | None) -> None:
+def _save_best(
+    ctx: RunContext,
+    path: Path,
+    stage: Stage,
+    epoch: int,
+    model: nn.Module,
+    metrics: dict[str, float] | None,
+) -> None:
     if ctx.env.is_main:
-        save_atomic(make_checkpoint(**_checkpoint_fields(ctx, stage, epoch, model),
-                                    metrics=metrics), path)
+        save_atomic(
+            make_checkpoint(**_checkpoint_fields(ctx, stage, epoch, model), metrics=metrics), path
+        )
 
 
 def _epoch_line(record: dict[str, Any]) -> str:
-    line = (f"[{record['stage']}] epoch {record['epoch']:3d}  {record['seconds']:6.0f} s  "
-            f"loss {record['loss']:.4f}")
+    line = (
+        f"[{record['stage']}] epoch {record['epoch']:3d}  {record['seconds']:6.0f} s  "
+        f"loss {record['loss']:.4f}"
+    )
     for split, m in record["eval"].items():
-        line += (f"  {split}: CZSL {m['czsl']:.1f}  S {m['S']:.1f}  U {m['U']:.1f}"
-                 f"  H {m['H']:.1f}  (gamma {m['gamma']:.2f})")
+        line += (
+            f"  {split}: CZSL {m['czsl']:.1f}  S {m['S']:.1f}  U {m['U']:.1f}"
+            f"  H {m['H']:.1f}  (gamma {m['gamma']:.2f})"
+        )
     return line
 
 
@@ -432,24 +492,42 @@ def _select_from(history: list[dict[str, Any]], gamma: float | None) -> dict[str
         "epoch_czsl": czsl_row["epoch"],
         "epoch_h": h_row["epoch"],
         "gamma": float(h_row["eval"]["val"]["gamma"]) if gamma is None else float(gamma),
-        "val": {"czsl": czsl_row["eval"]["val"]["czsl"], **{
-            k: h_row["eval"]["val"][k] for k in ("S", "U", "H", "ausuc")}},
+        "val": {
+            "czsl": czsl_row["eval"]["val"]["czsl"],
+            **{k: h_row["eval"]["val"][k] for k in ("S", "U", "H", "ausuc")},
+        },
     }
 
 
 def _test_sets(data: zdata.ZeroShotData, eval_tf) -> EvalSets:
-    return EvalSets("test", data.splits["test_seen"].with_transform(eval_tf),
-                    data.splits["test_unseen"].with_transform(eval_tf), data.seen, data.unseen)
+    return EvalSets(
+        "test",
+        data.splits["test_seen"].with_transform(eval_tf),
+        data.splits["test_unseen"].with_transform(eval_tf),
+        data.seen,
+        data.unseen,
+    )
 
 
 def load_data(cfg: TrainConfig) -> zdata.ZeroShotData:
     """The dataset of ``cfg`` (``cfg.data``: builtin, CUB, SUN, AWA2 or a folder)."""
-    return zdata.load(cfg.data, data_root=cfg.data_root, image_root=cfg.image_root,
-                      w2v_root=cfg.w2v_root, image_size=cfg.image_size, seed=cfg.data_seed)
+    return zdata.load(
+        cfg.data,
+        data_root=cfg.data_root,
+        image_root=cfg.image_root,
+        w2v_root=cfg.w2v_root,
+        image_size=cfg.image_size,
+        seed=cfg.data_seed,
+    )
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
-          say: Callable[[str], None] = print) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the protocol of ``cfg`` and write everything into ``out``.
 
     Writes (rank 0 only): ``config.json``, ``metrics.jsonl``, ``curves.png``,
@@ -474,8 +552,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False,
         distributed.teardown()
 
 
-def _train(cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool,
-           say: Callable[[str], None]) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool, say: Callable[[str], None]
+) -> dict[str, Any]:
     t0 = time.time()
     cfg_path = out / "config.json"
     prior_seconds = 0.0
@@ -489,8 +568,9 @@ def _train(cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool,
     else:
         cfg = cfg.resolved()
         if (out / "last.pt").exists() or (out / "select" / "last.pt").exists():
-            raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, "
-                                  "or choose another --out")
+            raise FileExistsError(
+                f"{out} already holds a run: pass --resume to continue it, or choose another --out"
+            )
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
@@ -504,11 +584,13 @@ def _train(cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool,
     eval_tf = zdata.transforms.eval_transform(data.image_size)
     log = MetricsLog(out / "metrics.jsonl")
     ctx = RunContext(cfg, out, env, data, log, say, t0 - prior_seconds)
-    say(f"zeromamba train: {data.name}, {len(data.class_names)} classes "
+    say(
+        f"zeromamba train: {data.name}, {len(data.class_names)} classes "
         f"({len(data.seen)} seen, {len(data.unseen)} unseen), model {cfg.model}, "
         f"{data.image_size} px, device {env.device}"
         + (f" x {env.world_size} processes" if env.distributed else "")
-        + f", selection on {cfg.select}")
+        + f", selection on {cfg.select}"
+    )
 
     if resume and env.is_main:
         kept = []
@@ -523,20 +605,40 @@ def _train(cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool,
     if cfg.select == "val":
         train_split = data.splits["train"]
         kept_idx, held_idx = holdout_split(train_split.labels, cfg.holdout_fraction, cfg.seed)
-        val_sets = EvalSets("val", train_split.subset(held_idx).with_transform(eval_tf),
-                            data.splits["val"].with_transform(eval_tf), data.classes("train"),
-                            data.classes("val"))
-        select = Stage("select", train_split.subset(kept_idx).with_transform(train_tf),
-                       data.classes("train"), cfg.epochs, val_sets, None, cfg.gamma)
+        val_sets = EvalSets(
+            "val",
+            train_split.subset(held_idx).with_transform(eval_tf),
+            data.splits["val"].with_transform(eval_tf),
+            data.classes("train"),
+            data.classes("val"),
+        )
+        select = Stage(
+            "select",
+            train_split.subset(kept_idx).with_transform(train_tf),
+            data.classes("train"),
+            cfg.epochs,
+            val_sets,
+            None,
+            cfg.gamma,
+        )
         s1 = run_stage(ctx, select, resume)
         history += s1["history"]
         choice = _select_from(s1["history"], cfg.gamma)
-        say(f"[select] chose epoch {choice['epoch_czsl']} for CZSL, epoch {choice['epoch_h']} "
+        say(
+            f"[select] chose epoch {choice['epoch_czsl']} for CZSL, epoch {choice['epoch_h']} "
             f"for H, gamma {choice['gamma']:.3f} (validation: CZSL {choice['val']['czsl']:.1f}, "
-            f"H {choice['val']['H']:.1f})")
-        final = Stage("final", trainval, data.seen, max(choice["epoch_czsl"], choice["epoch_h"]),
-                      test_sets, {choice["epoch_czsl"], choice["epoch_h"]}, choice["gamma"],
-                      {"best_czsl": choice["epoch_czsl"], "best_h": choice["epoch_h"]})
+            f"H {choice['val']['H']:.1f})"
+        )
+        final = Stage(
+            "final",
+            trainval,
+            data.seen,
+            max(choice["epoch_czsl"], choice["epoch_h"]),
+            test_sets,
+            {choice["epoch_czsl"], choice["epoch_h"]},
+            choice["gamma"],
+            {"best_czsl": choice["epoch_czsl"], "best_h": choice["epoch_h"]},
+        )
         s2 = run_stage(ctx, final, resume)
         history += s2["history"]
         czsl_m, h_m = s2["evals"]["best_czsl"], s2["evals"]["best_h"]
@@ -580,13 +682,20 @@ def _train(cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool,
 
 def format_table(results: dict[str, Any]) -> str:
     """The CZSL / GZSL table of a results dict."""
-    sel = ("selected on validation" if results["select"] == "val"
-           else "selected on the test set (official protocol)")
+    sel = (
+        "selected on validation"
+        if results["select"] == "val"
+        else "selected on the test set (official protocol)"
+    )
     e = results["epochs"]
-    head = (f"{results['dataset']}: {results['n_unseen']} unseen classes (CZSL chance "
-            f"{results['chance_czsl']:.1f}%), {sel}; epochs CZSL {e['czsl']}, H {e['H']}, "
-            f"gamma {results['gamma']:.3f}")
-    row = (f"  {results['czsl']:6.2f} | {results['S']:6.2f} {results['U']:6.2f} "
-           f"{results['H']:6.2f} | {results['ausuc']:6.2f} | {results['seconds']:.0f}")
+    head = (
+        f"{results['dataset']}: {results['n_unseen']} unseen classes (CZSL chance "
+        f"{results['chance_czsl']:.1f}%), {sel}; epochs CZSL {e['czsl']}, H {e['H']}, "
+        f"gamma {results['gamma']:.3f}"
+    )
+    row = (
+        f"  {results['czsl']:6.2f} | {results['S']:6.2f} {results['U']:6.2f} "
+        f"{results['H']:6.2f} | {results['ausuc']:6.2f} | {results['seconds']:.0f}"
+    )
     lines = [head, f"  {'CZSL':>6} | {'S':>6} {'U':>6} {'H':>6} | {'AUSUC':>6} | seconds", row]
     return "\n".join(lines)
