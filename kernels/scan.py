@@ -638,7 +638,8 @@ def backward(
     chunk: int | None = None,
 ) -> tuple[Tensor, ...]:
     """Write du (x-like; for four-way problems a zeroed fp32 buffer) and ddelta (delta-like),
-    return fp32 (dB, dC, dA, dD, ddelta_bias) with dB, dC shaped like B."""
+    return (dB, dC, dA, dD, ddelta_bias) in the dtypes of B, C, A, A, A, with dB, dC shaped like
+    B."""
     cfg = _config(p, chunk)
     A, D, delta_bias = _params(A, D, delta_bias)
     dev = u.device
@@ -700,4 +701,10 @@ def backward(
         )
     dB = dB[0] if cfg.n_cb == 1 else dB.sum(0)
     dC = dC[0] if cfg.n_cb == 1 else dC.sum(0)
-    return dB, dC, dA.sum((0, 1)), dD.sum((0, 1)), dbias.sum((0, 1))
+    return (
+        dB.to(B.dtype),
+        dC.to(C.dtype),
+        dA.sum((0, 1)).to(A.dtype),
+        dD.sum((0, 1)).to(A.dtype),
+        dbias.sum((0, 1)).to(A.dtype),
+    )

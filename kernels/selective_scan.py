@@ -105,15 +105,7 @@ def launch_bwd(
         ddelta,
         chunk,
     )
-    return (
-        du,
-        ddelta,
-        dA.to(A.dtype),
-        dB.to(B.dtype),
-        dC.to(C.dtype),
-        dD.to(A.dtype),
-        dbias.to(A.dtype),
-    )
+    return du, ddelta, dA, dB, dC, dD, dbias
 
 
 @triton_op("zeromamba::selective_scan_fwd_triton", mutates_args=())

@@ -114,15 +114,7 @@ def launch_bwd(
         ddelta,
         chunk,
     )
-    return (
-        dx.to(x.dtype),
-        ddelta,
-        dA.to(A.dtype),
-        dB.to(B.dtype),
-        dC.to(C.dtype),
-        dD.to(A.dtype),
-        dbias.to(A.dtype),
-    )
+    return dx.to(x.dtype), ddelta, dA, dB, dC, dD, dbias
 
 
 @triton_op("zeromamba::ss2d_scan_fwd_triton", mutates_args=())

@@ -275,34 +275,19 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "zeromamba.cli", *args]
 
 
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """`zeromamba train` arguments of a tiny CPU run (nano model, 32 px, batch 8), plus
+    ``extra``."""
+    tiny = (
+        "--model nano --image-size 32 --batch-size 8 --select test --gamma 0.2 "
+        "--no-progress --device cpu"
+    )
+    return ["train", "--data", str(data), *tiny.split(), *extra, "--out", str(out)]
+
+
 def test_sigkill_then_resume_completes_without_losing_a_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        str(tiny_data),
-        "--model",
-        "nano",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "6",
-        "--select",
-        "test",
-        "--gamma",
-        "0.2",
-        "--milestones",
-        "4",
-        "--no-progress",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
+    args = _train_args(tiny_data, out, "--epochs", "6", "--milestones", "4", "--threads", "1")
     proc = subprocess.Popen(
         _cli(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -344,26 +329,7 @@ def test_ddp_two_processes_gloo(tiny_data, tmp_path):
         "2",
         "-m",
         "zeromamba.cli",
-        "train",
-        "--data",
-        str(tiny_data),
-        "--model",
-        "nano",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "1",
-        "--select",
-        "test",
-        "--gamma",
-        "0.2",
-        "--no-progress",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
+        *_train_args(tiny_data, out, "--epochs", "1"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(

@@ -101,6 +101,31 @@ struct ScanInputs {
   ScanParams params{};
 };
 
+// The activations, contiguous, with the first one's dtype and device checked on the others.
+ScanInputs scan_activations(const char* op, const char* first_name, const at::Tensor& first,
+                            const at::Tensor& delta, const at::Tensor& B, const at::Tensor& C) {
+  ScanInputs in;
+  in.params.dtype = activation_dtype(op, first_name, first);
+  in.u = first.contiguous();
+  in.delta = activation(op, "delta", delta, first);
+  in.B = activation(op, "B", B, first);
+  in.C = activation(op, "C", C, first);
+  return in;
+}
+
+// The softplus flag and the data pointers of the (contiguous) inputs, alike for both scans.
+void set_scan_data(ScanInputs& in, bool softplus) {
+  ScanParams& p = in.params;
+  p.delta_softplus = softplus;
+  p.u = in.u.data_ptr();
+  p.delta = in.delta.data_ptr();
+  p.A = in.A.data_ptr<float>();
+  p.B = in.B.data_ptr();
+  p.C = in.C.data_ptr();
+  p.D = data_or_null(in.D);
+  p.delta_bias = data_or_null(in.bias);
+}
+
 // selective_scan: u, delta (b, d, L); A (d, N); B, C (b, G, N, L); D, delta_bias (d,).
 ScanInputs selective_scan_inputs(const char* op, const at::Tensor& u_in,
                                  const at::Tensor& delta_in, const at::Tensor& A_in,
@@ -109,13 +134,8 @@ ScanInputs selective_scan_inputs(const char* op, const at::Tensor& u_in,
                                  const std::optional<at::Tensor>& bias_in, bool softplus) {
   TORCH_CHECK(u_in.is_cuda(), op, ": u must be a CUDA tensor, got ", u_in.device());
   TORCH_CHECK(u_in.dim() == 3, op, ": u must be (b, d, L), got shape ", u_in.sizes());
-  ScanInputs in;
+  ScanInputs in = scan_activations(op, "u", u_in, delta_in, B_in, C_in);
   ScanParams& p = in.params;
-  p.dtype = activation_dtype(op, "u", u_in);
-  in.u = u_in.contiguous();
-  in.delta = activation(op, "delta", delta_in, u_in);
-  in.B = activation(op, "B", B_in, u_in);
-  in.C = activation(op, "C", C_in, u_in);
   const int64_t b = u_in.size(0), d = u_in.size(1), L = u_in.size(2);
   TORCH_CHECK(in.delta.sizes() == u_in.sizes(), op, ": delta must have the shape of u ",
               u_in.sizes(), ", got ", in.delta.sizes());
@@ -142,14 +162,7 @@ ScanInputs selective_scan_inputs(const char* op, const at::Tensor& u_in,
   p.H = 1;
   p.W = static_cast<int>(L);
   p.n_dir = 1;
-  p.delta_softplus = softplus;
-  p.u = in.u.data_ptr();
-  p.delta = in.delta.data_ptr();
-  p.A = in.A.data_ptr<float>();
-  p.B = in.B.data_ptr();
-  p.C = in.C.data_ptr();
-  p.D = data_or_null(in.D);
-  p.delta_bias = data_or_null(in.bias);
+  set_scan_data(in, softplus);
   p.u_sb = d * L, p.u_sc = L, p.u_sh = 0, p.u_sw = 1;
   p.dl_sb = d * L, p.dl_sk = 0, p.dl_sc = L, p.dl_sh = 0, p.dl_sw = 1;
   p.bc_sb = G * N * L, p.bc_sg = N * L, p.bc_sn = L, p.bc_sh = 0, p.bc_sw = 1;
@@ -167,13 +180,8 @@ ScanInputs ss2d_inputs(const char* op, const at::Tensor& x_in, const at::Tensor&
   TORCH_CHECK(x_in.is_cuda(), op, ": x must be a CUDA tensor, got ", x_in.device());
   TORCH_CHECK(x_in.dim() == 4, op, ": x must be ",
               channel_last ? "(b, H, W, C)" : "(b, C, H, W)", ", got shape ", x_in.sizes());
-  ScanInputs in;
+  ScanInputs in = scan_activations(op, "x", x_in, delta_in, B_in, C_in);
   ScanParams& p = in.params;
-  p.dtype = activation_dtype(op, "x", x_in);
-  in.u = x_in.contiguous();
-  in.delta = activation(op, "delta", delta_in, x_in);
-  in.B = activation(op, "B", B_in, x_in);
-  in.C = activation(op, "C", C_in, x_in);
   const int64_t b = x_in.size(0);
   const int64_t c = channel_last ? x_in.size(3) : x_in.size(1);
   const int64_t H = channel_last ? x_in.size(1) : x_in.size(2);
@@ -204,14 +212,7 @@ ScanInputs ss2d_inputs(const char* op, const at::Tensor& x_in, const at::Tensor&
   p.H = static_cast<int>(H);
   p.W = static_cast<int>(W);
   p.n_dir = 4;
-  p.delta_softplus = softplus;
-  p.u = in.u.data_ptr();
-  p.delta = in.delta.data_ptr();
-  p.A = in.A.data_ptr<float>();
-  p.B = in.B.data_ptr();
-  p.C = in.C.data_ptr();
-  p.D = data_or_null(in.D);
-  p.delta_bias = data_or_null(in.bias);
+  set_scan_data(in, softplus);
   const auto& xs = in.u.strides();
   const auto& ds = in.delta.strides();
   const auto& bs = in.B.strides();

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -38,14 +39,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` so that ``path`` always holds a complete file."""
+def _write_atomic(
+    path: str | os.PathLike, write: Callable[[IO], object], mode: str, encoding: str | None = None
+) -> Path:
+    """Open a temporary file beside ``path`` with ``mode``, ``write`` into it, fsync it and
+    rename it over ``path``; the temporary file is removed if anything fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -55,25 +59,16 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` so that ``path`` always holds a complete file."""
+    return _write_atomic(path, lambda f: torch.save(obj, f), "wb")
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     """Write a text file (JSON, JSONL) with the same temporary-file-and-rename guarantee."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return _write_atomic(path, lambda f: f.write(text), "w", encoding="utf-8")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
