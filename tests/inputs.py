@@ -162,16 +162,17 @@ def tolerance(dtype: torch.dtype, backend: str, device: str, ref_err: float = 0.
     """Allowed relative error of a kernel run in ``dtype``, given ``ref_err``: what the reference
     itself loses when run in that dtype.
 
-    fp64: 1e-10. fp32: 1e-5 (tf32-level for Triton on CUDA), or twice the fp32 reference's own
-    error on ill-conditioned draws. fp16/bf16: twice the half reference's error, and never below
-    one unit roundoff of the dtype (a few-element output can be luckily exact in the reference).
+    fp64: 1e-10. fp32: 1e-5 (tf32-level for Triton on CUDA), or on ill-conditioned draws (heavy
+    cancellation, where summation order decides the low bits) 4x the fp32 reference's own error. fp16/bf16: twice the half reference's error, and never below
+    the dtype's machine epsilon: on a few-element output the reference's input-rounding errors
+    can cancel by luck while the kernel's (same inputs, other summation order) do not.
     """
     if dtype == torch.float64:
         return FP64_TOL
     if dtype == torch.float32:
         base = TRITON_CUDA_FP32_TOL if backend == "triton" and device == "cuda" else FP32_TOL
-        return max(base, 2 * ref_err)
-    return max(2 * ref_err, torch.finfo(dtype).eps / 2)
+        return max(base, 4 * ref_err)
+    return max(2 * ref_err, torch.finfo(dtype).eps)
 
 
 def check_against_reference(
