@@ -12,8 +12,3 @@ def empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if os.environ.get("ZEROMAMBA_POISON", "0") == "1":
         out.fill_(float("nan"))
     return out
-
-
-def next_pow2(n: int) -> int:
-    """The smallest power of two >= n (and >= 1)."""
-    return 1 << max(0, int(n) - 1).bit_length()

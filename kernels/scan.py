@@ -39,10 +39,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
 
-from ._alloc import empty, next_pow2
-
-LOG2E = tl.constexpr(1.4426950408889634)
-LN2 = tl.constexpr(0.6931471805599453)
+from ._alloc import empty
+from ._common import LN2, LOG2E, next_pow2
 
 # Register budget of one scan tile (BLOCK_C * N_PAD * BLOCK_T fp32 values, about eight live in
 # the backward). ptxas for sm_90: 1024 with 8 warps for N = 1 (16 x 1 x 64) needs 64 (forward)

@@ -4,27 +4,12 @@ Rows are the d channels; a group of d // G channels shares B[:, g] and C[:, g]; 
 runs along L (H = 1, W = L in the core's terms).
 """
 
-import torch
 from torch import Tensor
 from torch.library import triton_op
 
 from . import scan
 from ._alloc import empty
-
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def check_dtype(op: str, x: Tensor) -> None:
-    """The Triton kernels compute in fp32 and take fp32/fp16/bf16 activations (no fp64)."""
-    if x.dtype not in DTYPES:
-        raise ValueError(
-            f"{op}: the triton backend takes float32, float16 or bfloat16 "
-            f"activations, got {x.dtype} (use the cpu or reference backend)"
-        )
-
-
-def out_dtype(dtype: torch.dtype, out_float32: bool) -> torch.dtype:
-    return torch.float32 if out_float32 and dtype in (torch.float16, torch.bfloat16) else dtype
+from ._common import check_dtype, out_dtype
 
 
 def _problem(u: Tensor, B: Tensor, N: int) -> scan.Problem:

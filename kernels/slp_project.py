@@ -19,11 +19,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from ._alloc import empty, next_pow2
-from .selective_scan import check_dtype
-
-LOG2E = tl.constexpr(1.4426950408889634)
-LN2 = tl.constexpr(0.6931471805599453)
+from ._alloc import empty
+from ._common import LN2, LOG2E, check_dtype, next_pow2
 
 
 @triton.jit

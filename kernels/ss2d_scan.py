@@ -13,7 +13,7 @@ from torch.library import triton_op
 
 from . import scan
 from ._alloc import empty
-from .selective_scan import check_dtype, out_dtype
+from ._common import check_dtype, out_dtype
 
 
 def _problem(x: Tensor, N: int, channel_last: bool) -> scan.Problem:

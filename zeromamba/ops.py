@@ -341,45 +341,53 @@ for _public, _kernel, _fake in (
 
 # --------------------------------------------------------------------------- autograd
 # The backward of each public op is its registered *_backward op on the same backend.
-# Gradients are returned only for tensor inputs; D / delta_bias get None when absent.
+# What is saved: every input tensor, because every gradient needs all of them (the scan backward
+# recomputes the forward states from x/u, delta, A, B and delta_bias and scans the adjoint through
+# C and dy; each SLP gradient needs the softmax over q1 feat and the values q2 feat). The output
+# is never saved. Gradients are returned where ``ctx.needs_input_grad`` asks for them and the
+# input is a tensor (D / delta_bias get None when absent).
 
 
-def _setup_scan(ctx, inputs, output):
-    *tensors, delta_softplus = inputs[:8]
-    ctx.save_for_backward(*tensors)
+def _setup_selective_scan(ctx, inputs, output):
+    u, delta, A, B, C, D, delta_bias, delta_softplus, _out_float32, backend = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
     ctx.delta_softplus = delta_softplus
-    ctx.extra = inputs[8:]  # (out_float32, backend) or (channel_last, out_float32, backend)
+    ctx.backend = backend
 
 
-def _present(grads, D, delta_bias):
-    du, ddelta, dA, dB, dC, dD, dbias = grads
-    return (
-        du,
-        ddelta,
-        dA,
-        dB,
-        dC,
-        dD if D is not None else None,
-        dbias if delta_bias is not None else None,
+def _setup_ss2d_scan(ctx, inputs, output):
+    x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, _out_float32, backend = inputs
+    ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
+    ctx.delta_softplus = delta_softplus
+    ctx.channel_last = channel_last
+    ctx.backend = backend
+
+
+def _requested(ctx, grads, inputs) -> tuple:
+    """``grads`` with None where the input is absent or needs no gradient. The dispatcher drops
+    trailing arguments left at their defaults, so ``needs_input_grad`` may be shorter than
+    ``inputs``: a missing entry is an absent (None) input."""
+    needs = ctx.needs_input_grad
+    return tuple(
+        g if t is not None and i < len(needs) and needs[i] else None
+        for i, (g, t) in enumerate(zip(grads, inputs))
     )
 
 
 def _selective_scan_bwd(ctx, dy):
-    u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-    _, backend = ctx.extra
+    u, delta, A, B, C, D, delta_bias = inputs = ctx.saved_tensors
     grads = _ops.selective_scan_backward(
-        dy, u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, backend
+        dy, u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, ctx.backend
     )
-    return *_present(grads, D, delta_bias), None, None, None
+    return *_requested(ctx, grads, inputs), None, None, None
 
 
 def _ss2d_scan_bwd(ctx, dy):
-    x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-    channel_last, _, backend = ctx.extra
+    x, delta, A, B, C, D, delta_bias = inputs = ctx.saved_tensors
     grads = _ops.ss2d_scan_backward(
-        dy, x, delta, A, B, C, D, delta_bias, ctx.delta_softplus, channel_last, backend
+        dy, x, delta, A, B, C, D, delta_bias, ctx.delta_softplus, ctx.channel_last, ctx.backend
     )
-    return *_present(grads, D, delta_bias), None, None, None, None
+    return *_requested(ctx, grads, inputs), None, None, None, None
 
 
 def _setup_slp(ctx, inputs, output):
@@ -389,14 +397,17 @@ def _setup_slp(ctx, inputs, output):
 
 
 def _slp_project_bwd(ctx, dout):
-    feat, q1, q2 = ctx.saved_tensors
-    return *_ops.slp_project_backward(dout, feat, q1, q2, ctx.backend), None
+    inputs = ctx.saved_tensors
+    grads = _ops.slp_project_backward(dout, *inputs, ctx.backend)
+    return *_requested(ctx, grads, inputs), None
 
 
 torch.library.register_autograd(
-    "zeromamba::selective_scan", _selective_scan_bwd, setup_context=_setup_scan
+    "zeromamba::selective_scan", _selective_scan_bwd, setup_context=_setup_selective_scan
 )
-torch.library.register_autograd("zeromamba::ss2d_scan", _ss2d_scan_bwd, setup_context=_setup_scan)
+torch.library.register_autograd(
+    "zeromamba::ss2d_scan", _ss2d_scan_bwd, setup_context=_setup_ss2d_scan
+)
 torch.library.register_autograd(
     "zeromamba::slp_project", _slp_project_bwd, setup_context=_setup_slp
 )
