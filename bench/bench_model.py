@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""End-to-end model benchmark (DESIGN §5): ZeroMamba forward + backward (images/s, peak memory)
+"""End-to-end model benchmark (docs/design.md §5.3): ZeroMamba forward + backward (images/s, peak memory)
 on the fused SS2D pipeline (``ss2d_scan``) against the unfused one (cross_scan ->
 selective_scan -> cross_merge, VMamba's original data flow on our ops).
 

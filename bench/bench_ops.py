@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Op benchmarks (DESIGN §5): every backend of ``ss2d_scan``, ``selective_scan`` and
+"""Op benchmarks (docs/design.md §5): every backend of ``ss2d_scan``, ``selective_scan`` and
 ``slp_project`` against the references and peers that define the targets.
 
 ``--device cpu`` (fp32, VMamba-T stage shapes at 224 px, b = 2):
@@ -80,7 +80,7 @@ QUICK_SCAN = [(1, 8, 13, 1, 1)]
 QUICK_SLP = [(2, 12, 32, 10)]
 QUICK_GPU_SS2D = [(1, 4, 3, 5, 1)]
 
-CPU_STAGE1 = (2, 192, 56, 56, 1)  # where the CPU ss2d targets are defined (DESIGN §5)
+CPU_STAGE1 = (2, 192, 56, 56, 1)  # where the CPU ss2d targets are defined (docs/design.md §5.3)
 
 
 def ss2d_case(b: int, c: int, H: int, W: int, N: int) -> str:
@@ -288,7 +288,7 @@ class Impl:
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """|a - b| / |b| in norms (DESIGN §2.6)."""
+    """|a - b| / |b| in norms (docs/design.md §6)."""
     a, b = a.double(), b.double()
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
@@ -487,7 +487,7 @@ def _cuda_memory(run: Fn, args: tuple[torch.Tensor, ...], dy: torch.Tensor) -> d
 def ss2d_min_bytes(
     b: int, c: int, H: int, W: int, N: int, in_bytes: int, out_bytes: int, mode: str
 ) -> int:
-    """The minimal bytes an ss2d_scan pass must move (DESIGN §5), the GB/s denominator.
+    """The minimal bytes an ss2d_scan pass must move (docs/design.md §5.1), the GB/s denominator.
 
     Forward: reads x (b*C*L), delta (b*4C*L), B and C (2 * b*4*N*L) once in the input dtype and
     writes y (b*C*L) once in the output dtype.
@@ -783,7 +783,7 @@ def _find(
 
 
 def key_ratios(device: str, rows: list[dict], quick: bool) -> list[dict]:
-    """The ratios DESIGN §5 sets targets on (value None when a side was not measured)."""
+    """The ratios docs/design.md §5.3 sets targets on (value None when a side was not measured)."""
     out = []
 
     def add(name, num, den, target, cmp=">="):
@@ -946,7 +946,12 @@ def markdown(result: dict) -> str:
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Key ratios (DESIGN §5)", "", "| ratio | measured | target |", "|---|---|---|"]
+    lines += [
+        "## Key ratios (docs/design.md §5.3)",
+        "",
+        "| ratio | measured | target |",
+        "|---|---|---|",
+    ]
     for k in result["ratios"]:
         v = "not measured" if k["value"] is None else f"{k['value']:.3g}"
         unit = "%" if "% of copy" in k["name"] else "x"

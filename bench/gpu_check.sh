@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared command for a GPU machine (DESIGN §6): build the CUDA extension, run the GPU
+# The one prepared command for a GPU machine (docs/design.md §5.4): build the CUDA extension, run the GPU
 # tests and the op (and model) benchmarks, write logs and JSON under $OUT, print a summary last.
 #
 #   bash bench/gpu_check.sh              # OUT defaults to bench/results/local/<date>-gpu

@@ -1,4 +1,4 @@
-// Op schemas of the zeromamba library (DESIGN §2).
+// Op schemas of the zeromamba library (docs/design.md §2).
 //
 // Two layers:
 //  * public ops (selective_scan, ss2d_scan, slp_project and their *_backward) take a `backend`

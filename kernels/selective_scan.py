@@ -1,4 +1,4 @@
-"""Triton selective_scan (Mamba S6, DESIGN §2.1) on the shared chunked scan core (scan.py).
+"""Triton selective_scan (Mamba S6, docs/design.md §2.1) on the shared chunked scan core (scan.py).
 
 Rows are the d channels; a group of d // G channels shares B[:, g] and C[:, g]; the sequence
 runs along L (H = 1, W = L in the core's terms).

@@ -1,4 +1,4 @@
-"""Triton slp_project: ZeroMamba's Semantic-aware Local Projection, fused (DESIGN §2.4).
+"""Triton slp_project: ZeroMamba's Semantic-aware Local Projection, fused (docs/design.md §2.4).
 
 out[b, i] = sum_r softmax_r(s1[b, i, :])[r] * s2[b, i, r], s1 = q1 feat[b], s2 = q2 feat[b].
 

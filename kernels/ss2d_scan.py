@@ -1,4 +1,4 @@
-"""Triton ss2d_scan: the fused four-way scan of SS2D (DESIGN §2.3) on the shared chunked scan
+"""Triton ss2d_scan: the fused four-way scan of SS2D (docs/design.md §2.3) on the shared chunked scan
 core (scan.py).
 
 Group k of the core is direction k (rows k*C .. k*C+C-1 of A, D, delta_bias; B[:, k], C[:, k]);

@@ -1,4 +1,4 @@
-"""Sample inputs and error measures shared by the op tests (DESIGN §2.6)."""
+"""Sample inputs and error measures shared by the op tests (docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return (out - ref).norm().item() / max(denom, 1e-30)
 
 
-FP32_TOL = 1e-5  # DESIGN §2.6: fp32 kernels within 1e-5 of the fp64 reference
+FP32_TOL = 1e-5  # docs/design.md §6: fp32 kernels within 1e-5 of the fp64 reference
 FP64_TOL = 1e-10
 TRITON_CUDA_FP32_TOL = 1e-3  # tf32-level dots on the GPU
 

@@ -1,6 +1,6 @@
 """Smoke tests of bench/bench_ops.py on tiny shapes: files and fields written, the mambapy
 comparison pipeline equal to the reference, the GPU harness exercised on CPU. No timing is
-asserted (DESIGN §5)."""
+asserted (docs/design.md §5.4)."""
 
 from __future__ import annotations
 

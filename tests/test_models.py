@@ -1,4 +1,4 @@
-"""The VMamba v2 backbone and the ZeroMamba head (DESIGN §3): sizes, checkpoint layouts, the
+"""The VMamba v2 backbone and the ZeroMamba head (docs/design.md §7): sizes, checkpoint layouts, the
 SS2D math against an independent VMamba-style implementation, backend and pipeline equivalence,
 torch.compile, checkpointing, and one training step."""
 

@@ -1,5 +1,5 @@
 """Every op on every available backend against the float64 reference, forward and backward
-(DESIGN §2.6), plus opcheck, gradcheck and torch.compile."""
+(docs/design.md §6), plus opcheck, gradcheck and torch.compile."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The reference against the definitions of DESIGN §2, written out independently here."""
+"""The reference against the definitions of docs/design.md §2, written out independently here."""
 
 import math
 

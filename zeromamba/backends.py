@@ -1,4 +1,4 @@
-"""Backends and their selection (DESIGN §2.5).
+"""Backends and their selection (docs/design.md §3).
 
 A backend is a set of six kernel functions with the signatures of the C++ kernel ops
 (``selective_scan_fwd/bwd``, ``ss2d_scan_fwd/bwd``, ``slp_project_fwd/bwd``, see csrc/ops.cpp):

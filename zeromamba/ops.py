@@ -1,4 +1,4 @@
-"""The public ops (DESIGN §2): ``selective_scan``, ``cross_scan``, ``cross_merge``, ``ss2d_scan``,
+"""The public ops (docs/design.md §2): ``selective_scan``, ``cross_scan``, ``cross_merge``, ``ss2d_scan``,
 ``slp_project``.
 
 Each is a registered torch op (``torch.ops.zeromamba.<name>``, schema in csrc/ops.cpp) with a
@@ -45,7 +45,7 @@ def selective_scan(
     out_float32: bool = False,
     backend: str | None = None,
 ) -> Tensor:
-    """Mamba's selective scan (S6), DESIGN §2.1.
+    """Mamba's selective scan (S6), docs/design.md §2.1.
 
     Args:
         u, delta: (b, d, L) inputs and time steps.
@@ -65,7 +65,7 @@ def selective_scan(
 
 
 def cross_scan(x: Tensor) -> Tensor:
-    """(b, C, H, W) -> (b, 4, C, H*W): row-major, column-major, and both reversed (DESIGN §2.2)."""
+    """(b, C, H, W) -> (b, 4, C, H*W): row-major, column-major, and both reversed (docs/design.md §2.2)."""
     return _ops.cross_scan(x)
 
 
@@ -88,7 +88,7 @@ def ss2d_scan(
     out_float32: bool = False,
     backend: str | None = None,
 ) -> Tensor:
-    """The fused four-way selective scan of VMamba's SS2D (DESIGN §2.3).
+    """The fused four-way selective scan of VMamba's SS2D (docs/design.md §2.3).
 
     Equals ``cross_merge(selective_scan(cross_scan(x), ...))`` with every per-direction input
     given in spatial order; direction k owns rows k*C .. k*C+C-1 of A, D and delta_bias.
@@ -111,7 +111,7 @@ def ss2d_scan(
 
 
 def slp_project(feat: Tensor, q1: Tensor, q2: Tensor, *, backend: str | None = None) -> Tensor:
-    """ZeroMamba's Semantic-aware Local Projection, fused (DESIGN §2.4).
+    """ZeroMamba's Semantic-aware Local Projection, fused (docs/design.md §2.4).
 
     Args:
         feat: (b, F, R) region features, L2-normalised over F by the caller.

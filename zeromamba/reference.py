@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference of every op (DESIGN §2): the oracle all kernels are tested against.
+"""Pure-PyTorch reference of every op (docs/design.md §2): the oracle all kernels are tested against.
 
 Written to be obviously correct, not fast: the scan is a Python loop over time, the four
 directions are built from explicit index maps. All math runs in float32, or float64 when the
@@ -63,7 +63,7 @@ def selective_scan(
     delta_softplus: bool = False,
     out_float32: bool = False,
 ) -> Tensor:
-    """Mamba's selective scan (S6), DESIGN §2.1.
+    """Mamba's selective scan (S6), docs/design.md §2.1.
 
     u, delta: (b, d, L); A: (d, N); B, C: (b, G, N, L) with channel c in group c // (d // G);
     D, delta_bias: (d,). Returns y: (b, d, L).
@@ -84,7 +84,7 @@ def scan_positions(H: int, W: int, device=None) -> Tensor:
 
 
 def cross_scan(x: Tensor) -> Tensor:
-    """(b, C, H, W) -> (b, 4, C, H*W): the map laid out in the four scan orders (DESIGN §2.2)."""
+    """(b, C, H, W) -> (b, 4, C, H*W): the map laid out in the four scan orders (docs/design.md §2.2)."""
     b, c, H, W = x.shape
     pos = scan_positions(H, W, x.device)
     return (
@@ -121,7 +121,7 @@ def ss2d_scan(
     channel_last: bool = False,
     out_float32: bool = False,
 ) -> Tensor:
-    """The four-way selective scan of SS2D, DESIGN §2.3, by its definition:
+    """The four-way selective scan of SS2D, docs/design.md §2.3, by its definition:
     cross_merge(selective_scan(cross_scan(x), ...)).
 
     Channel-first: x (b, C, H, W); delta (b, 4, C, H, W); B, C (b, 4, N, H, W); A (4C, N);
@@ -142,7 +142,7 @@ def ss2d_scan(
 
 
 def slp_project(feat: Tensor, q1: Tensor, q2: Tensor) -> Tensor:
-    """ZeroMamba's Semantic-aware Local Projection, DESIGN §2.4, in its einsum form.
+    """ZeroMamba's Semantic-aware Local Projection, docs/design.md §2.4, in its einsum form.
 
     feat: (b, F, R); q1, q2: (A, F). Returns out: (b, A) with
     out[b, i] = sum_r softmax_r(q1[i] . feat[b, :, r]) * (q2[i] . feat[b, :, r]).

@@ -189,7 +189,7 @@ Grads7 selective_scan_bwd(const at::Tensor& dy_in, const at::Tensor& u, const at
 
 // ---------------------------------------------------------------------------- ss2d_scan
 
-// Position visited at step t of each direction (DESIGN §2.2), as (4, L) int32.
+// Position visited at step t of each direction (docs/design.md §2.2), as (4, L) int32.
 std::vector<int32_t> scan_positions(int64_t H, int64_t W) {
   const int64_t L = H * W;
   TORCH_CHECK(L <= std::numeric_limits<int32_t>::max(), "ss2d_scan: H * W too large");

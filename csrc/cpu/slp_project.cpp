@@ -1,4 +1,4 @@
-// CPU kernels of slp_project_{fwd,bwd} (DESIGN §2.4), fused:
+// CPU kernels of slp_project_{fwd,bwd} (docs/design.md §2.4, §4.3), fused:
 //   s1 = q1 feat[b], s2 = q2 feat[b] for a tile of attribute rows at a time (BLAS on (tile, F) x
 //   (F, R) slices, written into a per-thread buffer), then per row out = sum_r softmax(s1) s2.
 // Neither the pooled (b, A, F) tensor nor the (b, A, R) scores exist; the extra memory is one

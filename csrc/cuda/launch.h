@@ -23,7 +23,7 @@ enum class DType { kFloat32, kFloat16, kBFloat16 };
 //    channel-last forms: n_dir = 4 and groups = 4 (direction k uses B[:, k]); the layout is
 //    carried by the strides alone.
 // Every tensor is addressed as base + b*s_b + [k*s_k] + c*s_c + h*s_h + w*s_w; a sequence step
-// t of direction k visits the spatial position (h, w) given by DESIGN §2.2.
+// t of direction k visits the spatial position (h, w) given by docs/design.md §2.2.
 struct ScanParams {
   DType dtype;
   int batch, channels, groups, d_state, H, W, n_dir;

@@ -8,7 +8,7 @@
 // produces the states themselves. The state leaving a tile is carried into the next tile in
 // registers, so any length works with the same code.
 //
-// ss2d: direction k reads its inputs at the spatial position of its step t (DESIGN §2.2)
+// ss2d: direction k reads its inputs at the spatial position of its step t (docs/design.md §2.2)
 // directly, so the cross-scan copies never exist; the forward block owns one (b, c) plane, runs
 // the four directions one after another and adds their outputs into one fp32 plane (shared
 // memory when it fits, else global workspace), written once at the end.
@@ -42,7 +42,7 @@ constexpr int kTile = kThreads * kItems;
 // An fp32 (H*W) plane up to this many elements is accumulated in shared memory (96 KiB).
 constexpr int kAccSmemMaxFloats = 24576;
 
-// Spatial position (h, w) of step t of direction dir over an H x W map (DESIGN §2.2); with
+// Spatial position (h, w) of step t of direction dir over an H x W map (docs/design.md §2.2); with
 // H = 1 and W = L it is the identity t -> (0, t) of a plain sequence.
 __device__ __forceinline__ void step_position(int dir, int t, int H, int W, int& h, int& w) {
   if (dir >= 2) t = H * W - 1 - t;

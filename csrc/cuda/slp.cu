@@ -1,4 +1,4 @@
-// slp_project forward and backward (DESIGN §2.4), fused: the (b, A, R) score tensors and the
+// slp_project forward and backward (docs/design.md §2.4), fused: the (b, A, R) score tensors and the
 // (b, A, F) projected features never reach global memory.
 //
 // out[b,i] = sum_r softmax_r(s1[b,i,:])[r] * s2[b,i,r],  s1 = q1 . feat, s2 = q2 . feat.

@@ -1,4 +1,4 @@
-"""Models: the VMamba v2 backbone and the ZeroMamba head (DESIGN §3).
+"""Models: the VMamba v2 backbone and the ZeroMamba head (docs/design.md §7).
 
 Backbone::
 

@@ -1,4 +1,4 @@
-"""VMamba v2 backbone (``VSSM``) on the zeromamba ops, DESIGN §3.
+"""VMamba v2 backbone (``VSSM``) on the zeromamba ops, docs/design.md §7.1.
 
 Architecture and parameter names follow VMamba's ``vmambav2*_224`` models (forward type
 ``v05_noz``, patch-embed v2, downsample v3, channel-first LayerNorm2d), so an official ImageNet

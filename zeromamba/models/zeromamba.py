@@ -1,4 +1,4 @@
-"""ZeroMamba (Hou et al., AAAI 2025) on a VMamba v2 backbone, DESIGN §3, after the official code
+"""ZeroMamba (Hou et al., AAAI 2025) on a VMamba v2 backbone, docs/design.md §7.2, after the official code
 (DingjieFu/ZeroMamba, train.py).
 
 pred = GRL(logits) + l2_normalize(MLP(SLP(x_pre))) with
