@@ -133,7 +133,9 @@ def plot_attention(
         color="dimgray",
     )
     # fixed margins: tight_layout costs as much as drawing on a grid of 28 panels
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.03, top=0.93 if title else 0.97)
+    height = fig.get_figheight()  # margins in inches: the row titles and the figure title
+    top = 1 - (0.75 if title else 0.45) / height
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.25 / height, top=top)
     fig.subplots_adjust(wspace=0.08, hspace=0.45)
     fig.savefig(path, dpi=90)
     plt.close(fig)

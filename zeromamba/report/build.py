@@ -183,7 +183,7 @@ def build_report(
         page.metrics_rows(results) if results is not None else _eval_rows(metrics),
         _sections(loaded, metrics, regions, used, bool(history), c_unseen, y_unseen),
         loaded.config,
-        metrics_note=_metrics_note(results, metrics),
+        metrics_note=_metrics_note(results, metrics, len(data.unseen)),
     )
     return write_text_atomic(html, out_dir / PAGE)
 
@@ -199,12 +199,13 @@ def _eval_rows(metrics: dict[str, float]) -> list[page.MetricsRow]:
     ]
 
 
-def _metrics_note(results: dict[str, Any] | None, metrics: dict[str, float]) -> str:
+def _metrics_note(results: dict[str, Any] | None, metrics: dict[str, float], n_unseen: int) -> str:
     note = (
         "Percent. CZSL: mean per-class accuracy of unseen-class images among the unseen "
         "classes. S, U: mean per-class accuracy of seen / unseen test images among all classes "
         "with calibrated stacking (gamma subtracted from the seen classes' probabilities); "
-        "H = 2SU/(S+U); AUSUC: area under the seen-unseen curve."
+        "H = 2SU/(S+U); AUSUC: area under the seen-unseen curve. "
+        f"Chance CZSL with {n_unseen} unseen classes: {100 / n_unseen:.1f}."
     )
     if results is not None:
         note += (
@@ -292,9 +293,11 @@ def _sections(
     out.append(
         page.Section(
             "Embedding map",
-            f"{used} map of the test images' predicted attribute vectors (dots: seen classes, "
-            "triangles: unseen classes) and the classes' attribute vectors (stars), all "
-            "L2-normalised: images close to their own class's star are classified right. "
+            f"{used} map of the test images' predicted attribute vectors, L2-normalised (dots: "
+            "seen classes, triangles: unseen classes; one colour per class). Each star is a "
+            "class's attribute vector, placed at the mean position of the 10 images closest to "
+            "it (cosine): a star inside its own class's cluster means the model's embeddings of "
+            "that class line up with its attributes. "
             + (
                 "PCA, because scikit-learn is not installed (pip install 'zeromamba[viz]' "
                 "for t-SNE)."

@@ -8,6 +8,7 @@ shows directions, the geometry the classifier uses. t-SNE (scikit-learn, the opt
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -25,11 +26,8 @@ METHODS = ("auto", "tsne", "pca")
 
 
 def tsne_available() -> bool:
-    try:
-        import sklearn.manifold  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether scikit-learn is installed (looked up, not imported: importing it takes seconds)."""
+    return importlib.util.find_spec("sklearn") is not None
 
 
 def embed_2d(points: Tensor, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
@@ -73,6 +71,22 @@ def embed_2d(points: Tensor, method: str = "auto", seed: int = 0) -> tuple[np.nd
     return xy.numpy(), "PCA"
 
 
+def place_prototypes(
+    images: Tensor, image_xy: np.ndarray, prototypes: Tensor, k: int = 10
+) -> np.ndarray:
+    """2-D positions (p, 2) of ``prototypes`` (p, A) in the map ``image_xy`` (n, 2) of
+    ``images`` (n, A): the mean position of each prototype's k most cosine-similar images.
+
+    t-SNE has no map for new points, and fitting the prototypes with the images does not work
+    either: the few prototypes are each other's nearest neighbours and form a cluster of their
+    own. Placed this way, a star lies in its class's cluster exactly when that class's images
+    are the ones closest to its attribute vector.
+    """
+    sim = F.normalize(prototypes, dim=1) @ F.normalize(images, dim=1).T  # (p, n)
+    nearest = sim.topk(min(k, images.shape[0]), dim=1).indices.numpy()
+    return image_xy[nearest].mean(axis=1)
+
+
 def subsample_per_class(labels: Tensor, cap: int, seed: int = 0) -> Tensor:
     """Indices (sorted) of at most ``cap`` items, the same share of every class (at least one
     each), drawn with ``seed``; all indices when there are at most ``cap`` items."""
@@ -114,18 +128,19 @@ def plot_embedding(
     """The map of test images ``pred`` (n, A) with ``labels`` (n,) global class ids and the
     prototypes ``attributes`` (n_classes, A) of the classes ``seen`` and ``unseen``: dots for
     seen-class images, triangles for unseen-class images, stars with a black edge for the
-    prototypes, one colour per class. Returns (path, method used)."""
+    prototypes (placed by :func:`place_prototypes`), one colour per class. Returns (path, method
+    used)."""
     path = Path(path)
     keep = subsample_per_class(labels, max_points)
     pred, labels = pred[keep], labels[keep]
     classes = torch.cat([seen, unseen]).sort().values
-    points = torch.cat([F.normalize(pred.float(), dim=1), F.normalize(attributes[classes], dim=1)])
-    xy, used = embed_2d(points, method)
-    img_xy, proto_xy = xy[: len(pred)], xy[len(pred) :]
+    images = F.normalize(pred.float(), dim=1)
+    img_xy, used = embed_2d(images, method)
+    proto_xy = place_prototypes(images, img_xy, attributes[classes].float())
     colour_of = {c: col for c, col in zip(classes.tolist(), class_colours(classes.numel()))}
     is_unseen = set(unseen.tolist())
 
-    fig, ax = plt.subplots(figsize=(9, 7.5))
+    fig, ax = plt.subplots(figsize=(10.5, 7.5))
     colours = np.array([colour_of[c] for c in labels.tolist()])
     mask = np.array([c in is_unseen for c in labels.tolist()], dtype=bool)
     ax.scatter(*img_xy[~mask].T, s=9, c=colours[~mask], marker="o", alpha=0.55, linewidths=0)
@@ -143,13 +158,12 @@ def plot_embedding(
             [], [], marker="*", ls="", color="gray", mec="black", ms=12, label="class prototype"
         ),
     ]
-    ax.legend(handles=legend, loc="best", fontsize=8)
+    ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(
         (title + "\n" if title else "")
-        + f"{used} of {len(pred)} test images and {classes.numel()} class prototypes "
-        "(L2-normalised attribute vectors)",
+        + f"{used} of {len(pred)} test images; stars: {classes.numel()} class attribute vectors",
         fontsize=9,
     )
     fig.tight_layout()
