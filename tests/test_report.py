@@ -258,22 +258,30 @@ def test_run_report_with_the_baseline(tiny):
     assert "ESZSL on pixels" in text and "recorded no baseline" not in text
 
 
-def test_official_checkpoint_report(tiny, tmp_path):
+def test_official_checkpoint_report_on_xlsa17_data(tmp_path):
+    """An official-layout checkpoint on a CUB-like xlsa17 fixture (6 classes, 5 attributes)."""
+    from test_data import write_xlsa17
+
+    data_root, image_root, _, wv = write_xlsa17(str(tmp_path / "data"))
+    torch.manual_seed(0)
+    model = ZeroMamba("nano", attributes=5, word_vectors=torch.from_numpy(wv).float())
     official = tmp_path / "official.pth"
-    torch.save(native_to_official(tiny["model"].state_dict()), official)
+    torch.save(native_to_official(model.state_dict()), official)
     path = report_for_checkpoint(
         official,
         device="cpu",
-        data=str(tiny["data"]),
+        data="CUB",
+        data_root=data_root,
+        image_root=image_root,
         image_size=64,
         model="nano",
-        gamma=0.3,
         embedding_method="pca",
     )
     assert path == tmp_path / "official-report" / "report.html"
     assert missing_files(path) == []
     text = path.read_text()
     assert "official checkpoint" in text and "evaluated for this report" in text
+    assert "gamma 0.300" in text  # CUB's official gamma
     assert "curves.png" not in text  # no training history
 
 
