@@ -96,13 +96,15 @@ def plot_attention(
 ) -> Path:
     """One row per example: the image (true and predicted class), its ``top_k`` predicted
     attributes and its true class's ``top_k`` strongest attributes, each with its attention map
-    over the image, the attribute name and its score (predicted value / class value)."""
+    over the image, the attribute name, its score (predicted value / class value) and the
+    map's peak weight (the colours are scaled to the peak)."""
     path = Path(path)
     cols = 1 + 2 * top_k
     rows = max(1, len(examples))
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
+    regions = examples[0].attention[0].numel() if examples else 1
     if not examples:
         axes[0, 0].text(0, 0.5, "no test images", transform=axes[0, 0].transAxes)
     for row, ex in zip(axes, examples):
@@ -116,18 +118,21 @@ def plot_attention(
         )
         top_pred = ex.pred.topk(min(top_k, ex.pred.numel())).indices.tolist()
         top_true = ex.class_attributes.topk(min(top_k, ex.pred.numel())).indices.tolist()
+        top_true = [i for i in top_true if ex.class_attributes[i] > 0]  # attributes it has
         panels = [(i, f"pred {ex.pred[i]:.2f}") for i in top_pred]
         panels += [(i, f"class {ex.class_attributes[i]:.2f}") for i in top_true]
         for ax, (i, score) in zip(row[1:], panels):
             ax.imshow(overlay(ex.image, ex.attention[i]))
-            ax.set_title(f"{_short(attribute_names[i])}\n{score}", fontsize=7)
+            peak = float(ex.attention[i].max())
+            ax.set_title(f"{_short(attribute_names[i])}\n{score}, peak {peak:.2f}", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.text(
         0.99,
         0.005,
         f"columns 2-{1 + top_k}: top predicted attributes; "
-        f"{2 + top_k}-{cols}: the true class's strongest",
+        f"{2 + top_k}-{cols}: the true class's strongest; peak: the largest attention weight "
+        f"(uniform attention: 1/{regions} regions = {1 / regions:.3g})",
         ha="right",
         fontsize=7,
         color="dimgray",
