@@ -15,7 +15,7 @@ from zeromamba import cli
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "bench", "info"])
+@pytest.mark.parametrize("command", ["train", "eval", "report", "bench", "info"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])
@@ -28,7 +28,7 @@ def test_top_level_help_lists_the_commands(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     text = capsys.readouterr().out
-    for command in ("train", "eval", "bench", "info"):
+    for command in ("train", "eval", "report", "bench", "info"):
         assert command in text
 
 
@@ -90,6 +90,9 @@ def test_train_and_eval_commands(tmp_path, capsys):
         assert isinstance(res[key], (int, float)), key
     printed = capsys.readouterr().out
     assert "CZSL" in printed and "AUSUC" in printed  # the table
+    from zeromamba.report import missing_files
+
+    assert missing_files(out / "report.html") == []  # the report, with every picture
     ev_json = tmp_path / "eval.json"
     code = cli.main(
         ["eval", "--checkpoint", str(out / "best_h.pt"), "--no-progress", "--json", str(ev_json)]

@@ -1,4 +1,4 @@
-"""The ``zeromamba`` command: ``train``, ``eval``, ``bench``, ``info``.
+"""The ``zeromamba`` command: ``train``, ``eval``, ``report``, ``bench``, ``info``.
 
 ``zeromamba train`` with no arguments trains the nano model on the built-in dataset (CPU, a few
 minutes on 2 cores) and prints the CZSL / GZSL table; ``zeromamba <command> --help`` lists the
@@ -145,6 +145,71 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _report_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report",
+        help="(re)build a run's report.html, or write one for a checkpoint",
+        description="Write report.html (metrics, training curves, per-class results, embedding "
+        "map, attribute attention maps; pictures in report/ beside it). RUN_DIR: a folder "
+        "written by `zeromamba train` (its best_h.pt, results.json, metrics.jsonl). "
+        "--checkpoint FILE: one checkpoint, ours or an official ZeroMamba .pth (with --data).",
+    )
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run folder")
+    p.add_argument("--checkpoint", help="a checkpoint file instead of a run folder")
+    p.add_argument(
+        "--out", help="report folder for --checkpoint (default: <name>-report/ beside it)"
+    )
+    _add_data_args(p, None)
+    p.add_argument("--model", help="VSSM config of an official checkpoint (default: small)")
+    p.add_argument("--gamma", type=float, help="calibration of an official checkpoint")
+    p.add_argument(
+        "--embedding",
+        choices=("auto", "tsne", "pca"),
+        default="auto",
+        help="embedding map method (auto: t-SNE if scikit-learn is installed, else PCA)",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--backend", help="kernel backend (default: the fastest available)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import report_for_checkpoint, report_for_run
+
+    common = {
+        "device": a.device,
+        "batch_size": a.batch_size,
+        "backend": a.backend,
+        "embedding_method": a.embedding,
+        "progress": not a.no_progress,
+    }
+    if (a.run_dir is None) == (a.checkpoint is None):
+        raise ValueError("give a run folder (zeromamba report RUN_DIR) or --checkpoint FILE")
+    if a.run_dir is not None:
+        given = [f"--{k}" for k in ("out", "data", "model", "gamma") if getattr(a, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only with --checkpoint (a run has its own)")
+        path = report_for_run(a.run_dir, **common)
+    else:
+        path = report_for_checkpoint(
+            a.checkpoint,
+            a.out,
+            data=a.data,
+            data_root=a.data_root,
+            image_root=a.image_root,
+            w2v_root=a.w2v_root,
+            image_size=a.image_size,
+            data_seed=a.data_seed,
+            model=a.model,
+            gamma=a.gamma,
+            **common,
+        )
+    print(f"wrote {path}")
+    return 0
 
 
 def _config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -304,9 +369,10 @@ def parser() -> argparse.ArgumentParser:
         prog="zeromamba",
         description="ZeroMamba zero-shot learning on a Vision Mamba backbone.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,bench,info}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,report,bench,info}")
     _train_parser(sub)
     _eval_parser(sub)
+    _report_parser(sub)
     sub.add_parser(
         "bench",
         help="run the op benchmarks (bench/bench_ops.py; source tree only)",
@@ -335,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             rest = rest[1:]
         return cmd_bench(p.parse_args(["bench"]), rest)
     a = p.parse_args(argv)
-    run = {"train": cmd_train, "eval": cmd_eval, "info": cmd_info}[a.command]
+    run = {"train": cmd_train, "eval": cmd_eval, "report": cmd_report, "info": cmd_info}[a.command]
     from .data import DataError
     from .training import CheckpointError
 

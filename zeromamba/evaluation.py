@@ -213,3 +213,15 @@ def best_gamma(
     h = torch.where(s + u > 0, 2 * s * u / (s + u).clamp_min(1e-300), torch.zeros_like(s))
     k = int(torch.argmax(h))  # first maximum
     return float(curve["gamma"][k]), {"S": float(s[k]), "U": float(u[k]), "H": float(h[k])}
+
+
+def calibrated_predict(
+    scores: torch.Tensor, seen: torch.Tensor, unseen: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """GZSL class predictions (n,) (global ids) with calibrated stacking, as :func:`gzsl` makes
+    them: the best unseen class where gamma exceeds the image's threshold, else the best seen
+    class. scores (n, n_classes)."""
+    seen, unseen = _classes(seen, unseen)
+    scores = torch.as_tensor(scores).detach().cpu()
+    best_seen, best_unseen, t = _stacking(scores, seen, unseen)
+    return torch.where(gamma > t, best_unseen, best_seen)

@@ -62,11 +62,24 @@ class SemanticProjection(nn.Module):
         self.W2 = nn.Parameter(torch.randn(V.shape[1], features))
         self.backend = backend
 
-    def forward(self, x: Tensor) -> Tensor:
-        feat = F.normalize(x.flatten(2), dim=1)  # (b, F, R)
+    def queries(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (b, F, h, w) -> (feat (b, F, R), q1 (A, F), q2 (A, F)), R = h*w, feat L2-normalised
+        over F: the operands of ``slp_project``."""
+        feat = F.normalize(x.flatten(2), dim=1)
         v = F.normalize(self.V, dim=1)
         q1, q2 = (v @ self.W1).to(feat.dtype), (v @ self.W2).to(feat.dtype)
-        return ops.slp_project(feat, q1, q2, backend=self.backend)
+        return feat, q1, q2
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x (b, F, h, w) -> out (b, A); with ``return_attention`` also the attention weights
+        (b, A, h, w) float32, softmax over the h*w regions of q1 . feat: the weights the fused
+        op applies internally but never materialises."""
+        feat, q1, q2 = self.queries(x)
+        out = ops.slp_project(feat, q1, q2, backend=self.backend)
+        if not return_attention:
+            return out
+        scores = torch.einsum("af,bfr->bar", q1.float(), feat.float())
+        return out, torch.softmax(scores, dim=-1).unflatten(-1, x.shape[-2:])
 
 
 class ZeroMamba(nn.Module):
@@ -117,11 +130,18 @@ class ZeroMamba(nn.Module):
             nn.Linear(mlp_hidden, attributes, bias=False),
         )
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(b, 3, H, W) -> pred (b, A)."""
+    def forward(
+        self, images: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """(b, 3, H, W) -> pred (b, A); with ``return_attention`` also the SLP's attention
+        weights (b, A, h, w) over the last-stage map's regions (each map sums to 1)."""
         x_pre, logits = self.backbone(images)
-        local = self.slp_mlp(self.slp(x_pre))
-        return self.grl(logits) + F.normalize(local, dim=-1)
+        if return_attention:
+            slp, attention = self.slp(x_pre, return_attention=True)
+        else:
+            slp = self.slp(x_pre)
+        pred = self.grl(logits) + F.normalize(self.slp_mlp(slp), dim=-1)
+        return (pred, attention) if return_attention else pred
 
     def set_backend(self, backend: str | None) -> None:
         """Kernel backend of every op of the model (None: default selection)."""

@@ -29,7 +29,20 @@ def _official_state(obj: Any) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def evaluate_checkpoint(
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    """A checkpoint ready to evaluate: the model (on CPU, eval mode), its dataset, the gamma to
+    use, and what the checkpoint says about itself."""
+
+    model: ZeroMamba
+    data: Any  # zeromamba.data.ZeroShotData
+    gamma: float
+    kind: str  # "zeromamba" or "official"
+    config: dict[str, Any]  # the TrainConfig fields it was built with
+    epoch: int | None  # the training epoch (our checkpoints only)
+
+
+def load_for_eval(
     path: str | os.PathLike,
     *,
     data: str | None = None,
@@ -40,18 +53,14 @@ def evaluate_checkpoint(
     data_seed: int | None = None,
     model: str | None = None,
     gamma: float | None = None,
-    device: str = "auto",
-    batch_size: int = 128,
-    backend: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
+) -> LoadedCheckpoint:
+    """Build the model of a checkpoint (ours, with its stored configuration, or an official
+    ZeroMamba ``.pth`` with ``data``), load its weights and its dataset.
 
     gamma: the calibration; default the gamma stored with our checkpoint (its selected or fixed
-    value), else the dataset's official value. Returns the metrics plus ``dataset``,
-    ``checkpoint_kind`` ("zeromamba" or "official"), ``n_unseen``.
+    value), else the dataset's official value.
     """
-    from .trainer import EvalSets, build_model, load_data, predict, zero_shot_metrics
+    from .trainer import build_model, load_data
 
     obj = load_file(path)
     given = {
@@ -63,6 +72,7 @@ def evaluate_checkpoint(
         "data_seed": data_seed,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
+    epoch = None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         kind = "zeromamba"
         cfg = dataclasses.replace(
@@ -71,6 +81,7 @@ def evaluate_checkpoint(
         dataset = load_data(cfg)
         net = build_model(cfg, dataset)
         net.load_state_dict(obj["model"])
+        epoch = obj.get("epoch")
         # the gamma this model was evaluated with: its own, else the run's selected one
         for source in (obj.get("metrics"), (obj.get("evals") or {}).get("best_h")):
             if gamma is None and source:
@@ -108,6 +119,44 @@ def evaluate_checkpoint(
         gamma = DATASET_RECIPES.get(dataset.name.upper(), {}).get("gamma")
     if gamma is None:
         raise ValueError(f"{path}: no gamma stored for {dataset.name}; pass --gamma")
+    return LoadedCheckpoint(net.eval(), dataset, float(gamma), kind, cfg.to_dict(), epoch)
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    *,
+    data: str | None = None,
+    data_root: str | None = None,
+    image_root: str | None = None,
+    w2v_root: str | None = None,
+    image_size: int | None = None,
+    data_seed: int | None = None,
+    model: str | None = None,
+    gamma: float | None = None,
+    device: str = "auto",
+    batch_size: int = 128,
+    backend: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
+
+    gamma: as :func:`load_for_eval`. Returns the metrics plus ``dataset``, ``checkpoint_kind``
+    ("zeromamba" or "official"), ``n_unseen``.
+    """
+    from .trainer import EvalSets, predict, zero_shot_metrics
+
+    loaded = load_for_eval(
+        path,
+        data=data,
+        data_root=data_root,
+        image_root=image_root,
+        w2v_root=w2v_root,
+        image_size=image_size,
+        data_seed=data_seed,
+        model=model,
+        gamma=gamma,
+    )
+    net, dataset, gamma, kind = loaded.model, loaded.data, loaded.gamma, loaded.kind
     if backend is not None:
         net.set_backend(backend)
     env = distributed.DistEnv(0, 1, 0, distributed.pick_device(device))

@@ -532,7 +532,8 @@ def train(
 
     Writes (rank 0 only): ``config.json``, ``metrics.jsonl``, ``curves.png``,
     ``seen_unseen.png``, ``last.pt`` / ``best_czsl.pt`` / ``best_h.pt`` (and, for
-    ``select="val"``, the same under ``select/`` for stage 1), ``results.json``. Returns the
+    ``select="val"``, the same under ``select/`` for stage 1), ``results.json``, ``report.html``
+    (pictures in ``report/``). Returns the
     results dict (percent: ``czsl``, ``S``, ``U``, ``H``, ``ausuc``; ``n_unseen``, ``seconds``,
     ...). With ``resume=True`` the run continues from the checkpoints in ``out``; the stored
     configuration is used and ``cfg`` is ignored.
@@ -675,6 +676,9 @@ def _train(
         plots.plot_training_curves(history, out / "curves.png")
         write_text_atomic(json.dumps(results, indent=2) + "\n", out / "results.json")
         say(format_table(results))
+        from ..report import report_after_training  # here: the report imports the trainer
+
+        report_after_training(out, env.device, say)
         say(f"wrote {out}")
     distributed.barrier(env)
     return results
