@@ -8,6 +8,15 @@
 
 #include "launch.h"
 
+// Two spellings the kernel lab's CPU emulator (csrc/emu/cuda_emu.h) defines its own way; under
+// nvcc they are plain CUDA.
+#ifndef ZM_LAUNCH
+#define ZM_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#endif
+#ifndef ZM_DYNAMIC_SHARED
+#define ZM_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 namespace zeromamba {
 namespace cuda {
 

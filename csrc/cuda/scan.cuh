@@ -117,7 +117,7 @@ struct Sequence {
 template <typename T, int kMaxN>
 __global__ void __launch_bounds__(kThreads)
     scan_fwd_kernel(ScanFwdParams p, bool acc_in_smem) {
-  extern __shared__ float acc_smem[];
+  ZM_DYNAMIC_SHARED(float, acc_smem);
   __shared__ Affine scan_smem[kWarps];
   const int c = blockIdx.x, b = blockIdx.y;
   const int L = p.H * p.W, N = p.d_state;
@@ -210,7 +210,7 @@ struct BwdPlan {
 
 template <typename T, int kMaxN>
 __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, BwdPlan plan) {
-  extern __shared__ float acc_smem[];
+  ZM_DYNAMIC_SHARED(float, acc_smem);
   __shared__ Affine scan_smem[kWarps];
   __shared__ float sum_smem[kWarps];
   const int x = blockIdx.x, b = blockIdx.y;

@@ -94,17 +94,17 @@ cudaError_t launch_bwd(const ScanBwdParams& p) {
                                plan.smem_bytes);
     if (err != cudaSuccess) return err;
   }
-  kernel<<<dim3(plan.grid_x, p.batch), kThreads, plan.smem_bytes, p.stream>>>(p, plan);
+  ZM_LAUNCH(kernel, dim3(plan.grid_x, p.batch), kThreads, plan.smem_bytes, p.stream)(p, plan);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  bc_grad_store_kernel<T><<<grid_for(plan.dbc_size), kSmallThreads, 0, p.stream>>>(p, plan);
+  ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size), kSmallThreads, 0, p.stream)(p, plan);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   const int n_params = p.n_dir * p.channels * (p.d_state + 2);
-  param_grad_reduce_kernel<<<(n_params + kSmallThreads - 1) / kSmallThreads, kSmallThreads, 0,
-                             p.stream>>>(p, plan);
+  ZM_LAUNCH(param_grad_reduce_kernel, (n_params + kSmallThreads - 1) / kSmallThreads, kSmallThreads, 0,
+                             p.stream)(p, plan);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   if (plan.dx_mode == 2) {
     const int64_t n = p.batch * static_cast<int64_t>(p.channels) * p.H * p.W;
-    dx_merge_kernel<T><<<grid_for(n), kSmallThreads, 0, p.stream>>>(p, plan);
+    ZM_LAUNCH(dx_merge_kernel<T>, grid_for(n), kSmallThreads, 0, p.stream)(p, plan);
     err = cudaGetLastError();
   }
   return err;

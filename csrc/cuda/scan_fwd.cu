@@ -20,7 +20,7 @@ cudaError_t launch_fwd(const ScanFwdParams& p) {
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
   }
-  kernel<<<dim3(p.channels, p.batch), kThreads, smem, p.stream>>>(p, in_smem);
+  ZM_LAUNCH(kernel, dim3(p.channels, p.batch), kThreads, smem, p.stream)(p, in_smem);
   return cudaGetLastError();
 }
 

@@ -242,26 +242,26 @@ int cdiv(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 template <typename T>
 cudaError_t launch_fwd(const SlpFwdParams& p) {
   const dim3 grid(cdiv(p.n_attr, kFwdAttr), p.batch);
-  slp_fwd_kernel<T><<<grid, kThreads, 0, p.stream>>>(p, p.out, nullptr, nullptr);
+  ZM_LAUNCH(slp_fwd_kernel<T>, grid, kThreads, 0, p.stream)(p, p.out, nullptr, nullptr);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_bwd(const SlpBwdParams& p) {
   const BwdLayout ws(p);
-  slp_fwd_kernel<T><<<dim3(cdiv(p.n_attr, kFwdAttr), p.batch), kThreads, 0, p.stream>>>(
+  ZM_LAUNCH(slp_fwd_kernel<T>, dim3(cdiv(p.n_attr, kFwdAttr), p.batch), kThreads, 0, p.stream)(
       p, nullptr, p.workspace + ws.out, p.workspace + ws.lse);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   err = cudaMemsetAsync(p.workspace + ws.dq1, 0, 2 * sizeof(float) * p.n_attr * p.F, p.stream);
   if (err != cudaSuccess) return err;
   const int splits = p.deterministic ? 1 : p.batch;
-  slp_dq_kernel<T><<<dim3(cdiv(p.n_attr, kBwdAttr), splits), kThreads, 0, p.stream>>>(p);
+  ZM_LAUNCH(slp_dq_kernel<T>, dim3(cdiv(p.n_attr, kBwdAttr), splits), kThreads, 0, p.stream)(p);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  slp_dfeat_kernel<T><<<dim3(cdiv(p.R, kBwdRegions), p.batch), kThreads, 0, p.stream>>>(p);
+  ZM_LAUNCH(slp_dfeat_kernel<T>, dim3(cdiv(p.R, kBwdRegions), p.batch), kThreads, 0, p.stream)(p);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   const int64_t n = static_cast<int64_t>(p.n_attr) * p.F;
-  store_dq_kernel<T><<<std::min(cdiv(n, 256), 4096), 256, 0, p.stream>>>(p);
+  ZM_LAUNCH(store_dq_kernel<T>, std::min(cdiv(n, 256), 4096), 256, 0, p.stream)(p);
   return cudaGetLastError();
 }
 
