@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-KERNEL_SOURCES = ("csrc/cuda/scan_fwd.cu", "csrc/cuda/scan_bwd.cu", "csrc/cuda/slp.cu")
+KERNEL_SOURCES = (
+    "csrc/cuda/scan_fwd.cu",
+    "csrc/cuda/scan_bwd.cu",
+    "csrc/cuda/slp.cu",
+    "csrc/emu/selftest.cu",
+)
 RUNTIME_SOURCES = ("csrc/emu/runtime.cpp", "csrc/emu/harness.cpp")
 COMMON_FLAGS = ("-std=c++17", "-fPIC", "-g1", "-Wall", "-Wno-unknown-pragmas", "-Icsrc/emu/include")
 KERNEL_FLAGS = ("-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0", "-x", "c++")

@@ -12,8 +12,10 @@ Stable API (used by tests/test_cuda_emulated.py and bench/kernel_report.py)::
 * keyword arguments: the op's tensors and flags as in :mod:`zeromamba.reference`
   (``u``/``x``, ``delta``, ``A``, ``B``, ``C``, ``D``, ``delta_bias``, ``delta_softplus``,
   ``channel_last``, ``out_float32``; ``feat``, ``q1``, ``q2``), plus for ``"bwd"`` the output
-  gradient ``dy`` (scans) or ``dout`` (slp) and ``deterministic``; and ``arch`` (80 or 90, the
-  launch-limit rules; default 90). CPU tensors of one activation dtype (float32, float16,
+  gradient ``dy`` (scans) or ``dout`` (slp) and ``deterministic``; ``arch`` (80 or 90, the
+  launch-limit rules; default 90); ``execute=False`` checks and records every launch without
+  running it (outputs stay NaN: for launch-legality checks of shapes too large to emulate).
+  CPU tensors of one activation dtype (float32, float16,
   bfloat16); A, D, delta_bias float32.
 * ``outputs``: ``{"y"}`` / ``{"out"}`` forward; scans backward ``{"du", "ddelta", "dA", "dB",
   "dC", "dD", "ddelta_bias"}`` (``du`` is dx for ss2d_scan); slp backward ``{"dfeat", "dq1",
@@ -47,7 +49,7 @@ from functools import lru_cache
 
 import torch
 
-from .build import Library, build
+from .build import ROOT, Library, build
 
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _ERRORS = {1: "cudaErrorInvalidValue", 4: "cudaErrorLaunchFailure", 9: "cudaErrorInvalidConfiguration"}
@@ -83,6 +85,10 @@ class _Lab:
             ctypes.c_int, ctypes.POINTER(ctypes.c_longlong), ctypes.POINTER(ctypes.c_char_p)
         ]
         so.cuda_emu_last_message.restype = ctypes.c_char_p
+        so.zm_emu_selftest.argtypes = [
+            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p,
+            ctypes.c_int,
+        ]
         for name in ("scan_fwd", "scan_bwd", "slp_bwd"):
             fn = getattr(so, f"zm_emu_{name}_workspace")
             fn.restype = ctypes.c_longlong
@@ -109,7 +115,8 @@ class _Lab:
         out = subprocess.run(
             [tool, "-i", "-e", str(self.lib.path), hex(offset)], capture_output=True, text=True
         ).stdout.split()
-        out = [re.sub(r" \(discriminator \d+\)", "", s) for s in out if ":" in s]
+        root = str(ROOT) + "/"
+        out = [re.sub(r" \(discriminator \d+\)", "", s).replace(root, "") for s in out if ":" in s]
         if not out:
             return f"+0x{offset:x}"
         return out[0] if len(out) == 1 else f"{out[0]} (inlined from {out[-1]})"
@@ -245,6 +252,7 @@ def emulate(op: str, pass_: str, **kw) -> tuple[dict[str, torch.Tensor], list[di
         raise ValueError(f"emulate: arch must be 80 or 90, got {arch}")
     so = lab().so
     so.cuda_emu_set_arch(arch)
+    so.cuda_emu_set_execute(int(bool(kw.pop("execute", True))))
     so.cuda_emu_reset_attributes()
     so.cuda_emu_clear_launches()
     so.cuda_emu_clear_allocs()
@@ -343,3 +351,43 @@ def _slp(so, mem: _Memory, pass_: str, kw: dict) -> dict[str, torch.Tensor]:
     ptrs[-1] = ws.data_ptr()
     _run(so, "slp_bwd", ints, _arr(ctypes.c_void_p, ptrs))
     return grads
+
+
+SELFTEST_CASES = (
+    "good",
+    "missing_barrier",
+    "write_after_read",
+    "uninitialised",
+    "shared_out_of_bounds",
+    "global_out_of_bounds",
+    "exit_before_barrier",
+    "two_barrier_sites",
+    "write_to_input",
+    "shuffles",
+)
+
+
+def selftest(case: str, inp: torch.Tensor) -> torch.Tensor:
+    """Run one kernel of ``csrc/emu/selftest.cu`` (64 threads, one block) on ``inp`` (float32,
+    at least 320 elements); returns its output. Raises like :func:`emulate`."""
+    so = lab().so
+    so.cuda_emu_set_arch(90)
+    so.cuda_emu_set_execute(1)
+    so.cuda_emu_clear_launches()
+    so.cuda_emu_clear_allocs()
+    mem = _Memory(so)
+    try:
+        ptr_in = mem.input("in", inp, torch.float32)
+        out = mem.output("out", (inp.numel(),), torch.float32)
+        err = ctypes.create_string_buffer(4096)
+        so.cuda_emu_clear_error()
+        rc = so.zm_emu_selftest(
+            SELFTEST_CASES.index(case), out.data_ptr(), ptr_in, inp.numel(), err, len(err)
+        )
+        if rc == -1:
+            raise SanitizerError(lab().message(err.value))
+        if rc != 0:
+            raise LaunchError(lab().message(so.cuda_emu_last_message()))
+        return out
+    finally:
+        so.cuda_emu_clear_allocs()
