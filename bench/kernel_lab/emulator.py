@@ -85,10 +85,9 @@ class _Lab:
             ctypes.c_int, ctypes.POINTER(ctypes.c_longlong), ctypes.POINTER(ctypes.c_char_p)
         ]
         so.cuda_emu_last_message.restype = ctypes.c_char_p
-        so.zm_emu_selftest.argtypes = [
-            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p,
-            ctypes.c_int,
-        ]
+        so.zm_emu_selftest.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p] + [
+            ctypes.c_int
+        ] * 4 + [ctypes.c_char_p, ctypes.c_int]
         for name in ("scan_fwd", "scan_bwd", "slp_bwd"):
             fn = getattr(so, f"zm_emu_{name}_workspace")
             fn.restype = ctypes.c_longlong
@@ -120,6 +119,10 @@ class _Lab:
         if not out:
             return f"+0x{offset:x}"
         return out[0] if len(out) == 1 else f"{out[0]} (inlined from {out[-1]})"
+
+    def launches(self) -> list[dict]:
+        """The launch records of the last :func:`emulate` or :func:`selftest` call."""
+        return _launches(self.so)
 
     def message(self, raw: bytes) -> str:
         text = raw.decode(errors="replace")
@@ -364,15 +367,29 @@ SELFTEST_CASES = (
     "two_barrier_sites",
     "write_to_input",
     "shuffles",
+    "launch",
 )
 
 
-def selftest(case: str, inp: torch.Tensor) -> torch.Tensor:
-    """Run one kernel of ``csrc/emu/selftest.cu`` (64 threads, one block) on ``inp`` (float32,
-    at least 320 elements); returns its output. Raises like :func:`emulate`."""
+def selftest(
+    case: str,
+    inp: torch.Tensor,
+    threads: int = 64,
+    smem: int = 256,
+    opt_in: int = 0,
+    arch: int = 90,
+) -> torch.Tensor:
+    """Run one case of ``csrc/emu/selftest.cu`` (known-bad kernels that the sanitizers must
+    catch, warp collectives, and "launch": a copy with any block size and shared memory) on
+    ``inp`` (float32, at least 320 elements); returns its output. ``threads`` per block, ``smem``
+    dynamic bytes, ``opt_in``: bytes for cudaFuncSetAttribute first when positive. Raises like
+    :func:`emulate`."""
+    if case not in SELFTEST_CASES:
+        raise ValueError(f"selftest: case must be one of {SELFTEST_CASES}, got {case!r}")
     so = lab().so
-    so.cuda_emu_set_arch(90)
+    so.cuda_emu_set_arch(arch)
     so.cuda_emu_set_execute(1)
+    so.cuda_emu_reset_attributes()
     so.cuda_emu_clear_launches()
     so.cuda_emu_clear_allocs()
     mem = _Memory(so)
@@ -382,12 +399,21 @@ def selftest(case: str, inp: torch.Tensor) -> torch.Tensor:
         err = ctypes.create_string_buffer(4096)
         so.cuda_emu_clear_error()
         rc = so.zm_emu_selftest(
-            SELFTEST_CASES.index(case), out.data_ptr(), ptr_in, inp.numel(), err, len(err)
+            SELFTEST_CASES.index(case),
+            out.data_ptr(),
+            ptr_in,
+            inp.numel(),
+            threads,
+            smem,
+            opt_in,
+            err,
+            len(err),
         )
         if rc == -1:
             raise SanitizerError(lab().message(err.value))
         if rc != 0:
-            raise LaunchError(lab().message(so.cuda_emu_last_message()))
+            detail = lab().message(so.cuda_emu_last_message())
+            raise LaunchError(f"selftest: {_ERRORS.get(rc, rc)}: {detail}")
         return out
     finally:
         so.cuda_emu_clear_allocs()

@@ -15,7 +15,7 @@ constexpr int kThreads = 64;
 
 enum Case {
   kGood, kMissingBarrier, kWriteAfterRead, kUninitialised, kSharedOutOfBounds,
-  kGlobalOutOfBounds, kExitBeforeBarrier, kTwoBarrierSites, kWriteToInput, kShuffles
+  kGlobalOutOfBounds, kExitBeforeBarrier, kTwoBarrierSites, kWriteToInput, kShuffles, kLaunch
 };
 
 __global__ void selftest_kernel(int which, float* out, const float* in, int n) {
@@ -81,22 +81,28 @@ __global__ void selftest_kernel(int which, float* out, const float* in, int n) {
       out[4 * (n / 5) + tid] = static_cast<float>((ballot >> lane) & 1u);
       break;
     }
+    case kLaunch:  // any block size: a copy
+      if (tid < n) out[tid] = in[tid];
+      break;
   }
 }
 
 }  // namespace selftest
 }  // namespace zeromamba
 
-// Runs case `which` on one block of 64 threads with 64 floats of dynamic shared memory; in and
-// out hold n floats. Returns the launch's cudaError_t, or -1 with the sanitizer's message.
-extern "C" int zm_emu_selftest(int which, float* out, const float* in, int n, char* err,
-                               int err_len) {
+// Runs case `which` on one block of `threads` threads with `smem` bytes of dynamic shared
+// memory, opting in to `opt_in` bytes first when it is positive; in and out hold n floats.
+// Returns the cudaError_t of the opt-in or the launch, or -1 with the sanitizer's message.
+extern "C" int zm_emu_selftest(int which, float* out, const float* in, int n, int threads,
+                               int smem, int opt_in, char* err, int err_len) {
   try {
-    const size_t smem = zeromamba::selftest::kThreads * sizeof(float);
-    cudaFuncSetAttribute(zeromamba::selftest::selftest_kernel,
-                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    ZM_LAUNCH(zeromamba::selftest::selftest_kernel, 1, zeromamba::selftest::kThreads, smem,
-              nullptr)(which, out, in, n);
+    auto kernel = zeromamba::selftest::selftest_kernel;
+    if (opt_in > 0) {
+      const cudaError_t e =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, opt_in);
+      if (e != cudaSuccess) return static_cast<int>(e);
+    }
+    ZM_LAUNCH(kernel, 1, threads, static_cast<size_t>(smem), nullptr)(which, out, in, n);
     return static_cast<int>(cudaGetLastError());
   } catch (const std::exception& e) {
     std::snprintf(err, static_cast<size_t>(err_len), "%s", e.what());
