@@ -52,7 +52,11 @@ import torch
 from .build import ROOT, Library, build
 
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-_ERRORS = {1: "cudaErrorInvalidValue", 4: "cudaErrorLaunchFailure", 9: "cudaErrorInvalidConfiguration"}
+_ERRORS = {
+    1: "cudaErrorInvalidValue",
+    4: "cudaErrorLaunchFailure",
+    9: "cudaErrorInvalidConfiguration",
+}
 
 
 class EmulationError(RuntimeError):
@@ -71,23 +75,34 @@ class _Lab:
     def __init__(self, lib: Library):
         self.lib = lib
         self.so = ctypes.CDLL(str(lib.path))
+        self._lines: dict[int, str] = {}
         so = self.so
         so.cuda_emu_module_base.restype = ctypes.c_size_t
         so.cuda_emu_register_kernel.argtypes = [ctypes.c_size_t, ctypes.c_char_p]
         so.cuda_emu_register_shared.argtypes = [
-            ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_char_p
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_char_p,
         ]
         so.cuda_emu_register_alloc.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_char_p
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_char_p,
         ]
         so.cuda_emu_launch_info.restype = ctypes.c_char_p
         so.cuda_emu_launch_info.argtypes = [
-            ctypes.c_int, ctypes.POINTER(ctypes.c_longlong), ctypes.POINTER(ctypes.c_char_p)
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_longlong),
+            ctypes.POINTER(ctypes.c_char_p),
         ]
         so.cuda_emu_last_message.restype = ctypes.c_char_p
-        so.zm_emu_selftest.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p] + [
-            ctypes.c_int
-        ] * 4 + [ctypes.c_char_p, ctypes.c_int]
+        so.zm_emu_selftest.argtypes = (
+            [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            + [ctypes.c_int] * 4
+            + [ctypes.c_char_p, ctypes.c_int]
+        )
         for name in ("scan_fwd", "scan_bwd", "slp_bwd"):
             fn = getattr(so, f"zm_emu_{name}_workspace")
             fn.restype = ctypes.c_longlong
@@ -105,14 +120,21 @@ class _Lab:
         for kernel, offset, size, name in lib.shared:
             so.cuda_emu_register_shared(kernel, offset, size, name.encode())
 
-    @lru_cache(maxsize=4096)
     def source_line(self, offset: int) -> str:
         """file:line of a code offset in the library (innermost, and the outer call when inlined)."""
+        if offset not in self._lines:
+            self._lines[offset] = self._source_line(offset)
+        return self._lines[offset]
+
+    def _source_line(self, offset: int) -> str:
         tool = shutil.which("addr2line")
         if tool is None:
             return f"+0x{offset:x}"
         out = subprocess.run(
-            [tool, "-i", "-e", str(self.lib.path), hex(offset)], capture_output=True, text=True
+            [tool, "-i", "-e", str(self.lib.path), hex(offset)],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
         root = str(ROOT) + "/"
         out = [re.sub(r" \(discriminator \d+\)", "", s).replace(root, "") for s in out if ":" in s]
@@ -247,7 +269,9 @@ def _launches(so) -> list[dict]:
 def emulate(op: str, pass_: str, **kw) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Run op's ``pass_`` ("fwd" or "bwd") with the CUDA kernels on the CPU; see the module doc."""
     if op not in ("selective_scan", "ss2d_scan", "slp_project"):
-        raise ValueError(f"emulate: op must be selective_scan, ss2d_scan or slp_project, got {op!r}")
+        raise ValueError(
+            f"emulate: op must be selective_scan, ss2d_scan or slp_project, got {op!r}"
+        )
     if pass_ not in ("fwd", "bwd"):
         raise ValueError(f"emulate: pass_ must be 'fwd' or 'bwd', got {pass_!r}")
     arch = int(kw.pop("arch", 90))
@@ -287,8 +311,14 @@ def _scan(so, mem: _Memory, op: str, pass_: str, kw: dict) -> dict[str, torch.Te
         flag32 = dy.dtype == torch.float32 and x.dtype != torch.float32
     else:
         flag32 = out_f32
-    ints = [dt, *dims, int(bool(kw.get("delta_softplus", op == "ss2d_scan"))), int(flag32),
-            int(bool(kw.get("deterministic", False))), *strides]
+    ints = [
+        dt,
+        *dims,
+        int(bool(kw.get("delta_softplus", op == "ss2d_scan"))),
+        int(flag32),
+        int(bool(kw.get("deterministic", False))),
+        *strides,
+    ]
     ptrs = [
         mem.input(xname, x),
         mem.input("delta", kw["delta"]),
@@ -318,8 +348,9 @@ def _scan(so, mem: _Memory, op: str, pass_: str, kw: dict) -> dict[str, torch.Te
         "dD": mem.output("dD", (rows,), torch.float32),
         "ddelta_bias": mem.output("ddelta_bias", (rows,), torch.float32),
     }
-    ptrs += [mem.input("dy", dy)] + [grads[k].data_ptr() for k in
-                                      ("du", "ddelta", "dB", "dC", "dA", "dD", "ddelta_bias")]
+    ptrs += [mem.input("dy", dy)] + [
+        grads[k].data_ptr() for k in ("du", "ddelta", "dB", "dC", "dA", "dD", "ddelta_bias")
+    ]
     ptrs += [0]
     ws_floats = so.zm_emu_scan_bwd_workspace(c_ints, _arr(ctypes.c_void_p, ptrs))
     ws = mem.output("workspace", (ws_floats,), torch.float32)
