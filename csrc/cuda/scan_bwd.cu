@@ -89,22 +89,24 @@ cudaError_t launch_bwd(const ScanBwdParams& p) {
       cudaMemsetAsync(p.workspace + plan.dbc_off, 0, 2 * plan.dbc_size * sizeof(float), p.stream);
   if (err != cudaSuccess) return err;
   auto kernel = scan_bwd_kernel<T, kMaxN>;
-  if (plan.smem_bytes > 48 * 1024) {
+  if (plan.smem_bytes > 0) {  // static shared memory counts against the 48 KiB default too
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                plan.smem_bytes);
     if (err != cudaSuccess) return err;
   }
-  kernel<<<dim3(plan.grid_x, p.batch), kThreads, plan.smem_bytes, p.stream>>>(p, plan);
+  const int64_t blocks = static_cast<int64_t>(plan.grid_x) * p.batch;
+  if (blocks > kMaxGridX) return cudaErrorInvalidValue;
+  ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, plan.smem_bytes, p.stream)(p, plan);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  bc_grad_store_kernel<T><<<grid_for(plan.dbc_size), kSmallThreads, 0, p.stream>>>(p, plan);
+  ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size), kSmallThreads, 0, p.stream)(p, plan);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   const int n_params = p.n_dir * p.channels * (p.d_state + 2);
-  param_grad_reduce_kernel<<<(n_params + kSmallThreads - 1) / kSmallThreads, kSmallThreads, 0,
-                             p.stream>>>(p, plan);
+  ZM_LAUNCH(param_grad_reduce_kernel, (n_params + kSmallThreads - 1) / kSmallThreads, kSmallThreads, 0,
+                             p.stream)(p, plan);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   if (plan.dx_mode == 2) {
     const int64_t n = p.batch * static_cast<int64_t>(p.channels) * p.H * p.W;
-    dx_merge_kernel<T><<<grid_for(n), kSmallThreads, 0, p.stream>>>(p, plan);
+    ZM_LAUNCH(dx_merge_kernel<T>, grid_for(n), kSmallThreads, 0, p.stream)(p, plan);
     err = cudaGetLastError();
   }
   return err;
