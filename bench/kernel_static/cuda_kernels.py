@@ -160,7 +160,9 @@ def _threads_per_block(name: str, code: list[sass.Instr]) -> int | None:
         "dx_merge_kernel": ("scan_bwd.cu", "kSmallThreads"),
     }
     if name == "store_dq_kernel":  # launched with 256 threads (slp.cu)
-        m = re.search(r"store_dq_kernel<T>, [^,]+, (\d+),", (CUDA_DIR / "slp.cu").read_text())
+        m = re.search(
+            r"store_dq_kernel<T>, .*, (\d+), 0, p\.stream\)", (CUDA_DIR / "slp.cu").read_text()
+        )
         return int(m.group(1)) if m else None
     if name not in sizes:
         return None

@@ -120,6 +120,15 @@ class Compiled:
     constexprs: dict
 
 
+def _jit(fn):
+    """The JITFunction of a kernel; under TRITON_INTERPRET=1 ``@triton.jit`` made an
+    InterpretedFunction, rebuilt here from its Python function (enough to specialise; compiling
+    needs the process to run without the interpreter, as bench/kernel_report.py does)."""
+    from triton.runtime.jit import JITFunction
+
+    return fn if isinstance(fn, JITFunction) else JITFunction(fn.fn)
+
+
 def _specialise(launch: Launch):
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import make_backend
@@ -127,7 +136,7 @@ def _specialise(launch: Launch):
 
     target = GPUTarget("cuda", ARCH, 32)
     backend = make_backend(target)
-    fn = launch.fn
+    fn = _jit(launch.fn)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound, spec, options = binder(*launch.args, **launch.kwargs)
     options, signature, constexprs, attrs = fn._pack_args(
@@ -150,7 +159,9 @@ def compile_launch(launch: Launch, workdir: Path) -> Compiled:
     target, options, signature, constexprs, attrs = _specialise(launch)
     key = launch_key(launch)
     k = triton.compile(
-        ASTSource(launch.fn, signature, constexprs, attrs), target=target, options=options.__dict__
+        ASTSource(_jit(launch.fn), signature, constexprs, attrs),
+        target=target,
+        options=options.__dict__,
     )
     cubin = workdir / f"{launch.name}-{key}.cubin"
     ptx = workdir / f"{launch.name}-{key}.ptx"
