@@ -113,11 +113,15 @@ def cuda_op(op: str, pass_: str, shape: dict, layout: str, kernels: dict, tile: 
 # --------------------------------------------------------------------------- Triton ops
 
 
+def _shape_text(s: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in s.items())
+
+
 def triton_op(op: str, pass_: str, shape: dict, layout: str, tc: tk.TritonCompiler) -> dict:
     inputs = tk.meta_inputs(op, shape, DTYPE, layout)
     launches = []
     for ln in tk.op_launches(op, pass_, inputs):
-        c = tc.get(ln)
+        c = tc.get(ln, used_by=f"{op} {pass_} {_shape_text(shape)} {layout}")
         loops = tk.sass.loops(c.code)
         static = sum(1 for i in c.code if i.base != "NOP")
         # straight-line kernels: every warp of every program issues each instruction once
@@ -193,11 +197,16 @@ def op_row(backend: str, op: str, pass_: str, shape: dict, layout: str, detail: 
         row["atomics"] = sum(ln["atomics"] for ln in ls)
         row["modeled_ms_h100"] = sum(ln["modeled_ms"] for ln in ls)
         row["bound"] = max(ls, key=lambda ln: ln["modeled_ms"])["bound"]
-    elif all(ln["issue_modeled"] for ln in ls):
-        # no traffic model of Triton's code: bytes at the op's minimum, a lower bound
-        issue = sum(ln["issue_ms"] for ln in ls)
+        row["modeled_issue_ms"] = sum(ln["issue_ms"] or 0.0 for ln in ls)
+    elif any(ln["issue_modeled"] for ln in ls) and op != "slp_project":
+        # no traffic model of Triton's code: bytes at the op's minimum, a lower bound; the issue
+        # limit of its straight-line kernels (looping helper kernels, the chunk-carry combine,
+        # are not charged)
+        issue = sum(ln["issue_ms"] for ln in ls if ln["issue_modeled"])
+        row["modeled_issue_ms"] = issue
         row["modeled_ms_h100"] = max(issue, floor_ms)
         row["bound"] = "issue" if issue > floor_ms else "memory (bytes_min)"
+        row["not_charged"] = sorted({ln["kernel"] for ln in ls if not ln["issue_modeled"]})
     if row["modeled_ms_h100"]:
         row["modeled_fraction_of_copy_bw"] = floor_ms / row["modeled_ms_h100"]
     row["launches"] = ls

@@ -44,7 +44,7 @@ def ops_table(rows: list[dict]) -> list[str]:
     out = [
         (
             "| backend | op | pass | shape | layout | bytes min (MB) | bytes moved (MB) "
-            "| moved/min | sectors/request | atomics (M) | modeled ms H100 "
+            "| moved/min | sectors/request | atomics (M) | modeled ms H100 (issue ms) "
             "| modeled % of copy BW | bound |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -59,7 +59,8 @@ def ops_table(rows: list[dict]) -> list[str]:
             f"| {mn / 1e6:.0f} | {_f(None if moved is None else moved / 1e6)} "
             f"| {_f(ratio, '{:.2f}x')} | {_f(r['sectors_per_request'], '{:.2f}')} "
             f"| {_f(None if r['atomics'] is None else r['atomics'] / 1e6, '{:.1f}')} "
-            f"| {_f(ms, '{:.3f}')} | {_f(None if frac is None else 100 * frac, '{:.1f}%')} "
+            f"| {_f(ms, '{:.3f}')} ({_f(r.get('modeled_issue_ms'), '{:.3f}')}) "
+            f"| {_f(None if frac is None else 100 * frac, '{:.1f}%')} "
             f"| {r.get('bound', '-')} |"
         )
     return out

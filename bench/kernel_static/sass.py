@@ -176,6 +176,8 @@ def loops(code: list[Instr]) -> list[Loop]:
     found: dict[tuple[int, int], Loop] = {}
     for ins in code:
         t = _target(ins)
+        if t == ins.addr and _unconditional(ins):
+            continue  # the BRA-to-itself that pads the end of every function, not a loop
         if t is not None and t <= ins.addr:
             key = (t, ins.addr)
             found.setdefault(key, Loop(t, ins.addr))

@@ -190,7 +190,8 @@ def compile_launch(launch: Launch, workdir: Path) -> Compiled:
         )
         if r.returncode == 0:
             info = sass.parse_ptxas_verbose(r.stderr).get(fname)
-    names = {str(n): v for n, v in constexprs.items()}
+    arg_names = _jit(launch.fn).arg_names
+    names = {arg_names[k[0]] if isinstance(k, tuple) else str(k): v for k, v in constexprs.items()}
     return Compiled(
         launch.name,
         key,
@@ -258,44 +259,51 @@ class TritonCompiler:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cache: dict[str, Compiled] = {}
+        self.used_by: dict[str, list[str]] = {}  # key -> the op passes that launch it
 
-    def get(self, launch: Launch) -> Compiled:
+    def get(self, launch: Launch, used_by: str = "") -> Compiled:
         key = launch_key(launch)
         if key not in self.cache:
             self.cache[key] = compile_launch(launch, self.workdir)
+        if used_by:
+            self.used_by.setdefault(key, [])
+            if used_by not in self.used_by[key]:
+                self.used_by[key].append(used_by)
         return self.cache[key]
 
     def records(self) -> list[dict]:
-        """The report's ``kernels`` rows of every compiled Triton specialisation."""
-        rows = []
+        """The report's ``kernels`` rows of every compiled Triton specialisation; those that
+        differ only in integer specialisations (same constexprs and resources) are merged."""
+        rows: dict[tuple, dict] = {}
         for c in self.cache.values():
             threads = c.num_warps * 32
             occ = occupancy(threads, c.resources.regs, c.shared)
             keep = ("N", "N_PAD", "BLOCK_C", "BLOCK_T", "BLOCK_R", "BLOCK_K", "BLOCK_A", "BLOCK_F")
             var = {k: v for k, v in c.constexprs.items() if k in keep}
             var.update({k: v for k, v in c.constexprs.items() if k in ("STATES", "CARRY")})
-            rows.append(
-                {
-                    "backend": "triton",
-                    "name": c.name,
-                    "variant": var,
-                    "key": c.key,
-                    "regs": c.resources.regs,
-                    "spill_bytes": (c.ptxas.spill_stores + c.ptxas.spill_loads)
-                    if c.ptxas
-                    else None,
-                    "spill_stores": c.ptxas.spill_stores if c.ptxas else None,
-                    "stack_bytes": c.resources.stack,
-                    "local_bytes": c.resources.local,
-                    "smem_static_bytes": c.shared,
-                    "smem_cuobjdump": c.resources.shared,
-                    "threads_per_block": threads,
-                    "num_warps": c.num_warps,
-                    "occupancy_h100": occ.fraction,
-                    "occupancy_limiter": occ.limiter,
-                    "sass_instructions": sum(1 for i in c.code if i.base != "NOP"),
-                    "loops": len(sass.loops(c.code)),
-                    "sass_per_step": None,
-                }
-            )
-        return rows
+            same = (c.name, repr(var), c.resources.regs, c.shared, c.num_warps)
+            if same in rows:
+                rows[same]["used_by"] += self.used_by.get(c.key, [])
+                continue
+            rows[same] = {
+                "backend": "triton",
+                "name": c.name,
+                "variant": var,
+                "key": c.key,
+                "regs": c.resources.regs,
+                "spill_bytes": (c.ptxas.spill_stores + c.ptxas.spill_loads) if c.ptxas else None,
+                "spill_stores": c.ptxas.spill_stores if c.ptxas else None,
+                "stack_bytes": c.resources.stack,
+                "local_bytes": c.resources.local,
+                "smem_static_bytes": c.shared,
+                "smem_cuobjdump": c.resources.shared,
+                "threads_per_block": threads,
+                "num_warps": c.num_warps,
+                "occupancy_h100": occ.fraction,
+                "occupancy_limiter": occ.limiter,
+                "sass_instructions": sum(1 for i in c.code if i.base != "NOP"),
+                "loops": len(sass.loops(c.code)),
+                "sass_per_step": None,
+                "used_by": list(self.used_by.get(c.key, [])),
+            }
+        return sorted(rows.values(), key=lambda r: (r["name"], repr(r["variant"])))
