@@ -12,8 +12,10 @@ Stable API (used by tests/test_cuda_emulated.py and bench/kernel_report.py)::
 * keyword arguments: the op's tensors and flags as in :mod:`zeromamba.reference`
   (``u``/``x``, ``delta``, ``A``, ``B``, ``C``, ``D``, ``delta_bias``, ``delta_softplus``,
   ``channel_last``, ``out_float32``; ``feat``, ``q1``, ``q2``), plus for ``"bwd"`` the output
-  gradient ``dy`` (scans) or ``dout`` (slp) and ``deterministic``; and ``arch`` (80 or 90, the
-  launch-limit rules; default 90). CPU tensors of one activation dtype (float32, float16,
+  gradient ``dy`` (scans) or ``dout`` (slp) and ``deterministic``; ``arch`` (80 or 90, the
+  launch-limit rules; default 90); ``execute=False`` checks and records every launch without
+  running it (outputs stay NaN: for launch-legality checks of shapes too large to emulate).
+  CPU tensors of one activation dtype (float32, float16,
   bfloat16); A, D, delta_bias float32.
 * ``outputs``: ``{"y"}`` / ``{"out"}`` forward; scans backward ``{"du", "ddelta", "dA", "dB",
   "dC", "dD", "ddelta_bias"}`` (``du`` is dx for ss2d_scan); slp backward ``{"dfeat", "dq1",
@@ -47,10 +49,14 @@ from functools import lru_cache
 
 import torch
 
-from .build import Library, build
+from .build import ROOT, Library, build
 
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-_ERRORS = {1: "cudaErrorInvalidValue", 4: "cudaErrorLaunchFailure", 9: "cudaErrorInvalidConfiguration"}
+_ERRORS = {
+    1: "cudaErrorInvalidValue",
+    4: "cudaErrorLaunchFailure",
+    9: "cudaErrorInvalidConfiguration",
+}
 
 
 class EmulationError(RuntimeError):
@@ -69,20 +75,34 @@ class _Lab:
     def __init__(self, lib: Library):
         self.lib = lib
         self.so = ctypes.CDLL(str(lib.path))
+        self._lines: dict[int, str] = {}
         so = self.so
         so.cuda_emu_module_base.restype = ctypes.c_size_t
         so.cuda_emu_register_kernel.argtypes = [ctypes.c_size_t, ctypes.c_char_p]
         so.cuda_emu_register_shared.argtypes = [
-            ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_char_p
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_char_p,
         ]
         so.cuda_emu_register_alloc.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_char_p
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_char_p,
         ]
         so.cuda_emu_launch_info.restype = ctypes.c_char_p
         so.cuda_emu_launch_info.argtypes = [
-            ctypes.c_int, ctypes.POINTER(ctypes.c_longlong), ctypes.POINTER(ctypes.c_char_p)
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_longlong),
+            ctypes.POINTER(ctypes.c_char_p),
         ]
         so.cuda_emu_last_message.restype = ctypes.c_char_p
+        so.zm_emu_selftest.argtypes = (
+            [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            + [ctypes.c_int] * 4
+            + [ctypes.c_char_p, ctypes.c_int]
+        )
         for name in ("scan_fwd", "scan_bwd", "slp_bwd"):
             fn = getattr(so, f"zm_emu_{name}_workspace")
             fn.restype = ctypes.c_longlong
@@ -100,19 +120,31 @@ class _Lab:
         for kernel, offset, size, name in lib.shared:
             so.cuda_emu_register_shared(kernel, offset, size, name.encode())
 
-    @lru_cache(maxsize=4096)
     def source_line(self, offset: int) -> str:
         """file:line of a code offset in the library (innermost, and the outer call when inlined)."""
+        if offset not in self._lines:
+            self._lines[offset] = self._source_line(offset)
+        return self._lines[offset]
+
+    def _source_line(self, offset: int) -> str:
         tool = shutil.which("addr2line")
         if tool is None:
             return f"+0x{offset:x}"
         out = subprocess.run(
-            [tool, "-i", "-e", str(self.lib.path), hex(offset)], capture_output=True, text=True
+            [tool, "-i", "-e", str(self.lib.path), hex(offset)],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
-        out = [re.sub(r" \(discriminator \d+\)", "", s) for s in out if ":" in s]
+        root = str(ROOT) + "/"
+        out = [re.sub(r" \(discriminator \d+\)", "", s).replace(root, "") for s in out if ":" in s]
         if not out:
             return f"+0x{offset:x}"
         return out[0] if len(out) == 1 else f"{out[0]} (inlined from {out[-1]})"
+
+    def launches(self) -> list[dict]:
+        """The launch records of the last :func:`emulate` or :func:`selftest` call."""
+        return _launches(self.so)
 
     def message(self, raw: bytes) -> str:
         text = raw.decode(errors="replace")
@@ -237,7 +269,9 @@ def _launches(so) -> list[dict]:
 def emulate(op: str, pass_: str, **kw) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Run op's ``pass_`` ("fwd" or "bwd") with the CUDA kernels on the CPU; see the module doc."""
     if op not in ("selective_scan", "ss2d_scan", "slp_project"):
-        raise ValueError(f"emulate: op must be selective_scan, ss2d_scan or slp_project, got {op!r}")
+        raise ValueError(
+            f"emulate: op must be selective_scan, ss2d_scan or slp_project, got {op!r}"
+        )
     if pass_ not in ("fwd", "bwd"):
         raise ValueError(f"emulate: pass_ must be 'fwd' or 'bwd', got {pass_!r}")
     arch = int(kw.pop("arch", 90))
@@ -245,6 +279,7 @@ def emulate(op: str, pass_: str, **kw) -> tuple[dict[str, torch.Tensor], list[di
         raise ValueError(f"emulate: arch must be 80 or 90, got {arch}")
     so = lab().so
     so.cuda_emu_set_arch(arch)
+    so.cuda_emu_set_execute(int(bool(kw.pop("execute", True))))
     so.cuda_emu_reset_attributes()
     so.cuda_emu_clear_launches()
     so.cuda_emu_clear_allocs()
@@ -276,8 +311,14 @@ def _scan(so, mem: _Memory, op: str, pass_: str, kw: dict) -> dict[str, torch.Te
         flag32 = dy.dtype == torch.float32 and x.dtype != torch.float32
     else:
         flag32 = out_f32
-    ints = [dt, *dims, int(bool(kw.get("delta_softplus", op == "ss2d_scan"))), int(flag32),
-            int(bool(kw.get("deterministic", False))), *strides]
+    ints = [
+        dt,
+        *dims,
+        int(bool(kw.get("delta_softplus", op == "ss2d_scan"))),
+        int(flag32),
+        int(bool(kw.get("deterministic", False))),
+        *strides,
+    ]
     ptrs = [
         mem.input(xname, x),
         mem.input("delta", kw["delta"]),
@@ -307,8 +348,9 @@ def _scan(so, mem: _Memory, op: str, pass_: str, kw: dict) -> dict[str, torch.Te
         "dD": mem.output("dD", (rows,), torch.float32),
         "ddelta_bias": mem.output("ddelta_bias", (rows,), torch.float32),
     }
-    ptrs += [mem.input("dy", dy)] + [grads[k].data_ptr() for k in
-                                      ("du", "ddelta", "dB", "dC", "dA", "dD", "ddelta_bias")]
+    ptrs += [mem.input("dy", dy)] + [
+        grads[k].data_ptr() for k in ("du", "ddelta", "dB", "dC", "dA", "dD", "ddelta_bias")
+    ]
     ptrs += [0]
     ws_floats = so.zm_emu_scan_bwd_workspace(c_ints, _arr(ctypes.c_void_p, ptrs))
     ws = mem.output("workspace", (ws_floats,), torch.float32)
@@ -343,3 +385,66 @@ def _slp(so, mem: _Memory, pass_: str, kw: dict) -> dict[str, torch.Tensor]:
     ptrs[-1] = ws.data_ptr()
     _run(so, "slp_bwd", ints, _arr(ctypes.c_void_p, ptrs))
     return grads
+
+
+SELFTEST_CASES = (
+    "good",
+    "missing_barrier",
+    "write_after_read",
+    "uninitialised",
+    "shared_out_of_bounds",
+    "global_out_of_bounds",
+    "exit_before_barrier",
+    "two_barrier_sites",
+    "write_to_input",
+    "shuffles",
+    "launch",
+)
+
+
+def selftest(
+    case: str,
+    inp: torch.Tensor,
+    threads: int = 64,
+    smem: int = 256,
+    opt_in: int = 0,
+    arch: int = 90,
+) -> torch.Tensor:
+    """Run one case of ``csrc/emu/selftest.cu`` (known-bad kernels that the sanitizers must
+    catch, warp collectives, and "launch": a copy with any block size and shared memory) on
+    ``inp`` (float32, at least 320 elements); returns its output. ``threads`` per block, ``smem``
+    dynamic bytes, ``opt_in``: bytes for cudaFuncSetAttribute first when positive. Raises like
+    :func:`emulate`."""
+    if case not in SELFTEST_CASES:
+        raise ValueError(f"selftest: case must be one of {SELFTEST_CASES}, got {case!r}")
+    so = lab().so
+    so.cuda_emu_set_arch(arch)
+    so.cuda_emu_set_execute(1)
+    so.cuda_emu_reset_attributes()
+    so.cuda_emu_clear_launches()
+    so.cuda_emu_clear_allocs()
+    mem = _Memory(so)
+    try:
+        ptr_in = mem.input("in", inp, torch.float32)
+        out = mem.output("out", (inp.numel(),), torch.float32)
+        err = ctypes.create_string_buffer(4096)
+        so.cuda_emu_clear_error()
+        rc = so.zm_emu_selftest(
+            SELFTEST_CASES.index(case),
+            out.data_ptr(),
+            ptr_in,
+            inp.numel(),
+            threads,
+            smem,
+            opt_in,
+            err,
+            len(err),
+        )
+        if rc == -1:
+            raise SanitizerError(lab().message(err.value))
+        if rc != 0:
+            detail = lab().message(so.cuda_emu_last_message())
+            raise LaunchError(f"selftest: {_ERRORS.get(rc, rc)}: {detail}")
+        return out
+    finally:
+        so.cuda_emu_clear_allocs()

@@ -21,6 +21,10 @@ namespace zeromamba {
 namespace cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
+// Launch limits (sm_80 / sm_90): gridDim.x up to 2^31 - 1, gridDim.y and z up to 65,535, so
+// kernels put the batch on x.
+constexpr int64_t kMaxGridX = 2147483647;
+constexpr int kMaxGridY = 65535;
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }

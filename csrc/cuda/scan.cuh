@@ -62,12 +62,15 @@ struct Steps {
   float u[kItems], dt[kItems], z[kItems];
   bool valid[kItems];
 
-  __device__ __forceinline__ void load(const ScanParams& p, int dir, int t0, const T* u_seq,
+  // t0: the tile's first step, 64-bit so that the last tile of a sequence near 2^31 steps
+  // does not overflow.
+  __device__ __forceinline__ void load(const ScanParams& p, int dir, int64_t t0, const T* u_seq,
                                        const T* delta_seq, float bias) {
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
-      const int t = t0 + threadIdx.x * kItems + e;
-      valid[e] = t < p.H * p.W;
+      const int64_t t64 = t0 + static_cast<int64_t>(threadIdx.x) * kItems + e;
+      valid[e] = t64 < static_cast<int64_t>(p.H) * p.W;
+      const int t = valid[e] ? static_cast<int>(t64) : 0;
       h[e] = 0;
       w[e] = 0;
       u[e] = 0.f;
@@ -112,14 +115,16 @@ struct Sequence {
   }
 };
 
-// Grid: (channels, batch). Dynamic shared memory: H*W floats when the ss2d plane accumulates
+// Grid: channels * batch blocks on x (block x scans plane (b, c) = (x / channels, x % channels);
+// gridDim.y would cap the batch at 65,535). Dynamic shared memory: H*W floats when the ss2d plane accumulates
 // there (acc_in_smem), else none.
 template <typename T, int kMaxN>
 __global__ void __launch_bounds__(kThreads)
     scan_fwd_kernel(ScanFwdParams p, bool acc_in_smem) {
   ZM_DYNAMIC_SHARED(float, acc_smem);
   __shared__ Affine scan_smem[kWarps];
-  const int c = blockIdx.x, b = blockIdx.y;
+  const int c = static_cast<int>(blockIdx.x % p.channels);
+  const int b = static_cast<int>(blockIdx.x / p.channels);
   const int L = p.H * p.W, N = p.d_state;
   const bool four = p.n_dir == 4;
   float* acc = nullptr;
@@ -136,7 +141,7 @@ __global__ void __launch_bounds__(kThreads)
       A2[n] = n < N ? p.A[seq.row * N + n] * kLog2e : 0.f;  // exp(dt*A) = exp2(dt*A*log2 e)
       carry[n] = 0.f;
     }
-    for (int t0 = 0; t0 < L; t0 += kTile) {
+    for (int64_t t0 = 0; t0 < L; t0 += kTile) {
       Steps<T> s;
       s.load(p, dir, t0, seq.u, seq.delta, seq.bias);
       float y[kItems];
@@ -187,8 +192,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // How the backward kernel maps blocks to sequences and where its results go; computed on the
-// host (scan_bwd.cu) and passed by value. Block (x, b) runs n_jobs sequences; job j scans
-// channel c = x*c_blk + j*c_job in direction dir = x*k_blk + j*k_job.
+// host (scan_bwd.cu) and passed by value. The grid has grid_x * batch blocks on x; block
+// b * grid_x + x runs n_jobs sequences of batch b; job j scans channel c = x*c_blk + j*c_job in
+// direction dir = x*k_blk + j*k_job.
 struct BwdPlan {
   int grid_x, n_jobs, c_blk, c_job, k_blk, k_job;
   int n_tiles;
@@ -213,10 +219,11 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
   ZM_DYNAMIC_SHARED(float, acc_smem);
   __shared__ Affine scan_smem[kWarps];
   __shared__ float sum_smem[kWarps];
-  const int x = blockIdx.x, b = blockIdx.y;
+  const int x = static_cast<int>(blockIdx.x % plan.grid_x);
+  const int b = static_cast<int>(blockIdx.x / plan.grid_x);
   const int L = p.H * p.W, N = p.d_state, rows = p.n_dir * p.channels;
-  float* carry_ws = p.workspace + plan.carry_off +
-                    (static_cast<int64_t>(b) * gridDim.x + x) * plan.n_tiles * N;
+  float* carry_ws =
+      p.workspace + plan.carry_off + static_cast<int64_t>(blockIdx.x) * plan.n_tiles * N;
   float* dB_ws = p.workspace + plan.dbc_off;
   float* dC_ws = dB_ws + plan.dbc_size;
   float* acc = nullptr;
@@ -249,7 +256,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
         }
       }
       Steps<T> s;
-      s.load(p, dir, tile * kTile, seq.u, seq.delta, seq.bias);
+      s.load(p, dir, static_cast<int64_t>(tile) * kTile, seq.u, seq.delta, seq.bias);
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
@@ -274,7 +281,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
     float dD_part = 0.f, dbias_part = 0.f;
     for (int tile = plan.n_tiles - 1; tile >= 0; --tile) {
       Steps<T> s;
-      s.load(p, dir, tile * kTile, seq.u, seq.delta, seq.bias);
+      s.load(p, dir, static_cast<int64_t>(tile) * kTile, seq.u, seq.delta, seq.bias);
       float dy[kItems], du[kItems], ddt[kItems];
 #pragma unroll
       for (int e = 0; e < kItems; ++e) {

@@ -89,12 +89,14 @@ cudaError_t launch_bwd(const ScanBwdParams& p) {
       cudaMemsetAsync(p.workspace + plan.dbc_off, 0, 2 * plan.dbc_size * sizeof(float), p.stream);
   if (err != cudaSuccess) return err;
   auto kernel = scan_bwd_kernel<T, kMaxN>;
-  if (plan.smem_bytes > 48 * 1024) {
+  if (plan.smem_bytes > 0) {  // static shared memory counts against the 48 KiB default too
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                plan.smem_bytes);
     if (err != cudaSuccess) return err;
   }
-  ZM_LAUNCH(kernel, dim3(plan.grid_x, p.batch), kThreads, plan.smem_bytes, p.stream)(p, plan);
+  const int64_t blocks = static_cast<int64_t>(plan.grid_x) * p.batch;
+  if (blocks > kMaxGridX) return cudaErrorInvalidValue;
+  ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, plan.smem_bytes, p.stream)(p, plan);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size), kSmallThreads, 0, p.stream)(p, plan);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;

@@ -15,12 +15,16 @@ cudaError_t launch_fwd(const ScanFwdParams& p) {
   const bool in_smem = fwd_acc_in_smem(p);
   const int smem = in_smem ? p.H * p.W * static_cast<int>(sizeof(float)) : 0;
   auto kernel = scan_fwd_kernel<T, kMaxN>;
-  if (smem > 48 * 1024) {
+  // The default allows 48 KiB of static + dynamic shared memory: opt in whenever the plane is
+  // there, since the kernel's static shared memory counts against the same 48 KiB.
+  if (smem > 0) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
   }
-  ZM_LAUNCH(kernel, dim3(p.channels, p.batch), kThreads, smem, p.stream)(p, in_smem);
+  const int64_t blocks = static_cast<int64_t>(p.channels) * p.batch;
+  if (blocks > kMaxGridX) return cudaErrorInvalidValue;
+  ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, smem, p.stream)(p, in_smem);
   return cudaGetLastError();
 }
 

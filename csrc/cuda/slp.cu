@@ -81,13 +81,15 @@ __device__ __forceinline__ float group_sum(float v) {
 
 constexpr int kFwdAttr = 16, kFwdRegions = 8;
 
-// Grid (ceil(A / kFwdAttr), b). Writes out (dtype) and/or, for the backward, the fp32 output
+// Grid: ceil(A / kFwdAttr) * b blocks on x (batch-major). Writes out (dtype) and/or, for the backward, the fp32 output
 // and log-sum-exp of s1 per (b, i).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     slp_fwd_kernel(SlpParams p, void* out, float* out_f32, float* lse) {
   __shared__ ScoreSmem<kFwdAttr, kFwdRegions> sm;
-  const int b = blockIdx.y, i0 = blockIdx.x * kFwdAttr;
+  const int n_tiles = (p.n_attr + kFwdAttr - 1) / kFwdAttr;
+  const int b = static_cast<int>(blockIdx.x / n_tiles);
+  const int i0 = static_cast<int>(blockIdx.x % n_tiles) * kFwdAttr;
   const int i = i0 + threadIdx.x / kFwdRegions, rl = threadIdx.x % kFwdRegions;
   const T* feat_b = static_cast<const T*>(p.feat) + static_cast<int64_t>(b) * p.F * p.R;
   float m = kMinusInf, l = 0.f, acc = 0.f;  // running max, sum of exp, sum of exp * s2
@@ -151,7 +153,7 @@ __device__ __forceinline__ void grad_score_tile(const SlpBwdParams& p, const Bwd
   __syncthreads();
 }
 
-// dq1, dq2. Grid (ceil(A / kBwdAttr), batch splits): a block runs batches blockIdx.y,
+// dq1, dq2. Grid (ceil(A / kBwdAttr), batch splits <= 65,535): a block runs batches blockIdx.y,
 // blockIdx.y + gridDim.y, ...; with one split (deterministic) it owns its rows of dq.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) slp_dq_kernel(SlpBwdParams p) {
@@ -189,14 +191,16 @@ __global__ void __launch_bounds__(kThreads) slp_dq_kernel(SlpBwdParams p) {
   }
 }
 
-// dfeat. Grid (ceil(R / kBwdRegions), b): a block owns dfeat[b, :, its regions] and runs over
+// dfeat. Grid: ceil(R / kBwdRegions) * b blocks on x (batch-major): a block owns dfeat[b, :, its regions] and runs over
 // every attribute tile, accumulating in its fp32 workspace slice, then stores it once.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) slp_dfeat_kernel(SlpBwdParams p) {
   __shared__ ScoreSmem<kBwdAttr, kBwdRegions> sm;
   __shared__ float ds1[kBwdAttr][kBwdRegions], ds2[kBwdAttr][kBwdRegions];
   const BwdLayout ws(p);
-  const int b = blockIdx.y, r0 = blockIdx.x * kBwdRegions;
+  const int n_tiles = (p.R + kBwdRegions - 1) / kBwdRegions;
+  const int b = static_cast<int>(blockIdx.x / n_tiles);
+  const int r0 = static_cast<int>(blockIdx.x % n_tiles) * kBwdRegions;
   const int nr = min(kBwdRegions, p.R - r0);
   const T* feat_b = static_cast<const T*>(p.feat) + static_cast<int64_t>(b) * p.F * p.R;
   const T* q1 = static_cast<const T*>(p.q1);
@@ -237,31 +241,41 @@ __global__ void store_dq_kernel(SlpBwdParams p) {
   }
 }
 
-int cdiv(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
+int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks of the forward kernel; 0 when the grid would exceed gridDim.x's limit.
+unsigned fwd_blocks(const SlpParams& p) {
+  const int64_t blocks = cdiv(p.n_attr, kFwdAttr) * p.batch;
+  return blocks > kMaxGridX ? 0u : static_cast<unsigned>(blocks);
+}
 
 template <typename T>
 cudaError_t launch_fwd(const SlpFwdParams& p) {
-  const dim3 grid(cdiv(p.n_attr, kFwdAttr), p.batch);
-  ZM_LAUNCH(slp_fwd_kernel<T>, grid, kThreads, 0, p.stream)(p, p.out, nullptr, nullptr);
+  if (fwd_blocks(p) == 0) return cudaErrorInvalidValue;
+  ZM_LAUNCH(slp_fwd_kernel<T>, fwd_blocks(p), kThreads, 0, p.stream)(p, p.out, nullptr, nullptr);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_bwd(const SlpBwdParams& p) {
   const BwdLayout ws(p);
-  ZM_LAUNCH(slp_fwd_kernel<T>, dim3(cdiv(p.n_attr, kFwdAttr), p.batch), kThreads, 0, p.stream)(
+  const int64_t dfeat_blocks = cdiv(p.R, kBwdRegions) * p.batch;
+  if (fwd_blocks(p) == 0 || dfeat_blocks > kMaxGridX) return cudaErrorInvalidValue;
+  ZM_LAUNCH(slp_fwd_kernel<T>, fwd_blocks(p), kThreads, 0, p.stream)(
       p, nullptr, p.workspace + ws.out, p.workspace + ws.lse);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   err = cudaMemsetAsync(p.workspace + ws.dq1, 0, 2 * sizeof(float) * p.n_attr * p.F, p.stream);
   if (err != cudaSuccess) return err;
-  const int splits = p.deterministic ? 1 : p.batch;
-  ZM_LAUNCH(slp_dq_kernel<T>, dim3(cdiv(p.n_attr, kBwdAttr), splits), kThreads, 0, p.stream)(p);
+  const int splits = p.deterministic ? 1 : std::min(p.batch, kMaxGridY);
+  const dim3 dq_grid(static_cast<unsigned>(cdiv(p.n_attr, kBwdAttr)), splits);
+  ZM_LAUNCH(slp_dq_kernel<T>, dq_grid, kThreads, 0, p.stream)(p);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  ZM_LAUNCH(slp_dfeat_kernel<T>, dim3(cdiv(p.R, kBwdRegions), p.batch), kThreads, 0, p.stream)(p);
+  ZM_LAUNCH(slp_dfeat_kernel<T>, static_cast<unsigned>(dfeat_blocks), kThreads, 0, p.stream)(p);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   const int64_t n = static_cast<int64_t>(p.n_attr) * p.F;
-  ZM_LAUNCH(store_dq_kernel<T>, std::min(cdiv(n, 256), 4096), 256, 0, p.stream)(p);
+  const unsigned store_blocks = static_cast<unsigned>(std::min<int64_t>(cdiv(n, 256), 4096));
+  ZM_LAUNCH(store_dq_kernel<T>, store_blocks, 256, 0, p.stream)(p);
   return cudaGetLastError();
 }
 

@@ -166,6 +166,7 @@ struct LaunchStats {
 
 struct Emulator {
   int arch = 90;
+  bool execute = true;  // false: check and record launches without running them
   std::vector<Alloc> allocs;  // sorted by lo
   std::unordered_map<uintptr_t, KernelInfo> kernels;
   std::vector<LaunchStats> launches;
@@ -196,6 +197,14 @@ struct Emulator {
   void* main_sp = nullptr;
   std::exception_ptr error;
   uintptr_t module_base = 0;
+  struct PendingRead {
+    SharedRegion* region;
+    uintptr_t addr;
+    int tid;
+    uint3 idx;
+    const void* pc;
+  };
+  std::vector<PendingRead> pending;  // reads of unwritten shared bytes in this epoch
 };
 
 Emulator& emu() {
@@ -259,6 +268,23 @@ std::string nearest_alloc(uintptr_t a) {
 }
 
 // ------------------------------------------------------------------------------ the scheduler
+
+std::string site(const void* pc);
+
+// At a barrier or the end of the block: reads of shared bytes that no thread wrote.
+void check_pending_reads() {
+  Emulator& e = emu();
+  for (const Emulator::PendingRead& r : e.pending) {
+    if (!r.region->shadow[r.addr - r.region->lo].init) {
+      fail("%s, block (%u,%u,%u) thread (%u,%u,%u): read of uninitialised shared memory %s+%lu "
+           "at %s",
+           e.kernel_name.c_str(), e.block_idx.x, e.block_idx.y, e.block_idx.z, r.idx.x, r.idx.y,
+           r.idx.z, r.region->name.c_str(), static_cast<unsigned long>(r.addr - r.region->lo),
+           site(r.pc).c_str());
+    }
+  }
+  e.pending.clear();
+}
 
 void yield() {
   Emulator& e = emu();
@@ -412,6 +438,7 @@ void run_block() {
   e.bar_count = 0;
   e.exited = 0;
   e.bar_file = nullptr;
+  e.pending.clear();
   ++e.epoch;
   int live = e.n_threads;
   while (live > 0) {
@@ -436,6 +463,7 @@ void run_block() {
            describe_waits().c_str());
     }
   }
+  check_pending_reads();
   flush_requests();
 }
 
@@ -486,8 +514,9 @@ void shared_access(SharedRegion& r, uintptr_t a, size_t size, bool write, const 
       s.init = true;
     } else {
       if (!s.init) {
-        fail("%s: read of uninitialised shared memory %s+%lu at %s", where().c_str(),
-             r.name.c_str(), static_cast<unsigned long>(a + i - r.lo), site(pc).c_str());
+        // Decided at the next barrier: a write by another thread before it makes this a race
+        // (reported by that write), no write at all an uninitialised read.
+        e.pending.push_back({&r, a + i, e.cur->tid, e.cur->idx, pc});
       }
       if (s.w_epoch == e.epoch && s.writer != me) {
         fail("%s: shared-memory race: read of %s+%lu, which thread %d wrote since the last "
@@ -576,6 +605,7 @@ void syncthreads(const char* file, int line) {
   Thread& t = *e.cur;
   t.wait_gen = e.bar_gen;
   if (++e.bar_count == e.n_threads) {
+    check_pending_reads();
     e.bar_count = 0;
     ++e.bar_gen;
     ++e.epoch;
@@ -808,6 +838,7 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, size_t smem, void 
   st.block = block;
   st.smem_static = info.static_smem;
   st.smem_dynamic = smem;
+  if (!e.execute) return cudaSuccess;
   e.stats = &st;
   e.kernel = &info;
   e.kernel_name = info.name;
@@ -934,6 +965,8 @@ void __tsan_vptr_update(void*, void*) {}
 void __tsan_vptr_read(void*) {}
 
 // --------------------------------------------------------------- the lab's control interface
+
+void cuda_emu_set_execute(int execute) { cuda_emu::emu().execute = execute != 0; }
 
 int cuda_emu_set_arch(int arch) {
   cuda_emu::emu().arch = arch;
