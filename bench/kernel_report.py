@@ -17,6 +17,7 @@ Every time and bandwidth figure is **modeled, not measured**.
 
 Usage:
   python bench/kernel_report.py --out DIR [--subset tiny] [--no-triton] [--no-ops]
+  python bench/kernel_report.py --out DIR --render DIR/kernels.json   # markdown only
 """
 
 from __future__ import annotations
@@ -256,10 +257,16 @@ def main(argv=None) -> int:
     ap.add_argument("--subset", choices=("full", "tiny"), default="full")
     ap.add_argument("--no-triton", action="store_true", help="skip the Triton compiles")
     ap.add_argument("--no-ops", action="store_true", help="kernels table only (no emulation)")
+    ap.add_argument(
+        "--render", type=Path, help="only rewrite kernels.md from this kernels.json (no build)"
+    )
     args = ap.parse_args(argv)
     from kernel_static.markdown import markdown
 
-    report = build(args.subset, not args.no_triton, not args.no_ops)
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+    else:
+        report = build(args.subset, not args.no_triton, not args.no_ops)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps(report, indent=1) + "\n")
     md = markdown(report)

@@ -103,11 +103,11 @@ def test_sass_loops_longest_path():
 
 
 @needs_nvcc
-def test_tiny_kernel_agrees_with_cuobjdump(tmp_path):
+def test_tiny_kernel_agrees_with_cuobjdump():
     from kernel_static import cuda_kernels
 
-    obj = cuda_kernels.compile_object(TINY, tmp_path)
-    co = cuda_kernels.read_object(TINY, obj)
+    (co,) = cuda_kernels.compile_all(sources=[TINY])  # cached: the schema test reuses it
+    obj = co.obj
     (name,) = co.resources
     usage = subprocess.run(
         [sass.find_tool("cuobjdump"), "--dump-resource-usage", str(obj)],

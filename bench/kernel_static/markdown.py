@@ -88,7 +88,11 @@ ASSUMPTIONS = f"""\
   unrolled for every state.
 * **Bytes moved** (CUDA): the kernel lab's emulator runs the real kernels and counts, per warp
   request (one dynamic load/store/atomic of 32 lanes), the distinct 32-byte sectors; bytes moved
-  = 32 x sectors, i.e. the L2-to-SM traffic with no credit for L1 hits between requests.
+  = 32 x sectors, i.e. the L2-to-SM traffic with no credit for L1 hits between requests. For
+  today's scan kernels, whose lanes own 8 consecutive steps, the 8 requests of a thread's steps
+  touch the same sectors again, so on a GPU much of this traffic would hit L1: read the memory
+  term as an upper bound and the issue column as the other limit; a kernel whose requests are
+  coalesced (the v2 target, sectors per request near ideal) makes both readings agree.
   Sectors per request are averaged over every request of the op (ideal: 2 for a warp reading 32
   consecutive bf16 values, 4 for fp32). The op is emulated at a scaled-down shape that keeps
   every per-block quantity (the whole map or sequence, N, F, R; 16 channels, so channel-last
@@ -109,8 +113,10 @@ ASSUMPTIONS = f"""\
   copy roofline the op would reach on the DESIGN minimal-bytes count. A measured device copy
   reaches ~90% of 3.35 TB/s, so measured fractions of *measured* copy bandwidth will read higher.
 * **Triton ops**: no traffic model of Triton's compiled code exists yet, so their time uses the
-  op's minimal bytes (a lower bound) and the issue limit of straight-line kernels (every warp
-  issues each SASS instruction once per program); ops with a looping kernel (SLP) get no time.
+  op's minimal bytes (a lower bound) and the issue limit of its straight-line kernels (every warp
+  issues each SASS instruction once per program: the scan passes); the chunk-carry combine
+  kernel loops and is not charged; the SLP kernels loop over F and R and get no time. The
+  Triton rows are therefore optimistic lower bounds, not comparable one-to-one with CUDA's.
 * Not modeled: L1/L2 hit rates, bank conflicts, atomic contention (atomics are counted, their
   sectors charged), tail effects beyond the resident-warp count, clocks below boost.
 """
