@@ -21,6 +21,13 @@ def _shape(s: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in s.items())
 
 
+def _used_by(r: dict) -> str:
+    """Triton rows: the ops (and layouts) that launch this specialisation."""
+    used = r.get("used_by") or []
+    kinds = sorted({" ".join(u.split()[:2] + u.split()[-1:]).replace(" -", "") for u in used})
+    return f" ({'; '.join(kinds)})" if kinds else ""
+
+
 def kernels_table(rows: list[dict]) -> list[str]:
     out = [
         (
@@ -33,7 +40,7 @@ def kernels_table(rows: list[dict]) -> list[str]:
         occ = r["occupancy_h100"]
         occ_s = "-" if occ is None else f"{occ:.1%} ({r['occupancy_limiter']})"
         out.append(
-            f"| {r['backend']} | {r['name']} | {_variant(r['variant'])} | {r['regs']} "
+            f"| {r['backend']} | {r['name']} | {_variant(r['variant'])}{_used_by(r)} | {r['regs']} "
             f"| {_f(r['spill_bytes'])} | {r['smem_static_bytes']} | {_f(r['threads_per_block'])} "
             f"| {occ_s} | {_f(r['sass_per_step'], '{:.0f}')} |"
         )

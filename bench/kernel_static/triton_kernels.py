@@ -280,10 +280,12 @@ class TritonCompiler:
             occ = occupancy(threads, c.resources.regs, c.shared)
             keep = ("N", "N_PAD", "BLOCK_C", "BLOCK_T", "BLOCK_R", "BLOCK_K", "BLOCK_A", "BLOCK_F")
             var = {k: v for k, v in c.constexprs.items() if k in keep}
-            var.update({k: v for k, v in c.constexprs.items() if k in ("STATES", "CARRY")})
+            flags = ("STATES", "CARRY", "STATS", "REVERSE")
+            var.update({k: v for k, v in c.constexprs.items() if k in flags})
             same = (c.name, repr(var), c.resources.regs, c.shared, c.num_warps)
             if same in rows:
-                rows[same]["used_by"] += self.used_by.get(c.key, [])
+                used = rows[same]["used_by"]
+                used += [u for u in self.used_by.get(c.key, []) if u not in used]
                 continue
             rows[same] = {
                 "backend": "triton",
