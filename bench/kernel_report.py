@@ -1,0 +1,279 @@
+#!/usr/bin/env python
+"""Static kernel report: what an H100 would see of our CUDA and Triton kernels, without a GPU.
+
+Writes ``<out>/kernels.json`` and ``<out>/kernels.md``:
+
+* ``kernels``: every CUDA ``__global__`` instantiation of ``csrc/cuda`` compiled for sm_90 by nvcc
+  (registers, spills, static shared memory from the objects; H100 occupancy; for the scan kernels
+  the hot loop's SASS instructions per scan step) and every Triton kernel specialisation the ops
+  launch at the report's shapes, compiled for sm_90 with ``triton.compile`` (no GPU needed).
+* ``ops``: ``ss2d_scan`` (both layouts), ``selective_scan`` and ``slp_project``, forward and
+  backward, at the VMamba-S shapes at 448 px (b = 32, bf16 in, fp32 out): the op's minimal bytes,
+  the bytes the CUDA kernels move by the kernel lab's warp-level traffic model (emulated at a
+  scaled-down shape, scaled per launch: ``kernel_static/traffic.py``), sectors per request,
+  atomics, and a modeled H100 time (``kernel_static/cost_model.py``).
+
+Every time and bandwidth figure is **modeled, not measured**.
+
+Usage:
+  python bench/kernel_report.py --out DIR [--subset tiny] [--no-triton] [--no-ops]
+  python bench/kernel_report.py --out DIR --render DIR/kernels.json   # markdown only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import bench_ops
+import torch
+from kernel_static import cost_model, cuda_kernels, min_bytes, traffic
+from kernel_static import triton_kernels as tk
+
+DTYPE, IN_BYTES, OUT_BYTES = torch.bfloat16, 2, 4
+LAYOUTS = ("channel_first", "channel_last")
+
+
+def cases(subset: str) -> list[tuple[str, dict, str]]:
+    """(op, shape, layout) of the report: bench_ops' GPU shapes (VMamba-S at 448 px, b = 32)."""
+    if subset == "tiny":
+        return [("ss2d_scan", {"b": 2, "C": 16, "H": 7, "W": 9, "N": 1}, "channel_first")]
+    out = []
+    for b, c, H, W, N in bench_ops.GPU_SS2D:
+        for layout in LAYOUTS:
+            out.append(("ss2d_scan", {"b": b, "C": c, "H": H, "W": W, "N": N}, layout))
+    for N in (1, 16):
+        out.append(("selective_scan", {"b": 32, "d": 1536, "L": 3136, "N": N, "G": 1}, "-"))
+    for b, A, F, R in bench_ops.GPU_SLP:
+        out.append(("slp_project", {"b": b, "A": A, "F": F, "R": R}, "-"))
+    return out
+
+
+# --------------------------------------------------------------------------- CUDA ops
+
+
+def _kernel_lookup(rows: list[dict]) -> dict:
+    return {(r["name"], r["variant"].get("dtype"), r["variant"].get("N")): r for r in rows}
+
+
+def _bucket(N: int) -> int:
+    return 1 if N == 1 else 4 if N <= 4 else 16  # scan_fwd.cu / scan_bwd.cu dispatch
+
+
+def _sequences(op: str, s: dict) -> tuple[int, int]:
+    """(sequences, steps per sequence) a scan pass runs."""
+    if op == "ss2d_scan":
+        return s["b"] * s["C"] * 4, s["H"] * s["W"]
+    return s["b"] * s["d"], s["L"]
+
+
+def cuda_op(op: str, pass_: str, shape: dict, layout: str, kernels: dict, tile: int) -> dict:
+    t = traffic.cuda_traffic(op, pass_, shape, DTYPE, layout)
+    launches = []
+    for ln in t["launches"]:
+        name = traffic.kernel_name(ln["kernel"])
+        dt = "bf16" if "bfloat16" in ln["kernel"] else None
+        N = _bucket(shape["N"]) if name.startswith("scan_") else None
+        rec = kernels.get((name, dt, N)) or kernels.get((name, dt, None))
+        threads = math.prod(ln["block"])
+        blocks = math.prod(ln["grid"]) * ln["scale"]
+        kw = {"threads": threads, "regs": rec["regs"] if rec else None, "blocks": blocks}
+        kw["smem"] = ln["smem_static"] + ln["smem_dynamic"]
+        if rec and rec["sass_per_step"] is not None:
+            seqs, L = _sequences(op, shape)
+            steps = cost_model.scan_steps(seqs, L, tile)
+            kw["warp_instructions"] = rec["sass_per_step"] * steps / 32
+        if name.startswith("slp_") and name != "store_dq_kernel":
+            kw["pipe"] = cost_model.slp_instructions(name, *(shape[k] for k in "bAFR"))
+        c = cost_model.launch_cost(name, ln["bytes_l2"], **kw)
+        launches.append(
+            {
+                **{k: ln[k] for k in ("kernel", "grid", "block", "smem_dynamic", "scale")},
+                **{k: ln[k] for k in traffic.COUNTS},
+                "occupancy_h100": c.occupancy,
+                "modeled_ms": c.ms,
+                "bound": c.bound,
+                "mem_ms": c.mem_ms,
+                "issue_ms": c.issue_ms,
+                "pipe_ms": c.pipe_ms,
+            }
+        )
+    return {"emulated_shape": t["emulated_shape"], "launches": launches}
+
+
+# --------------------------------------------------------------------------- Triton ops
+
+
+def _shape_text(s: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in s.items())
+
+
+def triton_op(op: str, pass_: str, shape: dict, layout: str, tc: tk.TritonCompiler) -> dict:
+    inputs = tk.meta_inputs(op, shape, DTYPE, layout)
+    launches = []
+    for ln in tk.op_launches(op, pass_, inputs):
+        c = tc.get(ln, used_by=f"{op} {pass_} {_shape_text(shape)} {layout}")
+        loops = tk.sass.loops(c.code)
+        static = sum(1 for i in c.code if i.base != "NOP")
+        # straight-line kernels: every warp of every program issues each instruction once
+        warp_instr = static * c.num_warps * ln.programs if not loops else None
+        cost = cost_model.launch_cost(
+            c.name,
+            0.0,
+            threads=c.num_warps * 32,
+            regs=c.resources.regs,
+            smem=c.shared,
+            blocks=ln.programs,
+            warp_instructions=warp_instr,
+        )
+        launches.append(
+            {
+                "kernel": c.name,
+                "key": c.key,
+                "grid": list(ln.grid),
+                "num_warps": c.num_warps,
+                "regs": c.resources.regs,
+                "occupancy_h100": cost.occupancy,
+                "issue_ms": cost.issue_ms,
+                "issue_modeled": warp_instr is not None,
+            }
+        )
+    return {"launches": launches}
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def _git_commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+        return (sha or "unknown") + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def op_row(backend: str, op: str, pass_: str, shape: dict, layout: str, detail: dict) -> dict:
+    nbytes = min_bytes.min_bytes(op, shape, IN_BYTES, OUT_BYTES, pass_)
+    floor_ms = cost_model.mem_ms(nbytes)
+    row = {
+        "backend": backend,
+        "op": op,
+        "pass": pass_,
+        "shape": shape,
+        "dtype": "bf16",
+        "out_dtype": "fp32" if op != "slp_project" else "bf16",
+        "layout": layout,
+        "bytes_min": nbytes,
+        "bytes_moved": None,
+        "sectors_per_request": None,
+        "atomics": None,
+        "modeled_ms_h100": None,
+        "modeled_fraction_of_copy_bw": None,
+        "modeled": "modeled, not measured",
+    }
+    ls = detail["launches"]
+    if backend == "cuda":
+        req = sum(ln["requests"] for ln in ls)
+        row["bytes_moved"] = sum(ln["bytes_l2"] for ln in ls)
+        row["sectors_per_request"] = sum(ln["sectors"] for ln in ls) / req if req else None
+        row["atomics"] = sum(ln["atomics"] for ln in ls)
+        row["modeled_ms_h100"] = sum(ln["modeled_ms"] for ln in ls)
+        row["bound"] = max(ls, key=lambda ln: ln["modeled_ms"])["bound"]
+        row["modeled_issue_ms"] = sum(ln["issue_ms"] or 0.0 for ln in ls)
+    elif any(ln["issue_modeled"] for ln in ls) and op != "slp_project":
+        # no traffic model of Triton's code: bytes at the op's minimum, a lower bound; the issue
+        # limit of its straight-line kernels (looping helper kernels, the chunk-carry combine,
+        # are not charged)
+        issue = sum(ln["issue_ms"] for ln in ls if ln["issue_modeled"])
+        row["modeled_issue_ms"] = issue
+        row["modeled_ms_h100"] = max(issue, floor_ms)
+        row["bound"] = "issue" if issue > floor_ms else "memory (bytes_min)"
+        row["not_charged"] = sorted({ln["kernel"] for ln in ls if not ln["issue_modeled"]})
+    if row["modeled_ms_h100"]:
+        row["modeled_fraction_of_copy_bw"] = floor_ms / row["modeled_ms_h100"]
+    row["launches"] = ls
+    if "emulated_shape" in detail:
+        row["emulated_shape"] = detail["emulated_shape"]
+    return row
+
+
+def build(
+    subset: str, triton: bool, ops: bool, log=print, cuda_sources: list[Path] | None = None
+) -> dict:
+    """The report dict; ``cuda_sources`` replaces csrc/cuda/*.cu (tests compile a tiny kernel)."""
+    log("compiling csrc/cuda for sm_90 (nvcc) ...")
+    objects = cuda_kernels.compile_all(sources=cuda_sources)
+    kernels = cuda_kernels.kernel_records(objects)
+    lookup = _kernel_lookup(kernels)
+    consts = cuda_kernels.scan_constants()
+    tile = consts["threads"] * consts["items"]
+    tc = tk.TritonCompiler() if triton else None
+    rows = []
+    if ops:
+        for op, shape, layout in cases(subset):
+            for pass_ in ("fwd", "bwd"):
+                log(f"cuda {op} {pass_} {shape} {layout}: emulating ...")
+                detail = cuda_op(op, pass_, shape, layout, lookup, tile)
+                rows.append(op_row("cuda", op, pass_, shape, layout, detail))
+                if tc is not None:
+                    log(f"triton {op} {pass_} {shape} {layout}: compiling for sm_90 ...")
+                    detail = triton_op(op, pass_, shape, layout, tc)
+                    rows.append(op_row("triton", op, pass_, shape, layout, detail))
+    for k in kernels:
+        k.pop("mangled", None)
+    return {
+        "date": datetime.date.today().isoformat(),
+        "commit": _git_commit(),
+        "arch": "sm_90",
+        "device_modeled": "H100 SXM: 132 SMs, 1.755 GHz, 3.35 TB/s",
+        "modeled": "every time and bandwidth figure is modeled, not measured",
+        "kernels": kernels + (tc.records() if tc else []),
+        "ops": rows,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="folder for kernels.json / .md")
+    ap.add_argument("--subset", choices=("full", "tiny"), default="full")
+    ap.add_argument("--no-triton", action="store_true", help="skip the Triton compiles")
+    ap.add_argument("--no-ops", action="store_true", help="kernels table only (no emulation)")
+    ap.add_argument(
+        "--render", type=Path, help="only rewrite kernels.md from this kernels.json (no build)"
+    )
+    args = ap.parse_args(argv)
+    from kernel_static.markdown import markdown
+
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+    else:
+        report = build(args.subset, not args.no_triton, not args.no_ops)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "kernels.json").write_text(json.dumps(report, indent=1) + "\n")
+    md = markdown(report)
+    (args.out / "kernels.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

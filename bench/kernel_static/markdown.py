@@ -1,0 +1,153 @@
+"""kernels.md from the report dict of bench/kernel_report.py."""
+
+from __future__ import annotations
+
+from . import cost_model as cm
+
+
+def _f(v, fmt="{:.0f}", none="-") -> str:
+    return none if v is None else fmt.format(v)
+
+
+def _variant(v: dict) -> str:
+    return " ".join(f"{k}={x}" for k, x in v.items())
+
+
+def _shape(s: dict) -> str:
+    if "H" in s:
+        return f"b={s['b']} C={s['C']} {s['H']}x{s['W']} N={s['N']}"
+    if "L" in s:
+        return f"b={s['b']} d={s['d']} L={s['L']} N={s['N']}"
+    return " ".join(f"{k}={v}" for k, v in s.items())
+
+
+def _used_by(r: dict) -> str:
+    """Triton rows: the ops (and layouts) that launch this specialisation."""
+    used = r.get("used_by") or []
+    kinds = sorted({" ".join(u.split()[:2] + u.split()[-1:]).replace(" -", "") for u in used})
+    return f" ({'; '.join(kinds)})" if kinds else ""
+
+
+def kernels_table(rows: list[dict]) -> list[str]:
+    out = [
+        (
+            "| backend | kernel | variant | regs | spill B | smem static B | threads "
+            "| occupancy H100 (limiter) | SASS/step |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        occ = r["occupancy_h100"]
+        occ_s = "-" if occ is None else f"{occ:.1%} ({r['occupancy_limiter']})"
+        out.append(
+            f"| {r['backend']} | {r['name']} | {_variant(r['variant'])}{_used_by(r)} | {r['regs']} "
+            f"| {_f(r['spill_bytes'])} | {r['smem_static_bytes']} | {_f(r['threads_per_block'])} "
+            f"| {occ_s} | {_f(r['sass_per_step'], '{:.0f}')} |"
+        )
+    return out
+
+
+def ops_table(rows: list[dict]) -> list[str]:
+    out = [
+        (
+            "| backend | op | pass | shape | layout | bytes min (MB) | bytes moved (MB) "
+            "| moved/min | sectors/request | atomics (M) | modeled ms H100 (issue ms) "
+            "| modeled % of copy BW | bound |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        moved, mn = r["bytes_moved"], r["bytes_min"]
+        ratio = None if moved is None else moved / mn
+        ms = r["modeled_ms_h100"]
+        frac = r["modeled_fraction_of_copy_bw"]
+        out.append(
+            f"| {r['backend']} | {r['op']} | {r['pass']} | {_shape(r['shape'])} | {r['layout']} "
+            f"| {mn / 1e6:.0f} | {_f(None if moved is None else moved / 1e6)} "
+            f"| {_f(ratio, '{:.2f}x')} | {_f(r['sectors_per_request'], '{:.2f}')} "
+            f"| {_f(None if r['atomics'] is None else r['atomics'] / 1e6, '{:.1f}')} "
+            f"| {_f(ms, '{:.3f}')} ({_f(r.get('modeled_issue_ms'), '{:.3f}')}) "
+            f"| {_f(None if frac is None else 100 * frac, '{:.1f}%')} "
+            f"| {r.get('bound', '-')} |"
+        )
+    return out
+
+
+ASSUMPTIONS = f"""\
+## The model (**modeled, not measured**)
+
+* **Kernels.** Every `.cu` of `csrc/cuda` is compiled alone for sm_90 with the flags of setup.py
+  (`-O3 --use_fast_math -lineinfo --expt-relaxed-constexpr -std=c++17`). Registers and stack come
+  from `cuobjdump --dump-resource-usage` of the object, spills (stores + loads, bytes per thread)
+  and static shared memory from `ptxas -v` of the same compile; the register counts of both
+  agree (checked). cuobjdump's SHARED column adds the 1 KiB sm_90 reserves per block. Triton
+  kernels are the specialisations the ops launch at the shapes below, compiled with
+  `triton.compile` for `GPUTarget("cuda", 90, 32)`; their shared memory is what Triton launches
+  them with.
+* **Occupancy** (H100, per SM): 65,536 registers allocated per warp in units of 256, warps in
+  groups of 4; 64 warps; 32 blocks; 228 KiB shared memory (227 KiB per block) plus 1 KiB reserved
+  per block. Kernel rows use static shared memory only; op launches add their dynamic shared
+  memory (the fp32 accumulator plane of the ss2d kernels).
+* **SASS per step** (CUDA scan kernels): the innermost loops that contain a block barrier are the
+  per-tile loops (the backward has two: the state sweep and the gradient sweep); the instructions
+  on the longest path through each loop body (NOPs excluded), summed and divided by the steps a
+  thread owns per tile (`kItems` = 8). Rows for N = 4 / 16 are the kMaxN buckets, their loops
+  unrolled for every state.
+* **Bytes moved** (CUDA): the kernel lab's emulator runs the real kernels and counts, per warp
+  request (one dynamic load/store/atomic of 32 lanes), the distinct 32-byte sectors; bytes moved
+  = 32 x sectors, i.e. the L2-to-SM traffic with no credit for L1 hits between requests. For
+  today's scan kernels, whose lanes own 8 consecutive steps, the 8 requests of a thread's steps
+  touch the same sectors again, so on a GPU much of this traffic would hit L1: read the memory
+  term as an upper bound and the issue column as the other limit; a kernel whose requests are
+  coalesced (the v2 target, sectors per request near ideal) makes both readings agree.
+  Sectors per request are averaged over every request of the op (ideal: 2 for a warp reading 32
+  consecutive bf16 values, 4 for fp32). The op is emulated at a scaled-down shape that keeps
+  every per-block quantity (the whole map or sequence, N, F, R; 16 channels, so channel-last
+  positions are a sector apart as at the real C) and shrinks batch and channels (slp: batch 2,
+  32 attributes); each launch's counts are scaled by the ratio of the work units it runs over:
+  (b, C) planes for the scan kernels, b for the dB/dC store, b x A for the SLP kernels, A for the
+  dq store. Counts grow linearly in these units, so the scaling is exact up to the alignment of
+  planes to sectors.
+* **Time** per launch = max(bytes moved / {cm.HBM_BW / 1e12:.2f} TB/s, issue, pipe); an op is the
+  sum of its launches (launch overhead not counted).
+  Issue = warp instructions / ({cm.SMS} SMs x {cm.SCHEDULERS} schedulers x {cm.CLOCK / 1e9:.3f}
+  GHz x e), with warp instructions = SASS per step x steps / 32 (whole tiles of 1024 steps per
+  sequence, so short maps pay for padding) and e = min(1, resident warps per scheduler /
+  {cm.WARPS_TO_HIDE}). Pipe (SLP kernels): shared and global loads at one warp instruction per SM
+  per clock, FFMA at four, counted from slp.cu's loops. Grid-stride helper kernels are charged
+  their bytes only.
+* **Fraction of copy bandwidth** = (bytes min / 3.35 TB/s) / modeled time: the fraction of the
+  copy roofline the op would reach on the minimal-bytes count of docs/design.md §5.1. A measured device copy
+  reaches ~90% of 3.35 TB/s, so measured fractions of *measured* copy bandwidth will read higher.
+* **Triton ops**: no traffic model of Triton's compiled code exists yet, so their time uses the
+  op's minimal bytes (a lower bound) and the issue limit of its straight-line kernels (every warp
+  issues each SASS instruction once per program: the scan passes); the chunk-carry combine
+  kernel loops and is not charged; the SLP kernels loop over F and R and get no time. The
+  Triton rows are therefore optimistic lower bounds, not comparable one-to-one with CUDA's.
+* Not modeled: L1/L2 hit rates, bank conflicts, atomic contention (atomics are counted, their
+  sectors charged), tail effects beyond the resident-warp count, clocks below boost.
+"""
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# Static kernel report ({report['arch']}): modeled, not measured",
+        "",
+        (
+            f"Date {report['date']}, commit {report['commit']}. No GPU: every figure below comes "
+            "from the compiled code (nvcc / Triton for sm_90) and the kernel lab's CPU emulator; "
+            f"every time and bandwidth is **modeled, not measured** for an "
+            f"{report['device_modeled']}."
+        ),
+        "",
+        "## Ops (bf16 in, fp32 scan outputs; VMamba-S at 448 px, b = 32)",
+        "",
+        *ops_table(report["ops"]),
+        "",
+        "## Kernels (sm_90)",
+        "",
+        *kernels_table(report["kernels"]),
+        "",
+        ASSUMPTIONS,
+    ]
+    return "\n".join(lines) + "\n"
