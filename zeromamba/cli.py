@@ -151,6 +151,12 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", help="kernel backend (default: the fastest available)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also report ESZSL on the same splits (pixels, and this checkpoint's pooled "
+        "backbone features), chosen on the validation split",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -227,12 +233,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         backend=a.backend,
         progress=not a.no_progress,
+        baseline=a.baseline,
     )
     print(
         f"{results['dataset']} ({results['checkpoint_kind']} checkpoint, gamma "
         f"{results['gamma']:.3f}): CZSL {results['czsl']:.2f} | S {results['S']:.2f} "
         f"U {results['U']:.2f} H {results['H']:.2f} | AUSUC {results['ausuc']:.2f}"
     )
+    if results.get("baseline"):
+        from .baselines import format_baselines
+
+        print("  baselines, same splits, chosen on validation:")
+        print("\n".join(format_baselines(results["baseline"])))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

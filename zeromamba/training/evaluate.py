@@ -44,12 +44,15 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     backend: str | None = None,
     progress: bool = True,
+    baseline: bool = False,
 ) -> dict[str, Any]:
     """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
 
     gamma: the calibration; default the gamma stored with our checkpoint (its selected or fixed
     value), else the dataset's official value. Returns the metrics plus ``dataset``,
-    ``checkpoint_kind`` ("zeromamba" or "official"), ``n_unseen``.
+    ``checkpoint_kind`` ("zeromamba" or "official"), ``n_unseen``; with ``baseline=True`` also
+    ``baseline``: ESZSL on pixels and on this checkpoint's pooled backbone features, chosen on
+    the validation split as in a training run (:mod:`zeromamba.baselines`).
     """
     from .trainer import EvalSets, build_model, load_data, predict, zero_shot_metrics
 
@@ -127,10 +130,18 @@ def evaluate_checkpoint(
     p_seen = predict(net, sets.seen_set, env, batch_size, True, "test seen", progress)
     p_unseen = predict(net, sets.unseen_set, env, batch_size, True, "test unseen", progress)
     metrics = zero_shot_metrics(p_seen, p_unseen, sets, dataset.attributes, float(gamma))
-    return {
+    out = {
         "dataset": dataset.name,
         "checkpoint": str(path),
         "checkpoint_kind": kind,
         "n_unseen": len(dataset.unseen),
         **metrics,
     }
+    if baseline:
+        from ..baselines import run_baselines
+
+        models = {"val": net, "test": net}
+        out["baseline"] = run_baselines(
+            dataset, cfg.holdout_fraction, cfg.seed, models, env.device, batch_size
+        )
+    return out

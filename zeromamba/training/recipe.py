@@ -23,8 +23,8 @@ from collections.abc import Callable
 from .config import BUILTIN_RECIPE, DATASET_RECIPES, TrainConfig
 
 # image passes per stage at 32 px (cost grows with the pixel count): ~25 epochs of the built-in
-# data's 1000 training images on CPU, a few times more on a GPU
-PASS_BUDGET = {"cpu": 25_000, "cuda": 100_000}
+# data's 1000 training images on CPU (minutes), more on a GPU (modeled, not measured)
+PASS_BUDGET = {"cpu": 25_000, "cuda": 400_000}
 EPOCH_RANGE = (6, 30)
 
 
@@ -100,8 +100,9 @@ def choose(cfg: TrainConfig, say: Callable[[str], None] = print) -> TrainConfig:
             why = "the official ZeroMamba recipe (ImageNet weights given)"
         else:
             why = "the official ZeroMamba recipe"
+    size = r.image_size or "the loader's default"
     say(
-        f"recipe: {why}; in effect: model {r.model}, {r.image_size or 'the loader\'s default'} px, "
+        f"recipe: {why}; in effect: model {r.model}, {size} px, "
         f"{r.epochs} epochs, batch {r.batch_size}, lr {r.lr_backbone}/{r.lr_grl}/{r.lr_mlp}, "
         f"milestones {list(r.milestones)}, lambda_L1 {r.lambda_l1}"
     )
