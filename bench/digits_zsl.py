@@ -66,8 +66,7 @@ def write(out: str, seed: int = 0) -> None:
         f.write("\n".join(NAMES) + "\n")
     with open(os.path.join(out, "attributes.csv"), "w") as f:
         f.write("class," + ",".join(ATTRIBUTES) + "\n")
-        for d, name in enumerate(NAMES):
-            f.write(name + "," + ",".join(map(str, attribute_row(d))) + "\n")
+        f.writelines(name + "," + ",".join(map(str, attribute_row(d))) + "\n" for d, name in enumerate(NAMES))
     splits: dict[str, list[str]] = {"trainval": [], "test_seen": [], "test_unseen": []}
     for d, name in enumerate(NAMES):
         os.makedirs(os.path.join(out, "images", name), exist_ok=True)
@@ -81,7 +80,7 @@ def write(out: str, seed: int = 0) -> None:
             splits["test_unseen"] += rel
         else:
             order = rng.permutation(len(rel))
-            cut = int(round(0.8 * len(rel)))
+            cut = round(0.8 * len(rel))
             splits["trainval"] += [rel[j] for j in sorted(order[:cut])]
             splits["test_seen"] += [rel[j] for j in sorted(order[cut:])]
     for split, rows in splits.items():

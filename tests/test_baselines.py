@@ -97,8 +97,16 @@ def _linear_task(seed: int):
         xh, lh = draw(train_c, 5)
         xu, lu = draw(unseen_c, 10)
         return ZslTask(
-            _Items(xt, lt), lt, _Items(xh, lh), lh, _Items(xu, lu), lu, _Items(xh, lh), lh,
-            torch.tensor(train_c), torch.tensor(unseen_c),
+            _Items(xt, lt),
+            lt,
+            _Items(xh, lh),
+            lh,
+            _Items(xu, lu),
+            lu,
+            _Items(xh, lh),
+            lh,
+            torch.tensor(train_c),
+            torch.tensor(unseen_c),
         )
 
     return att, task(list(range(6)), [6, 7]), task(list(range(8)), [8, 9, 10, 11])

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_training import write_folder_dataset
+
 from zeromamba.training import TrainConfig, recipe
 from zeromamba.training.config import BUILTIN_RECIPE
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from zeromamba.data import DataError, load
-from zeromamba.data import semantic
+from zeromamba.data import DataError, load, semantic
 from zeromamba.data.attribute_names import find_attribute_names, read_numbered_names
 
 
@@ -69,7 +68,9 @@ class FakeEncoder:
 def test_vectors_are_computed_once_and_cached_next_to_the_data(tmp_path):
     enc = FakeEncoder()
     names = ["colour red", "has_shape::round"]
-    v, source = semantic.attribute_word_vectors(names, str(tmp_path), encoder=enc, model_name="fake")
+    v, source = semantic.attribute_word_vectors(
+        names, str(tmp_path), encoder=enc, model_name="fake"
+    )
     assert source == "fake" and v.shape == (2, 26) and enc.calls == 1
     torch.testing.assert_close(v[1], torch.from_numpy(enc(["shape: round"])[0]))
     assert len(list(tmp_path.glob("word_vectors.fake.*.npz"))) == 1

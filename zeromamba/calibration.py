@@ -47,7 +47,7 @@ def gamma_for_fraction(q: float, thresholds: Tensor) -> float:
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"q must be a fraction in [0, 1], got {q}")
     t = torch.sort(_check_thresholds(thresholds).to(torch.float64)).values
-    k = int(round(q * t.numel()))  # images to switch
+    k = round(q * t.numel())  # images to switch
     if k == 0:
         return float(t[0]) - 1e-6
     if k == t.numel():

@@ -98,7 +98,9 @@ def stacking_thresholds(scores: torch.Tensor, seen: torch.Tensor, unseen: torch.
     seen, unseen = _classes(seen, unseen)
     scores = torch.as_tensor(scores).detach().cpu()
     if scores.ndim != 2 or int(torch.cat([seen, unseen]).max()) >= scores.shape[1]:
-        raise ValueError(f"scores must be (n, n_classes) covering the classes, got {tuple(scores.shape)}")
+        raise ValueError(
+            f"scores must be (n, n_classes) covering the classes, got {tuple(scores.shape)}"
+        )
     return _stacking(scores, seen, unseen)[2]
 
 

