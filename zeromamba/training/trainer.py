@@ -8,10 +8,13 @@ Protocol (``TrainConfig.select``):
   images as seen (the label space is train + val classes). It picks the epoch of the best
   validation CZSL, the epoch of the best validation H, and the calibration gamma that maximises
   H at that epoch (unless ``gamma`` is given). Stage ``final`` then retrains from scratch on
-  "trainval" (all seen classes and their training images) for the larger of the two epoch
-  counts, with the same schedule; the model at the CZSL epoch (``best_czsl.pt``) gives the
-  reported CZSL, the model at the H epoch (``best_h.pt``) the reported S, U, H (with the chosen
-  gamma) and AUSUC, both on the test splits, evaluated once.
+  "trainval" (all seen classes; without a fixed ``gamma`` minus a held-out fraction of each
+  class's images that calibrates gamma, :mod:`zeromamba.calibration`) for the larger of the two
+  epoch counts, with the same schedule; the model at the CZSL epoch (``best_czsl.pt``) gives the
+  reported CZSL, the model at the H epoch (``best_h.pt``) the reported S, U, H (with the
+  calibrated gamma) and AUSUC, both on the test splits, evaluated once.
+  After the stages, ESZSL is fitted on the same splits with the same protocol
+  (:mod:`zeromamba.baselines`) and reported beside ours (``results["baseline"]``).
 * ``"test"`` (the official code's protocol, for comparison): one stage on "trainval", evaluated
   on the test splits after every epoch with the fixed ``gamma``; the best test CZSL and best
   test H over the epochs are reported (``best_czsl.pt`` / ``best_h.pt``). Numbers chosen this
