@@ -66,7 +66,9 @@ def write(out: str, seed: int = 0) -> None:
         f.write("\n".join(NAMES) + "\n")
     with open(os.path.join(out, "attributes.csv"), "w") as f:
         f.write("class," + ",".join(ATTRIBUTES) + "\n")
-        f.writelines(name + "," + ",".join(map(str, attribute_row(d))) + "\n" for d, name in enumerate(NAMES))
+        f.writelines(
+            name + "," + ",".join(map(str, attribute_row(d))) + "\n" for d, name in enumerate(NAMES)
+        )
     splits: dict[str, list[str]] = {"trainval": [], "test_seen": [], "test_unseen": []}
     for d, name in enumerate(NAMES):
         os.makedirs(os.path.join(out, "images", name), exist_ok=True)
