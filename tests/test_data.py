@@ -110,6 +110,12 @@ def test_xlsa17_loader(tmp_path):
     # pixel value 40*5+1 = 201 everywhere, normalised per channel
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     torch.testing.assert_close(img[:, 0, 0], (201 / 255 - mean) / std)
+    # no shipped names: numbered; CUB's attributes.txt beside the images: its names
+    assert d.attribute_names[0] == "attribute_000"
+    with open(os.path.join(image_root, "CUB", "attributes.txt"), "w") as f:
+        f.write("".join(f"{i + 1} has_part::value_{i}\n" for i in range(N_ATT)))
+    d = zd.load("cub", data_root=data_root, image_root=image_root, image_size=16)
+    assert d.attribute_names == [f"has_part::value_{i}" for i in range(N_ATT)]
 
 
 def test_xlsa17_path_rewriting_sun_awa2():

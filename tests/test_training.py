@@ -208,6 +208,13 @@ def test_short_run_writes_results_logs_plots_and_checkpoints(tiny_data, tmp_path
     for key in ("czsl", "S", "U", "H", "ausuc", "n_unseen", "seconds"):
         assert key in on_disk
     assert on_disk["n_unseen"] == 2 and on_disk["select"] == "val"
+    # the ESZSL baseline block (read by the report page) and the calibration rule
+    assert set(on_disk["baseline"]) == {"eszsl_pixels", "eszsl_features"}
+    for b in on_disk["baseline"].values():
+        assert set(b) == {"czsl", "S", "U", "H", "ausuc", "gamma", "hyper"}
+        assert 0 <= b["czsl"] <= 100 and 0 <= b["H"] <= 100
+    assert on_disk["calibration"]["rule"] == "seen_switched"
+    assert 0 <= on_disk["calibration"]["seen_switched"] <= 1
     assert res["czsl"] == on_disk["czsl"] and 0 <= res["H"] <= 100
     for f in (
         "curves.png",
@@ -230,10 +237,14 @@ def test_short_run_writes_results_logs_plots_and_checkpoints(tiny_data, tmp_path
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny_config(tiny_data), out, say=lambda _m: None)
     # evaluating the best-H checkpoint reproduces the reported GZSL numbers
-    ev = evaluate_checkpoint(out / "best_h.pt", progress=False)
+    ev = evaluate_checkpoint(out / "best_h.pt", progress=False, baseline=True)
     assert ev["checkpoint_kind"] == "zeromamba" and ev["gamma"] == pytest.approx(res["gamma"])
     for k in ("S", "U", "H", "ausuc"):
         assert ev[k] == pytest.approx(res[k], abs=1e-6)
+    # the pixel baseline does not depend on the model: eval reproduces the run's
+    pixels = res["baseline"]["eszsl_pixels"]
+    for k in ("czsl", "H", "gamma"):
+        assert ev["baseline"]["eszsl_pixels"][k] == pytest.approx(pixels[k])
 
 
 @pytest.mark.parametrize("select, die_at", [("test", ("final", 2)), ("val", ("select", 2))])

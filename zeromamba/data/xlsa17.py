@@ -22,7 +22,9 @@ rest is placed under ``{image_root}/{DATASET}/``: CUB ``CUB_200_2011/images/<cla
 Splits: "trainval", "test_seen", "test_unseen" are the mat's. "val" is the trainval images of the
 classes of ``val_loc`` and "train" the other trainval images, so train + val = trainval exactly and
 neither touches test_seen (``train_loc``/``val_loc`` index images of those classes regardless of the
-trainval/test_seen split). xlsa17 has no attribute names; they are ``attribute_000`` ...
+trainval/test_seen split). xlsa17 has no attribute names: they are read from the files the
+datasets ship when the image or data root has them (:mod:`zeromamba.data.attribute_names`),
+else ``attribute_000`` ...
 Only load pickles you trust (unpickling runs code).
 """
 
@@ -34,6 +36,7 @@ import pickle
 import numpy as np
 import torch
 
+from .attribute_names import find_attribute_names
 from .core import (
     DataError,
     MissingFileError,
@@ -172,6 +175,9 @@ def load_xlsa17(
         train_i, val_i = split_train_val(trainval_labels)
         index["train"], index["val"] = index["trainval"][train_i], index["trainval"][val_i]
 
+    found = find_attribute_names(dataset, [image_root, data_root], att.shape[1])
+    names = found[0] if found else [f"attribute_{i:03d}" for i in range(att.shape[1])]
+
     files = [local_image_path(p, dataset, image_root) for p in xlsa_files]
     used = torch.unique(torch.cat([index[k] for k in ("trainval", "test_seen", "test_unseen")]))
     missing = [files[i] for i in used.tolist() if not os.path.isfile(files[i])]
@@ -185,7 +191,7 @@ def load_xlsa17(
         name=dataset,
         class_names=class_names,
         attributes=torch.from_numpy(att),
-        attribute_names=[f"attribute_{i:03d}" for i in range(att.shape[1])],
+        attribute_names=names,
         word_vectors=torch.from_numpy(wv),
         splits=image_datasets(labels, index, image_size, files=files),
         image_size=image_size,

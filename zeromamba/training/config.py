@@ -26,12 +26,14 @@ DATASET_RECIPES: dict[str, dict[str, float]] = {
 BUILTIN_RECIPE: dict[str, Any] = {
     "model": "nano",
     "image_size": 32,
-    "epochs": 10,
+    # 20 epochs (decay at 12, 16) against 10 (6, 8), on the validation task: CZSL 75.0 both,
+    # H 45.0 against 44.6, seen accuracy 52 against 44 at the last epoch
+    "epochs": 20,
     "batch_size": 32,
     "lr_backbone": 0.03,  # 0.08 already diverges now and then
     "lr_grl": 0.03,
     "lr_mlp": 0.003,
-    "milestones": (6, 8),
+    "milestones": (12, 16),
     "gamma": None,
     "lambda_l1": 0.2,
     # the nano model's ops are too small to split over cores: one intra-op thread is faster,
@@ -52,6 +54,7 @@ class TrainConfig:
     w2v_root: str | None = None  # <DATASET>_attribute.pkl folder (default: data_root)
     data_seed: int = 0  # generator seed of the built-in dataset
     image_root: str | None = None
+    word_vectors: str = "auto"  # data without word vectors: auto | semantic | pseudo
     model: str | None = None  # VSSM config: nano | tiny | small | base (official: small)
     pretrained: str | None = None  # VMamba ImageNet checkpoint for the backbone
     image_size: int | None = None

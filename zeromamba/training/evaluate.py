@@ -79,6 +79,8 @@ def load_for_eval(
             TrainConfig.from_dict(obj["config"]), pretrained=None, **overrides
         )
         dataset = load_data(cfg)
+        if "slp.V" in obj["model"]:  # the trained V replaces whatever initialised it
+            dataset = dataclasses.replace(dataset, word_vectors=obj["model"]["slp.V"])
         net = build_model(cfg, dataset)
         net.load_state_dict(obj["model"])
         epoch = obj.get("epoch")
@@ -137,11 +139,14 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     backend: str | None = None,
     progress: bool = True,
+    baseline: bool = False,
 ) -> dict[str, Any]:
     """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
 
     gamma: as :func:`load_for_eval`. Returns the metrics plus ``dataset``, ``checkpoint_kind``
-    ("zeromamba" or "official"), ``n_unseen``.
+    ("zeromamba" or "official"), ``n_unseen``; with ``baseline=True`` also ``baseline``: ESZSL on
+    pixels and on this checkpoint's pooled backbone features, chosen on the validation split as
+    in a training run (:mod:`zeromamba.baselines`).
     """
     from .trainer import EvalSets, predict, zero_shot_metrics
 
@@ -174,10 +179,23 @@ def evaluate_checkpoint(
     p_seen = predict(net, sets.seen_set, env, batch_size, True, "test seen", progress)
     p_unseen = predict(net, sets.unseen_set, env, batch_size, True, "test unseen", progress)
     metrics = zero_shot_metrics(p_seen, p_unseen, sets, dataset.attributes, float(gamma))
-    return {
+    out = {
         "dataset": dataset.name,
         "checkpoint": str(path),
         "checkpoint_kind": kind,
         "n_unseen": len(dataset.unseen),
         **metrics,
     }
+    if baseline:
+        from ..baselines import run_baselines
+
+        models = {"val": net, "test": net}
+        out["baseline"] = run_baselines(
+            dataset,
+            loaded.config["holdout_fraction"],
+            loaded.config["seed"],
+            models,
+            env.device,
+            batch_size,
+        )
+    return out

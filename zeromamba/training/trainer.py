@@ -8,10 +8,13 @@ Protocol (``TrainConfig.select``):
   images as seen (the label space is train + val classes). It picks the epoch of the best
   validation CZSL, the epoch of the best validation H, and the calibration gamma that maximises
   H at that epoch (unless ``gamma`` is given). Stage ``final`` then retrains from scratch on
-  "trainval" (all seen classes and their training images) for the larger of the two epoch
-  counts, with the same schedule; the model at the CZSL epoch (``best_czsl.pt``) gives the
-  reported CZSL, the model at the H epoch (``best_h.pt``) the reported S, U, H (with the chosen
-  gamma) and AUSUC, both on the test splits, evaluated once.
+  "trainval" (all seen classes; without a fixed ``gamma`` minus a held-out fraction of each
+  class's images that calibrates gamma, :mod:`zeromamba.calibration`) for the larger of the two
+  epoch counts, with the same schedule; the model at the CZSL epoch (``best_czsl.pt``) gives the
+  reported CZSL, the model at the H epoch (``best_h.pt``) the reported S, U, H (with the
+  calibrated gamma) and AUSUC, both on the test splits, evaluated once.
+  After the stages, ESZSL is fitted on the same splits with the same protocol
+  (:mod:`zeromamba.baselines`) and reported beside ours (``results["baseline"]``).
 * ``"test"`` (the official code's protocol, for comparison): one stage on "trainval", evaluated
   on the test splits after every epoch with the fixed ``gamma``; the best test CZSL and best
   test H over the epochs are reported (``best_czsl.pt`` / ``best_h.pt``). Numbers chosen this
@@ -25,6 +28,7 @@ reproduces an uninterrupted one exactly (same weights on CPU with ``num_workers=
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -41,10 +45,10 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from .. import calibration, evaluation
 from .. import data as zdata
-from .. import evaluation
 from ..models import ZeroMamba, zsl_loss
-from . import distributed, plots, seeding
+from . import distributed, plots, recipe, seeding
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -141,7 +145,9 @@ def zero_shot_metrics(
     attributes: Tensor,
     gamma: float | None,
 ) -> dict[str, float]:
-    """CZSL, S, U, H (percent), AUSUC and the gamma used (chosen to maximise H when None).
+    """CZSL, S, U, H (percent), AUSUC, the gamma used (chosen to maximise H when None) and the
+    fraction of seen-set images that gamma switches to an unseen class (``seen_switched``, see
+    :mod:`zeromamba.calibration`).
 
     The candidate classes are the sets' seen + unseen classes only (on validation, the test
     classes are not candidates). pred_*: (n, A); attributes: (n_classes, A) of every class.
@@ -167,6 +173,9 @@ def zero_shot_metrics(
         "H": float(gz["H"]),
         "ausuc": float(evaluation.ausuc(*args)),
         "gamma": float(gamma),
+        "seen_switched": calibration.switched_fraction(
+            gamma, calibration.thresholds(s_scores, sets.seen_classes, sets.unseen_classes)
+        ),
     }
 
 
@@ -220,8 +229,11 @@ class Stage:
     epochs: int
     eval_sets: EvalSets
     eval_epochs: set[int] | None  # epochs evaluated; None: every epoch
-    gamma: float | None  # fixed, or None: chosen on the eval sets
+    gamma: float | None  # fixed, or None: chosen on the eval sets / by the calibration rule
     save_at: dict[str, int] = field(default_factory=dict)  # "best_czsl"/"best_h" -> epoch
+    # held-out seen images and the rate q that set gamma on them (zeromamba.calibration)
+    calibration: zdata.ImageDataset | None = None
+    seen_switched: float | None = None
 
 
 @dataclass
@@ -282,7 +294,16 @@ def _evaluate(
     p_unseen = predict(
         model, sets.unseen_set, ctx.env, cfg.eval_batch_size, cfg.amp, f"{sets.name} unseen", show
     )
-    metrics = zero_shot_metrics(p_seen, p_unseen, sets, ctx.data.attributes, stage.gamma)
+    gamma = stage.gamma
+    if gamma is None and stage.calibration is not None:
+        p_cal = predict(
+            model, stage.calibration, ctx.env, cfg.eval_batch_size, cfg.amp, "calibration", show
+        )
+        t = calibration.thresholds(
+            p_cal @ ctx.data.attributes.float().T, sets.seen_classes, sets.unseen_classes
+        )
+        gamma = calibration.gamma_for_fraction(stage.seen_switched, t)
+    metrics = zero_shot_metrics(p_seen, p_unseen, sets, ctx.data.attributes, gamma)
     return metrics, seen_unseen_points(p_seen, p_unseen, sets, ctx.data.attributes)
 
 
@@ -492,6 +513,7 @@ def _select_from(history: list[dict[str, Any]], gamma: float | None) -> dict[str
         "epoch_czsl": czsl_row["epoch"],
         "epoch_h": h_row["epoch"],
         "gamma": float(h_row["eval"]["val"]["gamma"]) if gamma is None else float(gamma),
+        "seen_switched": h_row["eval"]["val"].get("seen_switched"),
         "val": {
             "czsl": czsl_row["eval"]["val"]["czsl"],
             **{k: h_row["eval"]["val"][k] for k in ("S", "U", "H", "ausuc")},
@@ -518,6 +540,7 @@ def load_data(cfg: TrainConfig) -> zdata.ZeroShotData:
         w2v_root=cfg.w2v_root,
         image_size=cfg.image_size,
         seed=cfg.data_seed,
+        word_vectors=cfg.word_vectors,
     )
 
 
@@ -543,6 +566,8 @@ def train(
     threads = torch.get_num_threads()
     if resume and (out / "config.json").is_file():
         cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    else:  # the from-scratch recipe for folder data without --pretrained, told to the user
+        cfg = recipe.choose(cfg, say if env.is_main else (lambda _msg: None))
     wanted = cfg.resolved().threads
     try:
         if wanted:
@@ -590,7 +615,7 @@ def _train(
         f"({len(data.seen)} seen, {len(data.unseen)} unseen), model {cfg.model}, "
         f"{data.image_size} px, device {env.device}"
         + (f" x {env.world_size} processes" if env.distributed else "")
-        + f", selection on {cfg.select}"
+        + f", selection on {cfg.select}, word vectors: {data.word_vector_source}"
     )
 
     if resume and env.is_main:
@@ -625,20 +650,34 @@ def _train(
         s1 = run_stage(ctx, select, resume)
         history += s1["history"]
         choice = _select_from(s1["history"], cfg.gamma)
+        calibrate = cfg.gamma is None and choice["seen_switched"] is not None
         say(
             f"[select] chose epoch {choice['epoch_czsl']} for CZSL, epoch {choice['epoch_h']} "
             f"for H, gamma {choice['gamma']:.3f} (validation: CZSL {choice['val']['czsl']:.1f}, "
             f"H {choice['val']['H']:.1f})"
+            + (
+                f"; it switches {100 * choice['seen_switched']:.0f}% of the held-out seen "
+                "images to an unseen class: the final model's gamma switches as many"
+                if calibrate
+                else ""
+            )
         )
+        final_train, held_seen = trainval, None
+        if calibrate:  # hold out seen images to set the final model's gamma (calibration.py)
+            kept_tv, held_tv = holdout_split(trainval.labels, cfg.holdout_fraction, cfg.seed)
+            final_train = trainval.subset(kept_tv)
+            held_seen = data.splits["trainval"].subset(held_tv).with_transform(eval_tf)
         final = Stage(
             "final",
-            trainval,
+            final_train,
             data.seen,
             max(choice["epoch_czsl"], choice["epoch_h"]),
             test_sets,
             {choice["epoch_czsl"], choice["epoch_h"]},
-            choice["gamma"],
+            None if calibrate else choice["gamma"],
             {"best_czsl": choice["epoch_czsl"], "best_h": choice["epoch_h"]},
+            held_seen,
+            choice["seen_switched"] if calibrate else None,
         )
         s2 = run_stage(ctx, final, resume)
         history += s2["history"]
@@ -672,7 +711,16 @@ def _train(
     }
     if choice is not None:
         results["validation"] = choice["val"]
+        if calibrate:
+            results["calibration"] = {
+                "rule": "seen_switched",
+                "seen_switched": choice["seen_switched"],
+                "val_gamma": choice["gamma"],
+            }
     if env.is_main:
+        say("[baseline] ESZSL on pixels and on the trained backbone's pooled features")
+        results["baseline"] = _baselines(ctx)
+        results["seconds"] = time.time() - ctx.started
         plots.plot_training_curves(history, out / "curves.png")
         write_text_atomic(json.dumps(results, indent=2) + "\n", out / "results.json")
         say(format_table(results))
@@ -682,6 +730,29 @@ def _train(
         say(f"wrote {out}")
     distributed.barrier(env)
     return results
+
+
+def _baselines(ctx: RunContext) -> dict[str, Any]:
+    """ESZSL on the run's splits and protocol (:mod:`zeromamba.baselines`)."""
+    from ..baselines import run_baselines
+
+    def model(path: Path) -> ZeroMamba | None:
+        if not path.is_file():
+            return None
+        net = build_model(dataclasses.replace(ctx.cfg, pretrained=None), ctx.data)
+        net.load_state_dict(load_checkpoint(path)["model"])
+        return net
+
+    final = model(ctx.out / "best_h.pt")
+    stage1 = model(ctx.out / "select" / "best_h.pt") if ctx.cfg.select == "val" else final
+    return run_baselines(
+        ctx.data,
+        ctx.cfg.holdout_fraction,
+        ctx.cfg.seed,
+        {"val": stage1, "test": final},
+        ctx.env.device,
+        ctx.cfg.eval_batch_size,
+    )
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -702,4 +773,9 @@ def format_table(results: dict[str, Any]) -> str:
         f"{results['H']:6.2f} | {results['ausuc']:6.2f} | {results['seconds']:.0f}"
     )
     lines = [head, f"  {'CZSL':>6} | {'S':>6} {'U':>6} {'H':>6} | {'AUSUC':>6} | seconds", row]
+    if results.get("baseline"):
+        from ..baselines.in_run import format_baselines
+
+        lines += ["  baselines, same splits and validation protocol:"]
+        lines += format_baselines(results["baseline"])
     return "\n".join(lines)
