@@ -69,6 +69,7 @@ setup(
         "zeromamba.models",
         "zeromamba.data",
         "zeromamba.training",
+        "zeromamba.compat",
     ],
     package_dir={"zeromamba.kernels": "kernels"},
     ext_modules=[extension()],
