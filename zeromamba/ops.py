@@ -95,6 +95,18 @@ def ss2d_scan(
     Equals ``cross_merge(selective_scan(cross_scan(x), ...))`` with every per-direction input
     given in spatial order; direction k owns rows k*C .. k*C+C-1 of A, D and delta_bias.
 
+    LAYOUT WARNING: delta[:, k], B[:, k] and C[:, k] hold direction k's values at each
+    *spatial* position (h, w), not in direction k's scan order. Tensors computed in VMamba's
+    scan order (e.g. projections of ``cross_scan(x)``) and reshaped to (b, 4, ..., H, W) have the
+    right shapes, pass every check and barely change the output at initialisation, but give
+    wrong gradients (100%+ off). Compute them from x in spatial order (the projections are
+    pointwise), or convert with ``zeromamba.compat.vmamba.scan_to_spatial``; verify a call site
+    with ``zeromamba.compat.compare_paths`` or ``ZEROMAMBA_CHECK_LAYOUT=1``, or let
+    ``zeromamba.compat.vmamba.patch_vssm`` do the switch.
+
+    ``delta_softplus`` defaults to True here (VMamba) but to False in ``selective_scan``
+    (mamba_ssm); the compat entry points follow their upstream defaults.
+
     Args (channel-first / ``channel_last=True``):
         x: (b, C, H, W) / (b, H, W, C).
         delta: (b, 4, C, H, W) / (b, 4, H, W, C).
