@@ -138,19 +138,6 @@ def test_positional_call_matches_mamba_ssm_order():
     torch.testing.assert_close(last, ref_last)
 
 
-def test_long_sequence_last_state_in_blocks(monkeypatch):
-    """last_state sums exp(A S_t) over blocks of time steps; a small block size gives the same."""
-    from zeromamba.compat import mamba
-
-    kw = make_inputs("4d", 1, 4, 40, 3, torch.float64)
-    _, whole = selective_scan_fn(**kw, delta_softplus=True, return_last_state=True)
-    monkeypatch.setattr(mamba, "_LAST_STATE_BLOCK", 4 * 3 * 7)  # 7 steps per block
-    _, blocked = selective_scan_fn(**kw, delta_softplus=True, return_last_state=True)
-    _, ref_last = loop_scan(**kw, softplus=True)
-    torch.testing.assert_close(whole, ref_last)
-    torch.testing.assert_close(blocked, ref_last)
-
-
 @pytest.mark.parametrize(
     "change,match",
     [

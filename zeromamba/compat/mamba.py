@@ -10,8 +10,9 @@ with ``from zeromamba.compat.mamba import selective_scan_fn``: same signature, d
 * ``B``/``C`` of shape (b, N, L) are one group; constant (d, N) ones are broadcast over batch and
   time to d groups (correct, but it materialises (b, d, N, L) and runs one channel per group);
 * ``return_last_state``: the state after the last step, (b, d, N), float32 (float64 for float64
-  inputs), by its closed form ``h_L = sum_t exp(A * sum_{s>t} dt_s) dt_t u_t B_t`` in blocks of
-  time steps. Unlike mamba_ssm, gradients flow through it.
+  inputs), from a second scan with one state per (channel, state) pair (see ``last_state``;
+  it recomputes softplus(delta) per state, so it costs a few times the scan's forward). Unlike
+  mamba_ssm's, gradients flow through it.
 
 N up to 256 (mamba_ssm's limit): N <= 16 runs the kernels' specialised paths, larger N runs as
 chunks of 16 states on every backend (exact, see zeromamba/state_chunks.py).
@@ -27,10 +28,6 @@ from .. import ops
 from ..reference import compute_dtype
 
 __all__ = ["last_state", "selective_scan_fn"]
-
-# Elements of exp(A * S) materialised at once by last_state (a block of time steps).
-_LAST_STATE_BLOCK = 1 << 22
-
 
 def _as_groups(name: str, t: Tensor, b: int, d: int, L: int, dtype: torch.dtype) -> Tensor:
     """B or C as (b, G, N, L) in the activations' dtype."""
@@ -61,11 +58,6 @@ def _same_groups(B: Tensor, C: Tensor, d: int) -> tuple[Tensor, Tensor]:
     return (widen(B), C) if B.shape[1] < C.shape[1] else (B, widen(C))
 
 
-def _dt(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool) -> Tensor:
-    dt = delta if delta_bias is None else delta + delta_bias.to(delta.dtype)[:, None]
-    return F.softplus(dt, threshold=20.0) if delta_softplus else dt
-
-
 def last_state(
     u: Tensor,
     delta: Tensor,
@@ -73,33 +65,38 @@ def last_state(
     B: Tensor,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    *,
+    backend: str | None = None,
 ) -> Tensor:
-    """The scan's state after the last step, (b, d, N), in the compute dtype.
+    """The scan's state after the last step, (b, d, N), float32 (float64 for float64 inputs).
 
-    u, delta: (b, d, L); A: (d, N); B: (b, G, N, L). Unrolling
-    ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t`` from h = 0 gives
-    ``h_L = sum_t exp(A * S_t) dt_t u_t B_t`` with ``S_t = sum_{s>t} dt_s`` (a reversed
-    cumulative sum): no sequential loop, autograd through plain tensor ops, and exp(A S_t) <= 1
-    for A < 0. Evaluated over blocks of time steps so at most ~4M elements of exp(A S) exist at
-    once in inference (autograd keeps what its backward needs).
+    u, delta: (b, d, L); A: (d, N); B: (b, G, N, L). Each state h[c, n] is a scan of its own
+    with one state, so the d * N of them run as one ``selective_scan`` with N = 1 over d * N
+    channels (channel (g, n, j) reads u[g * d/G + j], A[., n] and B[:, g, n]; the kernels' N = 1
+    path) whose C is 1 at the last step and 0 before: its output at L - 1 is h_L. Same
+    recurrence and rounding as the scan itself, on every backend, with autograd.
     """
-    ct = compute_dtype(u.dtype)
     b, d, L = u.shape
     G, N = B.shape[1], A.shape[1]
-    dt = _dt(delta.to(ct), None if delta_bias is None else delta_bias.to(ct), delta_softplus)
-    # S_t = sum_{s>t} dt_s: the inclusive reversed cumsum shifted by one (no cancellation).
-    suffix = dt.flip(-1).cumsum(-1).flip(-1)
-    S = F.pad(suffix[..., 1:], (0, 1)).view(b, G, d // G, 1, L)
-    dtu = (dt * u.to(ct)).view(b, G, d // G, 1, L)
-    Bg = B.to(ct)[:, :, None]  # (b, G, 1, N, L)
-    Ag = A.to(ct).view(G, d // G, N, 1)
-    T = max(1, min(L, _LAST_STATE_BLOCK // max(1, b * d * N)))
-    h = None
-    for t0 in range(0, L, T):
-        t = slice(t0, min(L, t0 + T))
-        part = (torch.exp(Ag * S[..., t]) * (dtu[..., t] * Bg[..., t])).sum(-1)
-        h = part if h is None else h + part
-    return h.reshape(b, d, N)
+    cpg = d // G
+    if L == 0:  # no step: the initial state
+        return u.new_zeros(b, d, N, dtype=compute_dtype(u.dtype))
+
+    def per_state(t: Tensor) -> Tensor:  # (b, d, L) -> (b, G*N*cpg, L)
+        return t.view(b, G, 1, cpg, L).expand(b, G, N, cpg, L).reshape(b, G * N * cpg, L)
+
+    A1 = A.view(G, cpg, N).permute(0, 2, 1).reshape(G * N * cpg, 1)
+    bias1 = None
+    if delta_bias is not None:
+        bias1 = delta_bias.view(G, 1, cpg).expand(G, N, cpg).reshape(-1)
+    C1 = torch.zeros(L, dtype=u.dtype, device=u.device)
+    C1[-1] = 1
+    y = ops.selective_scan(
+        per_state(u), per_state(delta), A1, B.reshape(b, G * N, 1, L),
+        C1.expand(b, G * N, 1, L), None, bias1, delta_softplus, out_float32=True,
+        backend=backend,
+    )  # fmt: skip
+    return y[:, :, -1].view(b, G, N, cpg).transpose(2, 3).reshape(b, d, N)
 
 
 def selective_scan_fn(
@@ -156,4 +153,4 @@ def selective_scan_fn(
     out = y.to(u.dtype)
     if not return_last_state:
         return out
-    return out, last_state(u, delta, A, B4, delta_bias, delta_softplus)
+    return out, last_state(u, delta, A, B4, delta_bias, delta_softplus, backend=backend)
