@@ -91,7 +91,9 @@ def vmamba_case(pairs: int, px: int) -> dict:
     ours.load_state_dict(peer.state_dict())
     vmamba.patch_vssm(ours)
     res = interleaved(model_step(ours, images), model_step(peer, images), pairs)
-    res["what"] = f"VMamba-T train step (fwd+bwd), b=2, {px} px: patched vs VMamba flow + torch loop"
+    res["what"] = (
+        f"VMamba-T train step (fwd+bwd), b=2, {px} px: patched vs VMamba flow + torch loop"
+    )
     return res
 
 

@@ -32,7 +32,10 @@ def loop_scan(u, delta, A, B, C, D, z, delta_bias, softplus):
     h = u.new_zeros(b, d, A.shape[1])
     ys = []
     for t in range(L):
-        h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[..., None] * Bc[..., t]
+        h = (
+            torch.exp(dt[:, :, t, None] * A) * h
+            + (dt[:, :, t] * u[:, :, t])[..., None] * Bc[..., t]
+        )
         y = (Cc[..., t] * h).sum(-1)
         if D is not None:
             y = y + D * u[:, :, t]

@@ -41,7 +41,7 @@ def _assert_same(a, b, tol=1e-4):
 
 def _scan_args(dtype=torch.float32, K=4, c=3, N=2, L=7):
     g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(s, generator=g).to(dtype)  # noqa: E731
+    r = lambda *s: torch.randn(s, generator=g).to(dtype)
     return (
         r(2, K * c, L),
         r(2, K * c, L) * 0.5,

@@ -12,7 +12,7 @@ def _recipes() -> list[str]:
     text = README.read_text()
     start = text.index("\n## Use it in your code\n")
     end = text.index("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.DOTALL)
 
 
 def test_three_recipes():
@@ -21,4 +21,4 @@ def test_three_recipes():
 
 @pytest.mark.parametrize("index", range(3))
 def test_recipe_runs(index):
-    exec(compile(_recipes()[index], f"README.md recipe {index + 1}", "exec"), {})
+    exec(compile(_recipes()[index], f"README.md recipe {index + 1}", "exec"), {})  # noqa: S102

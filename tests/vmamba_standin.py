@@ -43,7 +43,9 @@ class StandinSS2D(nn.Module):
         self.dt_projs_bias = nn.Parameter(torch.randn(4, d_inner, generator=g) * 0.5 - 3.0)
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(4 * d_inner, 1)
         self.A_logs = nn.Parameter(torch.log(A) + 0.3 * torch.randn(A.shape, generator=g))
-        self.Ds = nn.Parameter(torch.ones(4 * d_inner) + 0.1 * torch.randn(4 * d_inner, generator=g))
+        self.Ds = nn.Parameter(
+            torch.ones(4 * d_inner) + 0.1 * torch.randn(4 * d_inner, generator=g)
+        )
         self.out_norm = LayerNorm2d(d_inner) if channel_first else nn.LayerNorm(d_inner)
         self.out_proj = Linear(d_inner, d_model, bias=False)
         kw = {"force_fp32": False, "no_einsum": True, **core_kwargs}

@@ -29,6 +29,7 @@ from ..reference import compute_dtype
 
 __all__ = ["last_state", "selective_scan_fn"]
 
+
 def _as_groups(name: str, t: Tensor, b: int, d: int, L: int, dtype: torch.dtype) -> Tensor:
     """B or C as (b, G, N, L) in the activations' dtype."""
     if t.dim() == 2:  # constant (d, N): one group per channel
