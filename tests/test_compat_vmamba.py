@@ -231,3 +231,17 @@ def test_patched_module_compiles():
     fn = torch.compile(m, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(fn(x), m(x))
     fn(x).sum().backward()
+
+
+def test_patched_model_pickles_and_copies():
+    import copy
+    import pickle
+
+    model = StandinVSSM(d_state=1)
+    zv.patch_vssm(model)
+    x = torch.randn(1, 3, 8, 12)
+    want = model(x)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        core = clone.blocks1[0].forward_core
+        assert core.module is clone.blocks1[0]  # bound to the copy, not the original
+        torch.testing.assert_close(clone(x), want)

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 
@@ -120,6 +119,10 @@ def _official_core_kwargs(name: str, m: nn.Module) -> dict:
             f"patch_vssm: {name}.forward_core is {getattr(func, '__name__', func)!r}; only "
             f"VMamba's forward_corev2 (forward types v01..v05, v2, v3) has a fused equivalent"
         )
+    for key in ("CrossScan", "CrossMerge"):  # older VMamba: ablations bind other scans
+        scan = getattr(kw.get(key), "__name__", key)
+        if "_Ab_" in scan:
+            raise ValueError(f"patch_vssm: {name} binds {key}={scan}, not the four-way scan")
     mode = kw.get("scan_mode", "cross2d")
     if mode not in ("cross2d", 0):
         raise ValueError(f"patch_vssm: {name} scans with scan_mode={mode!r}; the fused ss2d_scan "
@@ -171,24 +174,34 @@ def _fused_core(
         out_float32=ssoflex,
         backend=backend,
     )
-    if not getattr(m, "channel_first", False):
-        y = y.permute(0, 2, 3, 1).contiguous()
-    return m.out_norm(y).to(x.dtype)
+    if getattr(m, "channel_first", False):
+        return m.out_norm(y).to(x.dtype)
+    if getattr(m, "out_norm_shape", None) == "v1":  # older VMamba: norm on (b, D, H, W) first
+        return m.out_norm(y).permute(0, 2, 3, 1).to(x.dtype)
+    return m.out_norm(y.permute(0, 2, 3, 1).contiguous()).to(x.dtype)
 
 
-def _patched_core(name: str, m: nn.Module, original: Callable, kw: dict, backend: str | None):
+class _PatchedCore:
     """m.forward_core after patching: the fused core with the original's bound keywords, which
-    checks itself against the original with ZEROMAMBA_CHECK_LAYOUT=1."""
-    fused = functools.partial(_fused_core, m, backend, **kw)
+    checks itself against the original with ZEROMAMBA_CHECK_LAYOUT=1. A class, not a closure,
+    so that a patched model still pickles and deep-copies."""
 
-    def core(x: Tensor, **overrides) -> Tensor:
-        if overrides:
-            return _fused_core(m, backend, x, **{**kw, **overrides})
-        layout_check.check_once(m, x, fused, original, f"patched SS2D {name}")
-        return fused(x)
+    zeromamba_fused = True  # marks a patched module (patch_vssm is idempotent)
 
-    core.zeromamba_fused = True  # marks a patched module (patch_vssm is idempotent)
-    return core
+    def __init__(self, name: str, m: nn.Module, original: Callable, kw: dict, backend):
+        self.name, self.module, self.original, self.kw, self.backend = (
+            name, m, original, kw, backend,
+        )  # fmt: skip
+
+    def fused(self, x: Tensor, **overrides) -> Tensor:
+        return _fused_core(self.module, self.backend, x, **{**self.kw, **overrides})
+
+    def __call__(self, x: Tensor, **overrides) -> Tensor:
+        if not overrides:
+            layout_check.check_once(
+                self.module, x, self.fused, self.original, f"patched SS2D {self.name}"
+            )
+        return self.fused(x, **overrides)
 
 
 # --------------------------------------------------------------------------- patch_vssm
@@ -244,7 +257,7 @@ def _patch_official(name, m, backend, verify, hw):
     def restore():
         m.forward_core = original
 
-    m.forward_core = _patched_core(name, m, original, kw, backend)
+    m.forward_core = _PatchedCore(name, m, original, kw, backend)
     if verify:
         x = _probe((2, m.x_proj_weight.shape[2], *hw), m.A_logs)
         try:
@@ -258,9 +271,8 @@ def _patch_official(name, m, backend, verify, hw):
                     f"`models.vmamba.selective_scan_fn = zeromamba.compat.vmamba."
                     f"selective_scan_fn` (or pass verify=False)"
                 ) from e
-            fused = functools.partial(_fused_core, m, backend, **kw)
             layout_check.compare_paths(
-                fused, original, (x,), _trainable(m), what=f"patched SS2D {name}",
+                m.forward_core.fused, original, (x,), _trainable(m), what=f"patched SS2D {name}",
             )  # fmt: skip
         except BaseException:
             restore()
