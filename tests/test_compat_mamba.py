@@ -77,6 +77,10 @@ CASES = [(N, form) for N in (1, 16, 64, 256) for form in ("3d", "4d", "const")]
 def test_against_loop(device, backend, N, form):
     if backend == "triton" and (N, form) not in ((1, "3d"), (16, "4d"), (64, "const")):
         pytest.skip("the interpreted triton backend runs a subset (speed); N = 256: slow test")
+    check_against_loop(device, backend, N, form)
+
+
+def check_against_loop(device, backend, N, form):
     dtype = torch.float64 if backend in ("reference", "cpu") else torch.float32
     b, d, L = 2, 4, 5
     kw = make_inputs(form, b, d, L, N, dtype, seed=N)
@@ -168,7 +172,7 @@ def test_n_above_256_is_refused():
 @pytest.mark.parametrize("device,backend", [p for p in BACKENDS if p[1] != "reference"])
 def test_against_loop_n256_kernels(device, backend):
     """N = 256 (16 state chunks) on the kernel backends, 4-D B/C (the interpreter is slow)."""
-    test_against_loop(device, backend, 256, "4d")
+    check_against_loop(device, backend, 256, "4d")
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
