@@ -70,6 +70,8 @@ setup(
         "zeromamba.data",
         "zeromamba.training",
         "zeromamba.report",
+        "zeromamba.compat",
+        "zeromamba.baselines",
     ],
     package_dir={"zeromamba.kernels": "kernels"},
     ext_modules=[extension()],

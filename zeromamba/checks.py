@@ -10,7 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-MAX_D_STATE = 16
+MAX_D_STATE = 16  # ss2d_scan, and what one kernel launch of selective_scan handles
+# selective_scan takes up to mamba_ssm's limit; above MAX_D_STATE it runs as chunks of states
+# (zeromamba/state_chunks.py).
+MAX_D_STATE_SELECTIVE = 256
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -53,7 +56,7 @@ def _dtypes_and_device(op: str, first: str, tensors: dict, params: dict) -> None
             raise ValueError(f"{op}: {name} is on {t.device} but {first} is on {x.device}")
 
 
-def _d_state(op: str, A: Tensor, rows: int, rows_desc: str) -> int:
+def _d_state(op: str, A: Tensor, rows: int, rows_desc: str, max_n: int = MAX_D_STATE) -> int:
     _ndim(op, "A", A, 2, f"({rows_desc}, N)")
     if A.shape[0] != rows:
         raise ValueError(
@@ -61,8 +64,8 @@ def _d_state(op: str, A: Tensor, rows: int, rows_desc: str) -> int:
             f"got {tuple(A.shape)}"
         )
     N = A.shape[1]
-    if not 1 <= N <= MAX_D_STATE:
-        raise ValueError(f"{op}: d_state N = A.shape[1] must be in 1..{MAX_D_STATE}, got {N}")
+    if not 1 <= N <= max_n:
+        raise ValueError(f"{op}: d_state N = A.shape[1] must be in 1..{max_n}, got {N}")
     return N
 
 
@@ -72,7 +75,7 @@ def selective_scan(u, delta, A, B, C, D, delta_bias) -> None:
     _ndim(op, "u", u, 3, "(b, d, L)")
     b, d, L = u.shape
     _shape(op, "delta", delta, (b, d, L), "(b, d, L)")
-    N = _d_state(op, A, d, "d")
+    N = _d_state(op, A, d, "d", MAX_D_STATE_SELECTIVE)
     _ndim(op, "B", B, 4, "(b, G, N, L)")
     G = B.shape[1]
     if G < 1 or d % G:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import backends, checks
+from . import backends, checks, state_chunks
 from .backends import available_backends
 from .reference import output_dtype
 
@@ -49,10 +49,12 @@ def selective_scan(
 
     Args:
         u, delta: (b, d, L) inputs and time steps.
-        A: (d, N) fp32 state matrix (entries < 0), 1 <= N <= 16.
+        A: (d, N) fp32 state matrix (entries < 0), 1 <= N <= 256 (N <= 16 runs the kernels'
+            specialised paths; larger N runs as chunks of 16 states, exactly).
         B, C: (b, G, N, L), d % G == 0; channel c uses group c // (d // G).
         D, delta_bias: optional (d,) fp32 skip weight and time-step bias.
-        delta_softplus: apply softplus to delta + delta_bias.
+        delta_softplus: apply softplus to delta + delta_bias. Default False, as in mamba_ssm's
+            ``selective_scan_fn``; ``ss2d_scan`` defaults to True, as VMamba.
         out_float32: return float32 for float16/bfloat16 inputs.
         backend: "reference", "cpu", "triton" or "cuda"; default $ZEROMAMBA_BACKEND or the
             fastest available for the device.
@@ -92,6 +94,18 @@ def ss2d_scan(
 
     Equals ``cross_merge(selective_scan(cross_scan(x), ...))`` with every per-direction input
     given in spatial order; direction k owns rows k*C .. k*C+C-1 of A, D and delta_bias.
+
+    LAYOUT WARNING: delta[:, k], B[:, k] and C[:, k] hold direction k's values at each
+    *spatial* position (h, w), not in direction k's scan order. Tensors computed in VMamba's
+    scan order (e.g. projections of ``cross_scan(x)``) and reshaped to (b, 4, ..., H, W) have the
+    right shapes, pass every check and barely change the output at initialisation, but give
+    wrong gradients (100%+ off). Compute them from x in spatial order (the projections are
+    pointwise), or convert with ``zeromamba.compat.vmamba.scan_to_spatial``; verify a call site
+    with ``zeromamba.compat.compare_paths`` or ``ZEROMAMBA_CHECK_LAYOUT=1``, or let
+    ``zeromamba.compat.vmamba.patch_vssm`` do the switch.
+
+    ``delta_softplus`` defaults to True here (VMamba) but to False in ``selective_scan``
+    (mamba_ssm); the compat entry points follow their upstream defaults.
 
     Args (channel-first / ``channel_last=True``):
         x: (b, C, H, W) / (b, H, W, C).
@@ -140,6 +154,12 @@ def _run(kernel: str, device: torch.device, backend: str | None, *args):
     return tuple(t.contiguous() for t in out)
 
 
+def _in_state_chunks(A, device, backend) -> bool:
+    """N > 16 on a kernel backend: run as chunks of <= 16 states (zeromamba/state_chunks.py);
+    the reference takes any N directly."""
+    return state_chunks.needs_chunks(A) and backends.resolve(backend, device) != "reference"
+
+
 @torch.library.register_kernel("zeromamba::selective_scan", None)
 def _selective_scan(
     u,
@@ -154,6 +174,11 @@ def _selective_scan(
     backend=None,
 ):
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
+    if _in_state_chunks(A, u.device, backend):
+        return state_chunks.forward(
+            lambda *a: _run("selective_scan_fwd", u.device, backend, *a),
+            u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
+        )  # fmt: skip
     return _run(
         "selective_scan_fwd",
         u.device,
@@ -174,6 +199,11 @@ def _selective_scan(
 def _selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None):
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
     checks.grad_output("selective_scan_backward", dy, tuple(u.shape))
+    if _in_state_chunks(A, u.device, backend):
+        return state_chunks.backward(
+            lambda *a: _run("selective_scan_bwd", u.device, backend, *a),
+            dy, u, delta, A, B, C, D, delta_bias, delta_softplus,
+        )  # fmt: skip
     return _run(
         "selective_scan_bwd",
         u.device,

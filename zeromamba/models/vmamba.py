@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from .. import ops
+from .. import layout_check, ops
 
 PIPELINES = ("fused", "unfused")
 
@@ -147,10 +147,26 @@ class SS2D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(b, d_model, H, W) -> (b, d_model, H, W)."""
+        if self.pipeline == "fused" and layout_check.enabled():
+            layout_check.check_once(
+                self, x, self._forward_with("fused"), self._forward_with("unfused"), "SS2D"
+            )
         x = self.act(self.conv2d(self.in_proj(x)))  # (b, d_inner, H, W)
         scan = self._scan_fused if self.pipeline == "fused" else self._scan_unfused
         y = self.out_norm(scan(x)).to(x.dtype)
         return self.out_proj(y)
+
+    def _forward_with(self, pipeline: str):
+        """forward run through ``pipeline`` whatever self.pipeline is (for layout checks)."""
+
+        def run(x: Tensor) -> Tensor:
+            saved, self.pipeline = self.pipeline, pipeline
+            try:
+                return self.forward(x)
+            finally:
+                self.pipeline = saved
+
+        return run
 
     def _ssm_params(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
         """A, D, delta_bias in float32 (float64 for float64 activations), as the ops want."""
