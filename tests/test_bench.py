@@ -85,13 +85,20 @@ def test_bench_ops_cpu_quick(bench_ops, tmp_path, monkeypatch):
     # The impls of a case compute the same function (fp32, same inputs).
     assert all(v < 1e-4 for r in rows for k, v in r.items() if k.startswith("rel_diff_vs_"))
 
-    assert len(result["ratios"]) == 5
+    # 8 interleaved comparisons (ss2d: fwd, bwd vs floor, mambapy, N=16 per state; scan: fwd,
+    # bwd vs floor, mambapy; slp vs einsum) + reference and two memory ratios.
+    assert len(result["interleaved"]) == 8
+    assert all(
+        e["rounds"] == 3 and e["min"] <= e["median"] <= e["max"] for e in result["interleaved"]
+    )
+    assert len(result["ratios"]) == 11
     assert all(k["value"] is None or k["value"] > 0 for k in result["ratios"])
     for text in (
         "## ss2d_scan",
         "## selective_scan",
         "## slp_project",
         "## Key ratios",
+        "## Interleaved comparisons",
         "mambapy.pscan",
         "profile_memory",
     ):
@@ -128,3 +135,13 @@ def test_gpu_harness_on_cpu(bench_ops, tmp_path):
         {"meta": meta, "rows": bench.rows, "ratios": bench_ops.key_ratios("cuda", bench.rows, True)}
     )
     assert "fwd+bwd GB/s" in table and "% copy" in table and "unfused-reference" in table
+
+
+def test_interleaved_ratio_is_per_round():
+    """The ratio of each round pairs runs made in that round; the median is over rounds."""
+    from bench.timing import Interleaved
+
+    r = Interleaved({"ours": [1.0, 2.0, 4.0], "peer": [3.0, 10.0, 4.0]}, loadavg=0.0)
+    got = r.ratio("peer", "ours")
+    assert got["median"] == 3.0 and got["min"] == 1.0 and got["max"] == 5.0
+    assert got["rounds"] == 3
