@@ -118,7 +118,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     )
     g.add_argument("--eval-batch-size", type=int, default=128)
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _progress_args(g)
     return p
 
 
@@ -143,8 +143,22 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", help="kernel backend (default: the fastest available)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
-    p.add_argument("--no-progress", action="store_true")
+    _progress_args(p)
     return p
+
+
+def _progress_args(p) -> None:
+    """--progress / --no-progress; neither: bars only when stdout is a terminal."""
+    m = p.add_mutually_exclusive_group()
+    m.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const=True,
+        help="progress bars even when stdout is not a terminal",
+    )
+    m.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+    p.set_defaults(progress=None)
 
 
 def _config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -181,7 +195,7 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         threads=a.threads,
         eval_batch_size=a.eval_batch_size,
         amp=not a.no_amp,
-        progress=not a.no_progress,
+        progress=a.progress,
         extra=extra,
     )
 
@@ -217,7 +231,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         device=a.device,
         batch_size=a.batch_size,
         backend=a.backend,
-        progress=not a.no_progress,
+        progress=a.progress,
     )
     print(
         f"{results['dataset']} ({results['checkpoint_kind']} checkpoint, gamma "

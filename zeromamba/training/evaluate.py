@@ -43,7 +43,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int = 128,
     backend: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
 
