@@ -200,8 +200,9 @@ def test_bad_arguments():
 
 def vmamba_ss2d(op: SS2D, x: torch.Tensor) -> torch.Tensor:
     """VMamba's v05_noz forward written out: explicit flips and transposes for the four scan
-    orders, one reference selective_scan, the merge, LayerNorm over channels, out_proj."""
-    x = F.silu(op.conv2d(op.in_proj(x)))
+    orders, one reference selective_scan, the merge, LayerNorm over channels, out_proj.
+    x: (b, H, W, C) -> (b, H, W, C), the layout of the module."""
+    x = F.silu(op.conv2d(op.in_proj(x).permute(0, 3, 1, 2)))
     b, d, H, W = x.shape
     L = H * W
     hw, wh = x.flatten(2), x.transpose(2, 3).flatten(2)
@@ -223,7 +224,7 @@ def vmamba_ss2d(op: SS2D, x: torch.Tensor) -> torch.Tensor:
     y_cols = (ys[:, 1] + ys[:, 3].flip(-1)).view(b, d, W, H).transpose(2, 3).reshape(b, d, L)
     y = (y_rows + y_cols).view(b, d, H, W)
     y = F.layer_norm(y.permute(0, 2, 3, 1), (d,), op.out_norm.weight, op.out_norm.bias)
-    return op.out_proj(y.permute(0, 3, 1, 2))
+    return op.out_proj(y)
 
 
 @pytest.mark.parametrize("pipeline", ["fused", "unfused"])
@@ -233,7 +234,7 @@ def test_ss2d_matches_vmamba_math(pipeline):
     with torch.no_grad():  # move the parameters off their symmetric init
         op.A_logs.normal_(0, 0.5)
         op.Ds.normal_()
-    x = torch.randn(2, 24, 5, 7, dtype=torch.float64)
+    x = torch.randn(2, 5, 7, 24, dtype=torch.float64)  # (b, H, W, C)
     assert rel_err(op(x), vmamba_ss2d(op, x)) < 1e-12
 
 
@@ -295,7 +296,7 @@ def test_block_backend_matches_reference(device, backend):
     dtype = _dtype_for(device, backend)
     torch.manual_seed(0)
     block = VSSBlock(16, d_state=1, ssm_ratio=2.0).to(device, dtype)
-    x = torch.randn(2, 16, 5, 3, device=device, dtype=dtype)
+    x = torch.randn(2, 5, 3, 16, device=device, dtype=dtype)  # (b, H, W, C)
     block.op.backend = "reference"
     ref = _grads(block, x)
     block.op.backend = backend
@@ -339,7 +340,7 @@ def test_gradient_checkpointing_is_transparent():
 def test_block_compiles_without_graph_breaks(pipeline):
     torch.manual_seed(0)
     block = VSSBlock(16, d_state=1, ssm_ratio=1.0, pipeline=pipeline)
-    x = torch.randn(2, 16, 5, 6)
+    x = torch.randn(2, 5, 6, 16)  # (b, H, W, C)
     eager = _grads(block, x)
     torch._dynamo.reset()
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")

@@ -32,7 +32,7 @@ W2) 1e-3, grl 1e-3, slp_mlp 1e-4; MultiStepLR [10, 20, 30, 40] x 0.5; 448 px; ba
 Scores for evaluation: ``pred @ class_att.T`` over the candidate classes.
 """
 
-from .vmamba import CONFIGS, PIPELINES, SS2D, VSSM, LayerNorm2d, Linear2d, VSSBlock, vssm
+from .vmamba import CONFIGS, PIPELINES, SS2D, VSSM, Permute, VSSBlock, vssm
 from .zeromamba import (
     SemanticProjection,
     ZeroMamba,
@@ -46,8 +46,7 @@ __all__ = [
     "PIPELINES",
     "SS2D",
     "VSSM",
-    "LayerNorm2d",
-    "Linear2d",
+    "Permute",
     "SemanticProjection",
     "VSSBlock",
     "ZeroMamba",

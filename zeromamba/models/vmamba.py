@@ -2,8 +2,12 @@
 
 Architecture and parameter names follow VMamba's ``vmambav2*_224`` models (forward type
 ``v05_noz``, patch-embed v2, downsample v3, channel-first LayerNorm2d), so an official ImageNet
-checkpoint loads with ``load_state_dict(..., strict=True)``. Every module works on channel-first
-maps (b, C, H, W).
+checkpoint loads with ``load_state_dict(..., strict=True)``. Inside the backbone every map is
+channel-last (b, H, W, C), end to end: LayerNorms and the pointwise projections (Linear) then
+act on contiguous rows with no permute copies, the depthwise and strided convolutions take the
+same memory as a channels_last (b, C, H, W) view, and the scan runs in its channel_last layout.
+The backbone's input images and its output map x_pre are channel-first (b, C, H, W) (x_pre is a
+view of the channel-last map).
 
 The SS2D core computes the pointwise projections once, in spatial order, and hands them to the
 fused four-way scan ``zeromamba.ops.ss2d_scan``. The ``"unfused"`` pipeline runs the same
@@ -20,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
@@ -38,22 +41,23 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a channel-first map (b, C, H, W)."""
+TO_LAST = (0, 2, 3, 1)  # (b, C, H, W) -> (b, H, W, C)
+TO_FIRST = (0, 3, 1, 2)  # (b, H, W, C) -> (b, C, H, W)
+
+
+class Permute(nn.Module):
+    """A permutation of the dimensions, as a module (a view: no copy). VMamba's channel-last
+    models hold their layout switches at these places of their Sequentials."""
+
+    def __init__(self, *dims: int):
+        super().__init__()
+        self.dims = dims
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.layer_norm(
-            x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps
-        )
-        return x.permute(0, 3, 1, 2)
+        return x.permute(*self.dims)
 
-
-class Linear2d(nn.Linear):
-    """A Linear over the channels of (b, C, H, W), as a 1x1 convolution; weight (out, in) like
-    nn.Linear, so checkpoints of channel-last VMamba models load too."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
 
 
 class DropPath(nn.Module):
@@ -89,10 +93,10 @@ def _dt_params(
 
 
 class SS2D(nn.Module):
-    """VMamba's 2D selective scan, forward type ``v05_noz`` (no z gate), channel-first.
+    """VMamba's 2D selective scan, forward type ``v05_noz`` (no z gate), on channel-last maps.
 
-    in_proj (1x1) -> depthwise conv -> SiLU -> per-direction projections -> four-way scan ->
-    out_norm (LayerNorm2d) -> out_proj (1x1).
+    in_proj (Linear) -> depthwise conv -> SiLU -> per-direction projections -> four-way scan ->
+    out_norm (LayerNorm) -> out_proj (Linear).
 
     Parameters (VMamba's names): ``x_proj_weight`` (4, R + 2N, d_inner), ``dt_projs_weight``
     (4, d_inner, R), ``dt_projs_bias`` (4, d_inner), ``A_logs`` (4 d_inner, N), ``Ds`` (4 d_inner,);
@@ -117,7 +121,7 @@ class SS2D(nn.Module):
         self.pipeline = _check_pipeline(pipeline)
         self.backend = backend
 
-        self.in_proj = Linear2d(d_model, d_inner, bias=False)
+        self.in_proj = nn.Linear(d_model, d_inner, bias=False)
         self.act = nn.SiLU()
         self.conv2d = nn.Conv2d(
             d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=conv_bias
@@ -136,8 +140,8 @@ class SS2D(nn.Module):
         self.Ds = nn.Parameter(torch.ones(4 * d_inner))
         self.A_logs._no_weight_decay = True
         self.Ds._no_weight_decay = True
-        self.out_norm = LayerNorm2d(d_inner)
-        self.out_proj = Linear2d(d_inner, d_model, bias=False)
+        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
     def extra_repr(self) -> str:
         return (
@@ -146,8 +150,11 @@ class SS2D(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """(b, d_model, H, W) -> (b, d_model, H, W)."""
-        x = self.act(self.conv2d(self.in_proj(x)))  # (b, d_inner, H, W)
+        """(b, H, W, d_model) -> (b, H, W, d_model)."""
+        # The convolution reads the channel-last rows as a channels_last (b, d, H, W) map and
+        # writes one; permuting back is again a view.
+        x = self.conv2d(self.in_proj(x).permute(TO_FIRST))
+        x = self.act(x).permute(TO_LAST)  # (b, H, W, d_inner)
         scan = self._scan_fused if self.pipeline == "fused" else self._scan_unfused
         y = self.out_norm(scan(x)).to(x.dtype)
         return self.out_proj(y)
@@ -168,29 +175,40 @@ class SS2D(nn.Module):
 
     def _scan_fused(self, x: Tensor) -> Tensor:
         """The projections are pointwise, so they commute with the scan orders: computed once in
-        spatial order (one matmul with the four directions' weights stacked), they feed
-        ss2d_scan directly. Returns float32 (b, d_inner, H, W)."""
-        b, d, H, W = x.shape
-        x_dbl = torch.matmul(self.x_proj_weight.flatten(0, 1), x.view(b, d, H * W))
-        delta, B, C = self._dt_B_C(x_dbl.view(b, 4, -1, H * W))
+        spatial order (one matmul over the channel-last rows with the four directions' weights
+        stacked, then one batched matmul per direction for delta), they feed ss2d_scan in its
+        channel_last layout. (b, H, W, d_inner) -> float32 (b, H, W, d_inner)."""
+        b, H, W, d = x.shape
+        R, N = self.dt_rank, self.d_state
+        x_dbl = torch.matmul(x.reshape(b, H * W, d), self.x_proj_weight.flatten(0, 1).t())
+        x_dbl = x_dbl.view(b, H, W, 4, R + 2 * N)
+        dt_low, B, C = torch.split(x_dbl, [R, N, N], dim=4)
+        # delta[b, k, h, w] = dt_projs_weight[k] @ dt_low[b, h, w, k]: a batched matmul over k
+        # on the (k, b*L, R) rows, written straight into (b, 4, H, W, d_inner) order.
+        dt_rows = dt_low.permute(3, 0, 1, 2, 4).reshape(4, b * H * W, R)
+        delta = torch.bmm(dt_rows, self.dt_projs_weight.transpose(1, 2))  # (4, b*L, d)
+        delta = delta.view(4, b, H, W, d).transpose(0, 1)
         dtype = x.dtype
         A, D, delta_bias = self._ssm_params(dtype)
         return ops.ss2d_scan(
             x,
-            delta.to(dtype).view(b, 4, d, H, W),
+            delta.to(dtype),
             A,
-            B.to(dtype).unflatten(3, (H, W)),
-            C.to(dtype).unflatten(3, (H, W)),
+            B.permute(0, 3, 1, 2, 4).to(dtype),
+            C.permute(0, 3, 1, 2, 4).to(dtype),
             D,
             delta_bias,
             True,
+            channel_last=True,
             out_float32=True,
             backend=self.backend,
         )
 
     def _scan_unfused(self, x: Tensor) -> Tensor:
-        """VMamba's original data flow: four laid-out copies of x, projections on each, a 1D
-        selective scan over the 4 d_inner sequences, then the merge."""
+        """VMamba's original data flow (channel-first): four laid-out copies of x, projections
+        on each, a 1D selective scan over the 4 d_inner sequences, then the merge.
+        (b, H, W, d_inner) -> float32 (b, H, W, d_inner)."""
+        x = x.permute(TO_FIRST).contiguous()
         b, d, H, W = x.shape
         xs = ops.cross_scan(x)  # (b, 4, d, L)
         delta, B, C = self._dt_B_C(torch.matmul(self.x_proj_weight, xs))
@@ -208,17 +226,17 @@ class SS2D(nn.Module):
             out_float32=True,
             backend=self.backend,
         )
-        return ops.cross_merge(ys.view(b, 4, d, H * W), H, W)
+        return ops.cross_merge(ys.view(b, 4, d, H * W), H, W).permute(TO_LAST)
 
 
 class Mlp(nn.Module):
-    """1x1 conv MLP: fc1 -> GELU -> fc2 on (b, C, H, W)."""
+    """MLP over the channels of (b, H, W, C): fc1 -> GELU -> fc2."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = Linear2d(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = Linear2d(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -237,10 +255,10 @@ class VSSBlock(nn.Module):
     ):
         super().__init__()
         self.use_checkpoint = use_checkpoint
-        self.norm = LayerNorm2d(dim)
+        self.norm = nn.LayerNorm(dim)
         self.op = SS2D(dim, **ssm)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = LayerNorm2d(dim)
+        self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def _forward(self, x: Tensor) -> Tensor:
@@ -248,36 +266,38 @@ class VSSBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(b, dim, H, W) -> (b, dim, H, W)."""
+        """(b, H, W, dim) -> (b, H, W, dim)."""
         if self.use_checkpoint and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
 
 
 def _patch_embed(in_chans: int, dim: int, patch_size: int) -> nn.Sequential:
-    """Patch-embed v2: two stride-(patch/2) 3x3 convs with LayerNorm2d and GELU between.
-    The identities hold the indices of VMamba's channel-last permutes, so the parameter names
-    (patch_embed.0/2/5/7) match its checkpoints."""
+    """Patch-embed v2: two stride-(patch/2) 3x3 convs with LayerNorm and GELU between;
+    (b, in_chans, H, W) -> (b, H/patch, W/patch, dim). The permutes sit where VMamba's
+    channel-last models have them, so the parameter names (patch_embed.0/2/5/7) match its
+    checkpoints."""
     stride = patch_size // 2
     return nn.Sequential(
         nn.Conv2d(in_chans, dim // 2, stride + 1, stride=stride, padding=1),
-        nn.Identity(),
-        LayerNorm2d(dim // 2),
-        nn.Identity(),
+        Permute(*TO_LAST),
+        nn.LayerNorm(dim // 2),
+        Permute(*TO_FIRST),
         nn.GELU(),
         nn.Conv2d(dim // 2, dim, stride + 1, stride=stride, padding=1),
-        nn.Identity(),
-        LayerNorm2d(dim),
+        Permute(*TO_LAST),
+        nn.LayerNorm(dim),
     )
 
 
 def _downsample(dim: int, out_dim: int) -> nn.Sequential:
-    """Downsample v3: 3x3 stride-2 conv, then LayerNorm2d (names downsample.1 / downsample.3)."""
+    """Downsample v3: 3x3 stride-2 conv, then LayerNorm (names downsample.1 / downsample.3),
+    (b, H, W, dim) -> (b, H/2, W/2, out_dim)."""
     return nn.Sequential(
-        nn.Identity(),
+        Permute(*TO_FIRST),
         nn.Conv2d(dim, out_dim, 3, stride=2, padding=1),
-        nn.Identity(),
-        LayerNorm2d(out_dim),
+        Permute(*TO_LAST),
+        nn.LayerNorm(out_dim),
     )
 
 
@@ -352,8 +372,8 @@ class VSSM(nn.Module):
             self.layers.append(nn.Sequential(OrderedDict(blocks=blocks, downsample=down)))
         self.classifier = nn.Sequential(
             OrderedDict(
-                norm=LayerNorm2d(self.num_features),
-                permute=nn.Identity(),  # VMamba's channel-last permute; keeps the names
+                norm=nn.LayerNorm(self.num_features),
+                permute=Permute(*TO_FIRST),
                 avgpool=nn.AdaptiveAvgPool2d(1),
                 flatten=nn.Flatten(1),
                 head=nn.Linear(self.num_features, num_classes),
@@ -362,7 +382,12 @@ class VSSM(nn.Module):
         self.apply(_init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(b, in_chans, H, W) -> last-stage map (b, dims[-1], H/32, W/32)."""
+        """(b, in_chans, H, W) -> last-stage map (b, dims[-1], H/32, W/32), a channel-first view
+        of the channel-last map the stages compute."""
+        return self._features_last(x).permute(TO_FIRST)
+
+    def _features_last(self, x: Tensor) -> Tensor:
+        """(b, in_chans, H, W) -> (b, H/32, W/32, dims[-1])."""
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
@@ -370,8 +395,8 @@ class VSSM(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(b, in_chans, H, W) -> (x_pre (b, dims[-1], h, w), logits (b, num_classes))."""
-        x_pre = self.forward_features(x)
-        return x_pre, self.classifier(x_pre)
+        x_last = self._features_last(x)
+        return x_last.permute(TO_FIRST), self.classifier(x_last)
 
     def ss2d_modules(self) -> list[SS2D]:
         return [m for m in self.modules() if isinstance(m, SS2D)]
@@ -399,7 +424,7 @@ class VSSM(nn.Module):
 
 
 def _init_weights(m: nn.Module) -> None:
-    """VMamba's init: Linear (and Linear2d) weights truncated normal std 0.02, biases 0;
+    """VMamba's init: Linear weights truncated normal std 0.02, biases 0;
     LayerNorms 1/0; convolutions and the SS2D parameters keep their own init."""
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
