@@ -280,6 +280,15 @@ FOOTNOTES = {
             "gradients) before timing."
         ),
         "einsum: zeromamba.reference.slp_project (two einsums, softmax over R, product, sum).",
+        (
+            "Key ratios and interleaved comparisons: both sides run once per round, alternating, "
+            "in one loop after a warm-up; the ratio is the median over rounds of the per-round "
+            "ratio, with its quartiles and min-max, and the 1-min load average at the loop's end. "
+            "fwd runs without autograd, bwd is torch.autograd.grad on a retained graph. floor: "
+            "torch.exp over (1 + N) and torch.log1p over 1 value per (batch, direction, channel, "
+            "step), into preallocated outputs. N=16 per state: the N = 16 backward time / 16 "
+            "over the N = 1 backward time."
+        ),
     ],
     "cuda": [
         (

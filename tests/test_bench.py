@@ -145,3 +145,21 @@ def test_interleaved_ratio_is_per_round():
     got = r.ratio("peer", "ours")
     assert got["median"] == 3.0 and got["min"] == 1.0 and got["max"] == 5.0
     assert got["rounds"] == 3
+
+
+def test_pytest_benchmark_suite_quick(tmp_path):
+    """``pytest bench --benchmark-only`` on the tiny shapes: every group holds ours and a peer."""
+    pytest.importorskip("pytest_benchmark")
+    pytest.importorskip("mambapy")
+    import subprocess
+
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "pytest", "bench", "--benchmark-only", "--bench-quick"]
+    cmd += ["--bench-rounds", "1", "-q", "-p", "no:cacheprovider", f"--benchmark-json={out}"]
+    run = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    groups: dict[str, set[str]] = {}
+    for b in json.loads(out.read_text())["benchmarks"]:
+        groups.setdefault(b["group"], set()).add(b["param"].split("-")[0] if b["param"] else "")
+    assert len(groups) == 7, groups  # ss2d and selective_scan fwd, bwd, fwd+bwd; slp
+    assert all(len(impls) >= 2 and "cpu" in impls for impls in groups.values()), groups

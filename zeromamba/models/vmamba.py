@@ -183,11 +183,12 @@ class SS2D(nn.Module):
         x_dbl = torch.matmul(x.reshape(b, H * W, d), self.x_proj_weight.flatten(0, 1).t())
         x_dbl = x_dbl.view(b, H, W, 4, R + 2 * N)
         dt_low, B, C = torch.split(x_dbl, [R, N, N], dim=4)
-        # delta[b, k, h, w] = dt_projs_weight[k] @ dt_low[b, h, w, k]: a batched matmul over k
-        # on the (k, b*L, R) rows, written straight into (b, 4, H, W, d_inner) order.
-        dt_rows = dt_low.permute(3, 0, 1, 2, 4).reshape(4, b * H * W, R)
-        delta = torch.bmm(dt_rows, self.dt_projs_weight.transpose(1, 2))  # (4, b*L, d)
-        delta = delta.view(4, b, H, W, d).transpose(0, 1)
+        # delta[b, k, h, w] = dt_projs_weight[k] @ dt_low[b, h, w, k]: a matmul batched over
+        # (b, k) whose output is (b, 4, L, d_inner) contiguous, the scan's channel_last layout
+        # (only the small (b, 4, L, R) operand is reordered).
+        dt_rows = dt_low.permute(0, 3, 1, 2, 4).reshape(b, 4, H * W, R)
+        delta = torch.matmul(dt_rows, self.dt_projs_weight.transpose(1, 2))
+        delta = delta.view(b, 4, H, W, d)
         dtype = x.dtype
         A, D, delta_bias = self._ssm_params(dtype)
         return ops.ss2d_scan(
