@@ -527,6 +527,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="CPU: rounds of the interleaved comparisons (default 7, --quick 3; 0 skips them)",
     )
+    p.add_argument(
+        "--ratios-only",
+        action="store_true",
+        help="CPU: only the interleaved target comparisons (no per-impl table)",
+    )
     p.add_argument("--warmup-ms", type=int, default=25, help="GPU do_bench warm-up (ms)")
     p.add_argument("--rep-ms", type=int, default=100, help="GPU do_bench repetition time (ms)")
     args = p.parse_args(argv)
@@ -609,7 +614,8 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         if pscan is not None:
             meta["checks"] = verify_mambapy()
-        run_cpu(args, bench, notes)
+        if not args.ratios_only:
+            run_cpu(args, bench, notes)
         if args.rounds > 0:
             interleaved_ratios(args, bench)
     else:
