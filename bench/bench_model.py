@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""End-to-end model benchmark (docs/design.md §5.3): ZeroMamba forward + backward (images/s, peak memory)
+"""End-to-end model benchmark: ZeroMamba forward + backward (images/s, peak memory)
 on the fused SS2D pipeline (``ss2d_scan``) against the unfused one (cross_scan ->
 selective_scan -> cross_merge, VMamba's original data flow on our ops).
 
@@ -31,7 +31,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +44,12 @@ from zeromamba import backends
 from zeromamba.models import ZeroMamba, zsl_loss
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the bench package sits next to zeromamba
+    sys.path.insert(0, str(ROOT))
+
+from bench.report import git_commit
+from zeromamba.testing import rel_err
+
 ATTRIBUTES = 312  # CUB
 CLASSES = 150  # CUB's seen classes
 
@@ -99,13 +104,6 @@ def time_gpu(fn: Callable[[], object], warmup_ms: int, rep_ms: int) -> dict:
 
     ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
     return {"ms": ms, "runs": max(1, round(rep_ms / max(ms, 1e-3)))}
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    if not torch.isfinite(a).all():
-        return float("inf")
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 # --------------------------------------------------------------------------- one setting
@@ -247,22 +245,6 @@ def markdown(result: dict) -> str:
     if result["notes"]:
         lines += ["", *[f"- {n}" for n in result["notes"]]]
     return "\n".join(lines) + "\n"
-
-
-def _git(*cmd: str) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", *cmd], cwd=ROOT, text=True, capture_output=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def git_commit() -> str:
-    commit = _git("rev-parse", "--short", "HEAD")
-    if commit is None:
-        return os.environ.get("ZEROMAMBA_COMMIT", "unknown")
-    return commit + ("+dirty" if _git("status", "--porcelain") else "")
 
 
 def machine(args: argparse.Namespace, device: str) -> dict:

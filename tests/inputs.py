@@ -1,4 +1,5 @@
-"""Sample inputs and error measures shared by the op tests (docs/design.md §6)."""
+"""Backends to test, tolerances and the reference check shared by the op tests; the sample inputs
+and rel_err live in zeromamba.testing (the benchmarks use them too)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import torch
 
 import zeromamba
 from zeromamba import reference
+from zeromamba.testing import (  # noqa: F401 - re-exported for the tests
+    _gen,
+    rel_err,
+    scan_inputs,
+    slp_inputs,
+    ss2d_inputs,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -28,105 +36,6 @@ def noncontiguous(t: torch.Tensor) -> torch.Tensor:
     return buf[..., 0]
 
 
-def _gen(seed: int, device: str) -> torch.Generator:
-    return torch.Generator(device).manual_seed(seed)
-
-
-def _randn(shape, g, dtype, device, scale=1.0, shift=0.0):
-    return (torch.randn(shape, generator=g, device=device, dtype=torch.float64) * scale + shift).to(
-        dtype
-    )
-
-
-def _params(rows, N, g, dtype, device, with_D, with_bias):
-    """A = -exp(.) < 0 in (roughly) [-2.7, -0.4], D ~ N(0, 1), delta_bias small."""
-    pdtype = torch.float64 if dtype == torch.float64 else torch.float32
-    A = -torch.exp(_randn((rows, N), g, pdtype, device, 0.5))
-    D = _randn((rows,), g, pdtype, device) if with_D else None
-    bias = _randn((rows,), g, pdtype, device, 0.1) if with_bias else None
-    return A, D, bias
-
-
-def scan_inputs(
-    b,
-    d,
-    L,
-    N,
-    G,
-    dtype=torch.float64,
-    device="cpu",
-    seed=0,
-    with_D=True,
-    with_bias=True,
-    softplus=True,
-):
-    """Arguments of selective_scan as a dict; delta is centred so that softplus(dt) ~ 0.3."""
-    g = _gen(seed, device)
-    u = _randn((b, d, L), g, dtype, device)
-    delta = _randn((b, d, L), g, dtype, device, 0.5, -1.0 if softplus else 0.0)
-    if not softplus:
-        delta = delta.abs() * 0.5
-    B = _randn((b, G, N, L), g, dtype, device)
-    C = _randn((b, G, N, L), g, dtype, device)
-    A, D, bias = _params(d, N, g, dtype, device, with_D, with_bias)
-    return {
-        "u": u,
-        "delta": delta,
-        "A": A,
-        "B": B,
-        "C": C,
-        "D": D,
-        "delta_bias": bias,
-        "delta_softplus": softplus,
-    }
-
-
-def ss2d_inputs(
-    b,
-    c,
-    H,
-    W,
-    N,
-    dtype=torch.float64,
-    device="cpu",
-    seed=0,
-    channel_last=False,
-    with_D=True,
-    with_bias=True,
-):
-    """Arguments of ss2d_scan as a dict, in the requested layout."""
-    g = _gen(seed, device)
-    x = _randn((b, c, H, W), g, dtype, device)
-    delta = _randn((b, 4, c, H, W), g, dtype, device, 0.5, -1.0)
-    B = _randn((b, 4, N, H, W), g, dtype, device)
-    C = _randn((b, 4, N, H, W), g, dtype, device)
-    A, D, bias = _params(4 * c, N, g, dtype, device, with_D, with_bias)
-    if channel_last:
-        x = x.permute(0, 2, 3, 1).contiguous()
-        delta, B, C = (t.permute(0, 1, 3, 4, 2).contiguous() for t in (delta, B, C))
-    return {
-        "x": x,
-        "delta": delta,
-        "A": A,
-        "B": B,
-        "C": C,
-        "D": D,
-        "delta_bias": bias,
-        "delta_softplus": True,
-        "channel_last": channel_last,
-    }
-
-
-def slp_inputs(b, F, R, A, dtype=torch.float64, device="cpu", seed=0):
-    """Arguments of slp_project: feat L2-normalised over F, queries of ~unit rows scaled x5 so
-    the softmax is neither flat nor one-hot."""
-    g = _gen(seed, device)
-    feat = torch.nn.functional.normalize(_randn((b, F, R), g, torch.float64, device), dim=1)
-    q1 = _randn((A, F), g, torch.float64, device, 5.0 / F**0.5)
-    q2 = _randn((A, F), g, torch.float64, device, 1.0 / F**0.5)
-    return {"feat": feat.to(dtype), "q1": q1.to(dtype), "q2": q2.to(dtype)}
-
-
 def to(inputs: dict, dtype=None, device=None, requires_grad=False) -> dict:
     """A copy of an input dict with its tensors moved/cast (parameters A, D, delta_bias are
     cast only between float32 and float64) and made leaves."""
@@ -140,17 +49,6 @@ def to(inputs: dict, dtype=None, device=None, requires_grad=False) -> dict:
             v.requires_grad_(requires_grad and v.is_floating_point())
         out[k] = v
     return out
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """|out - ref| / |ref| in Frobenius norms, computed in float64; NaN or inf give inf."""
-    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
-    if out.shape != ref.shape:
-        raise AssertionError(f"shape {tuple(out.shape)} != reference shape {tuple(ref.shape)}")
-    if not torch.isfinite(out).all():
-        return float("inf")
-    denom = ref.norm().item()
-    return (out - ref).norm().item() / max(denom, 1e-30)
 
 
 FP32_TOL = 1e-5  # docs/design.md §6: fp32 kernels within 1e-5 of the fp64 reference

@@ -85,13 +85,20 @@ def test_bench_ops_cpu_quick(bench_ops, tmp_path, monkeypatch):
     # The impls of a case compute the same function (fp32, same inputs).
     assert all(v < 1e-4 for r in rows for k, v in r.items() if k.startswith("rel_diff_vs_"))
 
-    assert len(result["ratios"]) == 5
+    # 8 interleaved comparisons (ss2d: fwd, bwd vs floor, mambapy, N=16 per state; scan: fwd,
+    # bwd vs floor, mambapy; slp vs einsum) + reference and two memory ratios.
+    assert len(result["interleaved"]) == 8
+    assert all(
+        e["rounds"] == 3 and e["min"] <= e["median"] <= e["max"] for e in result["interleaved"]
+    )
+    assert len(result["ratios"]) == 11
     assert all(k["value"] is None or k["value"] > 0 for k in result["ratios"])
     for text in (
         "## ss2d_scan",
         "## selective_scan",
         "## slp_project",
         "## Key ratios",
+        "## Interleaved comparisons",
         "mambapy.pscan",
         "profile_memory",
     ):
@@ -128,3 +135,31 @@ def test_gpu_harness_on_cpu(bench_ops, tmp_path):
         {"meta": meta, "rows": bench.rows, "ratios": bench_ops.key_ratios("cuda", bench.rows, True)}
     )
     assert "fwd+bwd GB/s" in table and "% copy" in table and "unfused-reference" in table
+
+
+def test_interleaved_ratio_is_per_round():
+    """The ratio of each round pairs runs made in that round; the median is over rounds."""
+    from bench.timing import Interleaved
+
+    r = Interleaved({"ours": [1.0, 2.0, 4.0], "peer": [3.0, 10.0, 4.0]}, loadavg=0.0)
+    got = r.ratio("peer", "ours")
+    assert got["median"] == 3.0 and got["min"] == 1.0 and got["max"] == 5.0
+    assert got["rounds"] == 3
+
+
+def test_pytest_benchmark_suite_quick(tmp_path):
+    """``pytest bench --benchmark-only`` on the tiny shapes: every group holds ours and a peer."""
+    pytest.importorskip("pytest_benchmark")
+    pytest.importorskip("mambapy")
+    import subprocess
+
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "pytest", "bench", "--benchmark-only", "--bench-quick"]
+    cmd += ["--bench-rounds", "1", "-q", "-p", "no:cacheprovider", f"--benchmark-json={out}"]
+    run = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    groups: dict[str, set[str]] = {}
+    for b in json.loads(out.read_text())["benchmarks"]:
+        groups.setdefault(b["group"], set()).add(b["param"].split("-")[0] if b["param"] else "")
+    assert len(groups) == 7, groups  # ss2d and selective_scan fwd, bwd, fwd+bwd; slp
+    assert all(len(impls) >= 2 and "cpu" in impls for impls in groups.values()), groups

@@ -121,3 +121,16 @@ def test_console_script_entry_point():
         timeout=120,
     )
     assert done.returncode != 0 and "--resume needs --out" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "want"), [([], None), (["--progress"], True), (["--no-progress"], False)]
+)
+def test_progress_flags(flags, want):
+    """Neither flag: bars only on a terminal; pytest captures stdout, so none here."""
+    from zeromamba.training.trainer import show_progress
+
+    for command in (["train"], ["eval", "--checkpoint", "x.pt"]):
+        a = cli.parser().parse_args(command + flags)
+        assert a.progress is want
+    assert show_progress(want) is (want is True)

@@ -37,7 +37,7 @@ def test_selective_scan_chunked_backward():
 def test_slp_project_several_tiles():
     """A = 300 attribute rows: three score tiles of 128 rows, the last one partial; b = 5 batch
     rows split over the threads' dq partials."""
-    kw = slp_inputs(5, 24, 13, 300, seed=4)
+    kw = slp_inputs(5, 300, 24, 13, seed=4)
     for dtype in (torch.float64, torch.float32):
         check_against_reference("slp_project", "cpu", kw, dtype)
 
@@ -84,6 +84,6 @@ def test_kernel_ops_check_their_arguments():
             False,
             False,
         )
-    slp = slp_inputs(2, 6, 5, 3)
+    slp = slp_inputs(2, 3, 6, 5)
     with pytest.raises(RuntimeError, match="q2 must have shape"):
         torch.ops.zeromamba.slp_project_fwd(slp["feat"], slp["q1"], slp["q2"][:2])

@@ -18,7 +18,7 @@ SS2D = ss2d_inputs(1, 2, 3, 4, 2)
 SS2D_CL = ss2d_inputs(1, 2, 3, 4, 2, channel_last=True)
 SCAN = scan_inputs(1, 4, 5, 2, 2)
 SCAN32 = scan_inputs(1, 4, 5, 2, 2, dtype=torch.float32)
-SLP = slp_inputs(2, 6, 5, 3)
+SLP = slp_inputs(2, 3, 6, 5)
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def test_ss2d_scan_large_map(device, backend):
 )
 def test_slp_project(device, backend, data, b, F, R, A, noncontig):
     dtype = data.draw(st.sampled_from(dtypes_for(device, backend)), label="dtype")
-    kw = slp_inputs(b, F, R, A, seed=F + R)
+    kw = slp_inputs(b, A, F, R, seed=F + R)
     check_against_reference("slp_project", backend, _on(device, kw, noncontig), dtype)
 
 
@@ -132,7 +132,7 @@ def _op_samples(device, backend):
     dtype = dtypes_for(device, backend)[0]
     scan = to(scan_inputs(2, 4, 6, 2, 2), dtype, device, requires_grad=True)
     ss2d = to(ss2d_inputs(2, 2, 3, 4, 2), dtype, device, requires_grad=True)
-    slp = to(slp_inputs(2, 8, 5, 3), dtype, device, requires_grad=True)
+    slp = to(slp_inputs(2, 3, 8, 5), dtype, device, requires_grad=True)
     return [
         (torch.ops.zeromamba.selective_scan.default, (*scan.values(), False, backend)),
         (torch.ops.zeromamba.ss2d_scan.default, (*ss2d.values(), False, backend)),

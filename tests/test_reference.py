@@ -101,7 +101,7 @@ def test_ss2d_scan_is_the_unfused_pipeline(hw, N, channel_last):
 
 def test_slp_project_is_zeromamba_slp():
     """The fused form equals the paper's: A = softmax(q1 feat), F_p = A feat^T, out = q2 . F_p."""
-    kw = slp_inputs(3, 16, 7, 5)
+    kw = slp_inputs(3, 5, 16, 7)
     attn = torch.softmax(kw["q1"] @ kw["feat"], dim=-1)  # (b, A, R)
     pooled = attn @ kw["feat"].transpose(1, 2)  # (b, A, F)
     expected = (pooled * kw["q2"]).sum(-1)
@@ -115,7 +115,7 @@ def test_reference_gradcheck():
     kw = ss2d_inputs(1, 2, 2, 3, 2)
     args = [kw[k].requires_grad_() for k in ("x", "delta", "A", "B", "C", "D", "delta_bias")]
     assert torch.autograd.gradcheck(lambda *a: reference.ss2d_scan(*a), args)
-    kw = slp_inputs(2, 6, 4, 3)
+    kw = slp_inputs(2, 3, 6, 4)
     args = [kw[k].requires_grad_() for k in ("feat", "q1", "q2")]
     assert torch.autograd.gradcheck(reference.slp_project, args)
 

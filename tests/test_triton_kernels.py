@@ -84,7 +84,7 @@ def test_selective_scan_default_chunks():
 
 def test_slp_project_several_tiles():
     """R spans three R-tiles (the online softmax rescales), F two F-tiles, A two A-blocks."""
-    kw = slp_inputs(2, 80, 150, 70, seed=3)
+    kw = slp_inputs(2, 70, 80, 150, seed=3)
     dout = torch.randn(2, 70, dtype=torch.float64)
     y_ref, g_ref = _reference_grads(reference.slp_project, kw, dout)
     f = to(kw, torch.float32, DEVICE, requires_grad=True)
@@ -102,7 +102,7 @@ def test_float16(out_float32):
     kw = to(scan_inputs(2, 4, 30, 4, 2), device=DEVICE)
     check_against_reference("selective_scan", "triton", kw, torch.float16, out_float32=out_float32)
     if not out_float32:
-        kw = to(slp_inputs(2, 40, 50, 20), device=DEVICE)
+        kw = to(slp_inputs(2, 20, 40, 50), device=DEVICE)
         check_against_reference("slp_project", "triton", kw, torch.float16)
 
 
@@ -138,7 +138,7 @@ def test_compile_fullgraph_cuda():
     samples = [
         (ops.selective_scan, to(scan_inputs(2, 4, 70, 2, 2), torch.float32, "cuda", True)),
         (ops.ss2d_scan, to(ss2d_inputs(2, 3, 9, 8, 1), torch.float32, "cuda", True)),
-        (ops.slp_project, to(slp_inputs(2, 40, 30, 20), torch.float32, "cuda", True)),
+        (ops.slp_project, to(slp_inputs(2, 20, 40, 30), torch.float32, "cuda", True)),
     ]
     for op, kw in samples:
         fn = torch.compile(lambda kw, op=op: op(**kw, backend="triton") * 2, fullgraph=True)

@@ -126,7 +126,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     )
     g.add_argument("--eval-batch-size", type=int, default=128)
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _progress_args(g)
     return p
 
 
@@ -157,7 +157,7 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
         help="also report ESZSL on the same splits (pixels, and this checkpoint's pooled "
         "backbone features), chosen on the validation split",
     )
-    p.add_argument("--no-progress", action="store_true")
+    _progress_args(p)
     return p
 
 
@@ -187,7 +187,7 @@ def _report_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", help="kernel backend (default: the fastest available)")
-    p.add_argument("--no-progress", action="store_true")
+    _progress_args(p)
     return p
 
 
@@ -199,7 +199,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         "batch_size": a.batch_size,
         "backend": a.backend,
         "embedding_method": a.embedding,
-        "progress": not a.no_progress,
+        "progress": a.progress,
     }
     if (a.run_dir is None) == (a.checkpoint is None):
         raise ValueError("give a run folder (zeromamba report RUN_DIR) or --checkpoint FILE")
@@ -224,6 +224,20 @@ def cmd_report(a: argparse.Namespace) -> int:
         )
     print(f"wrote {path}")
     return 0
+
+
+def _progress_args(p) -> None:
+    """--progress / --no-progress; neither: bars only when stdout is a terminal."""
+    m = p.add_mutually_exclusive_group()
+    m.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const=True,
+        help="progress bars even when stdout is not a terminal",
+    )
+    m.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+    p.set_defaults(progress=None)
 
 
 def _config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -261,7 +275,7 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         threads=a.threads,
         eval_batch_size=a.eval_batch_size,
         amp=not a.no_amp,
-        progress=not a.no_progress,
+        progress=a.progress,
         extra=extra,
     )
 
@@ -297,7 +311,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         device=a.device,
         batch_size=a.batch_size,
         backend=a.backend,
-        progress=not a.no_progress,
+        progress=a.progress,
         baseline=a.baseline,
     )
     print(

@@ -21,6 +21,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <vector>
 
 namespace zeromamba::cpu {

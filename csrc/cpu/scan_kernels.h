@@ -68,6 +68,12 @@ void stage_states(acc_t* dst, const StateTensor& t, int64_t b, int64_t k, int64_
 
 // ---------------------------------------------------------------------------- one direction
 
+// Steps ahead whose buffer rows are prefetched in the walks: a column-order direction strides
+// W rows (W * V * 4 bytes) per step through a dozen [p][lane] buffers, which the hardware
+// prefetchers do not follow, so each step would otherwise wait on L2.
+constexpr int64_t kAhead = 8;
+
+
 // The per-lane parameters of direction k for lanes c0 .. c0 + nl - 1 (padding lanes get zeros,
 // which keep their state at 0 because their u and dy are 0).
 template <typename acc_t, int kN>
@@ -169,6 +175,15 @@ struct Buffers {
   }
 };
 
+// Row p of the [p][lane] buffers and of the [p][n] state buffers B, C.
+template <typename acc_t>
+inline void prefetch_rows(int64_t p, int64_t N, const Buffers<acc_t>& buf,
+                          std::initializer_list<const acc_t*> lanes) {
+  for (const acc_t* b : lanes) __builtin_prefetch(b + p * V);
+  __builtin_prefetch(buf.Bs.data() + p * N);
+  __builtin_prefetch(buf.Cs.data() + p * N);
+}
+
 struct Split {  // work items (b, g, block of lane groups)
   int64_t lane_groups, blocks;
   int64_t items(const ScanProblem& pb) const { return pb.batch * pb.groups * blocks; }
@@ -216,6 +231,10 @@ void forward_impl(const ScanProblem& pb, const LaneTensor& y) {
         acc_t h[LaneParams<acc_t, kN>::NA][V] = {};
         for (int64_t t = 0; t < L; ++t) {
           const int64_t p = pos != nullptr ? pos[t] : t;
+          if (pos != nullptr && t + kAhead < L)
+            prefetch_rows<acc_t>(pos[t + kAhead], N, buf,
+                                 {buf.delta.data(), buf.u.data(), buf.acc.data(),
+                                  kN == 1 ? buf.a1.data() : buf.delta.data()});
           acc_t yv[V] = {};
           lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * N], lp, N,
                     kN == 1 ? &buf.a1[p * V] : nullptr, static_cast<acc_t*>(nullptr),
@@ -256,17 +275,12 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
 
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     Buffers<acc_t> buf(L, N, true, T, chunks);
-    // N = 1: dB / dC are summed per lane over the item's lane groups and over lanes only once
-    // at the end, instead of a horizontal sum at every step.
-    std::vector<acc_t> lane_dB(kN == 1 ? K * L * V : 0), lane_dC(kN == 1 ? K * L * V : 0);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / (pb.groups * split.blocks);
       const int64_t g = (item / split.blocks) % pb.groups;
       const int64_t j = item % split.blocks;
       acc_t* dBi = &dBp[item * K * L * N];
       acc_t* dCi = &dCp[item * K * L * N];
-      std::fill(lane_dB.begin(), lane_dB.end(), acc_t(0));
-      std::fill(lane_dC.begin(), lane_dC.end(), acc_t(0));
       const int64_t lg_begin = j * split.lane_groups / split.blocks;
       const int64_t lg_end = (j + 1) * split.lane_groups / split.blocks;
       for (int64_t lg = lg_begin; lg < lg_end; ++lg) {
@@ -307,11 +321,20 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
             for (int64_t n = 0; n < N; ++n) std::copy(h0 + n * V, h0 + n * V + V, h[n]);
             for (int64_t t = t0; t < t1; ++t) {
               const int64_t p = position(t), i = t - t0;
+              if (pos != nullptr && t + kAhead < t1)
+                prefetch_rows<acc_t>(pos[t + kAhead], N, buf,
+                                     {buf.delta.data(), buf.u.data(),
+                                      kN == 1 ? buf.a1.data() : buf.u.data()});
               lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * N], lp, N, a1_at(p),
                         kN == 1 ? nullptr : &buf.ac[i * N * V], &buf.hc[i * N * V]);
             }
             for (int64_t t = t1 - 1; t >= t0; --t) {
               const int64_t p = position(t), i = t - t0;
+              if (pos != nullptr && t - kAhead >= t0)
+                prefetch_rows<acc_t>(pos[t - kAhead], N, buf,
+                                     {buf.delta.data(), buf.u.data(), buf.dy.data(),
+                                      buf.sig.data(), buf.acc.data(), buf.dd.data(),
+                                      kN == 1 ? buf.a1.data() : buf.u.data()});
               const acc_t* hprev = i > 0 ? &buf.hc[(i - 1) * N * V] : h0;
               const acc_t* hcur = &buf.hc[i * N * V];
               const acc_t* a = kN == 1 ? a1_at(p) : &buf.ac[i * N * V];
@@ -323,19 +346,20 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
               acc_t dBu[V] = {}, ddt[V] = {};
               if constexpr (kN == 1) {
                 const acc_t bn = Bp[0], cn = Cp[0], *An = lp.A[0];
-                acc_t* ldB = &lane_dB[(k * L + p) * V];
-                acc_t* ldC = &lane_dC[(k * L + p) * V];
-#pragma omp simd
+                acc_t sum_dB = 0, sum_dC = 0;
+#pragma omp simd reduction(+ : sum_dB, sum_dC)
                 for (int l = 0; l < V; ++l) {
                   const acc_t dh = ga[0][l] + cn * dy[l];
                   const acc_t ah = a[l] * hprev[l];
-                  ldC[l] += dy[l] * hcur[l];
-                  ldB[l] += dh * dt[l] * u[l];
+                  sum_dC += dy[l] * hcur[l];
+                  sum_dB += dh * dt[l] * u[l];
                   dBu[l] += dh * bn;
                   ddt[l] += dh * (An[l] * ah + bn * u[l]);
                   dA[0][l] += dh * dt[l] * ah;
                   ga[0][l] = a[l] * dh;
                 }
+                dBi[k * L + p] += sum_dB;
+                dCi[k * L + p] += sum_dC;
               }
               for (int64_t n = 0; kN != 1 && n < N; ++n) {
                 const acc_t bn = Bp[n], cn = Cp[n], *An = lp.A[n];
@@ -373,15 +397,6 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
           }
         }
         unstage_lanes(buf.acc.data(), gr.du, b, 0, c0, nl, L);
-      }
-      for (int64_t i = 0; kN == 1 && i < K * L; ++i) {
-        acc_t sB = 0, sC = 0;
-        for (int l = 0; l < V; ++l) {
-          sB += lane_dB[i * V + l];
-          sC += lane_dC[i * V + l];
-        }
-        dBi[i] = sB;
-        dCi[i] = sC;
       }
     }
   });

@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <tuple>
 
 namespace zeromamba::cpu {
@@ -62,9 +63,11 @@ void softmax_dot(acc_t* s1, const acc_t* s2, int64_t rows, int64_t R, acc_t* out
     const acc_t* v = s2 + i * R;
     const acc_t m = *std::max_element(p, p + R);
     acc_t z = 0, o = 0;
-#pragma omp simd reduction(+ : z, o)
+    // libm's exp, not the fast polynomial: with few regions and near-cancelling features the
+    // gradient w.r.t. q1 is ill-conditioned and the last ulps of p matter; R exps per row are
+    // negligible next to the two (F, R) products that produce the row.
     for (int64_t r = 0; r < R; ++r) {
-      p[r] = Math<acc_t>::exp(p[r] - m);
+      p[r] = std::exp(p[r] - m);
       z += p[r];
       o += p[r] * v[r];
     }

@@ -77,7 +77,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     eval_batch_size: int = 128
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    progress: bool = True
+    progress: bool | None = None  # progress bars; None: only when stdout is a terminal
     extra: dict[str, Any] = field(default_factory=dict)  # model overrides (e.g. drop_path_rate)
 
     def resolved(self) -> TrainConfig:

@@ -138,7 +138,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int = 128,
     backend: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     baseline: bool = False,
 ) -> dict[str, Any]:
     """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.

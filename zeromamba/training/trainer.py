@@ -101,6 +101,14 @@ def _unwrap(model: nn.Module) -> ZeroMamba:
 
 
 # ----------------------------------------------------------------------------- evaluation
+def show_progress(progress: bool | None) -> bool:
+    """Progress bars on (True), off (False), or only when stdout is a terminal (None): redirected
+    to a file, a bar writes a carriage-return update per batch; the per-epoch lines remain."""
+    if progress is None:
+        return sys.stdout.isatty()
+    return progress
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -109,7 +117,7 @@ def predict(
     batch_size: int,
     amp: bool,
     desc: str = "eval",
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> Tensor:
     """The model's attribute predictions (n, A) float32 for every item of ``dataset``, in order.
     Under DDP each rank scores every world_size-th item and the rows are gathered."""
@@ -119,7 +127,9 @@ def predict(
     shard = Subset(dataset, distributed.shard_indices(len(dataset), env))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False)
     rows = []
-    for images, _ in tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stdout):
+    for images, _ in tqdm(
+        loader, desc=desc, leave=False, disable=not show_progress(progress), file=sys.stdout
+    ):
         with _autocast(env.device, amp):
             rows.append(net(images.to(env.device, non_blocking=True)).float().cpu())
     net.train(was_training)
@@ -287,7 +297,7 @@ def _evaluate(
 ) -> tuple[dict[str, float], tuple[list[float], list[float]]]:
     """Metrics on the stage's eval sets and the (S, U) points of the calibration sweep."""
     cfg, sets = ctx.cfg, stage.eval_sets
-    show = cfg.progress and ctx.env.is_main
+    show = show_progress(cfg.progress) and ctx.env.is_main
     p_seen = predict(
         model, sets.seen_set, ctx.env, cfg.eval_batch_size, cfg.amp, f"{sets.name} seen", show
     )
@@ -398,7 +408,7 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
             loader,
             desc=f"[{stage.name}] epoch {epoch}/{stage.epochs}",
             leave=False,
-            disable=not (cfg.progress and env.is_main),
+            disable=not (show_progress(cfg.progress) and env.is_main),
             file=sys.stdout,
         )
         for images, labels in bar:
