@@ -223,11 +223,15 @@ def _fwd_kernel(
         tl.store(dts_ptr + (bi * rows + r) * nch + j, tl.sum(dt, axis=1), mask=cmask)
     else:
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        _, h = tl.associative_scan((dA, bx), 2, _pair)
+        dA_prefix, h = tl.associative_scan((dA, bx), 2, _pair)
         if CARRY:
             h0 = tl.load(hs_ptr + row_state + tl.maximum(j - 1, 0) * N, mask=sm, other=0.0)
             h0 = tl.where(j > 0, h0, 0.0)
             h += tl.exp2(tl.cumsum(dt, axis=1)[:, None, :] * A2[:, :, None]) * h0[:, :, None]
+        else:
+            # h_{-1} = 0 still enters as (a_t ... a_0) * 0, so a NaN or Inf exp(dt A) poisons h
+            # as in the recurrence h_t = a_t h_{t-1} + b_t
+            h += dA_prefix * 0.0
         Ct = tl.load(
             C_ptr + bi * sC_b + g * sC_g + n[:, None] * sC_n + (hh * sC_h + ww * sC_w)[None, :],
             mask=mnt,
@@ -420,7 +424,9 @@ def _bwd_kernel(
         dtu = dt * u
         bx = dtu[:, None, :] * Bt[None, :, :]
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        _, h = tl.associative_scan((dA, bx), 2, _pair)
+        dA_prefix, h = tl.associative_scan((dA, bx), 2, _pair)
+        if not CARRY:
+            h += dA_prefix * 0.0  # as in the forward: NaN / Inf in exp(dt A) reach h
         # dh_t = g_t = a_{t+1} g_{t+1} + C_t dy_t; a_L = 0 ends the sequence
         a_next = tl.where(m2n[:, None, :], tl.exp2(dt_next[:, None, :] * A2[:, :, None]), 0.0)
         _, gh = tl.associative_scan((a_next, cdy), 2, _pair, reverse=True)

@@ -39,6 +39,7 @@ def load(
     image_size: int | None = None,
     cache_dir: str | None = None,
     seed: int = 0,
+    trust_pickle: bool = False,
 ) -> ZeroShotData:
     """Loads a zero-shot task.
 
@@ -46,8 +47,13 @@ def load(
     "AWA2" (any case; xlsa17 under ``data_root``, images under ``image_root``, word vectors under
     ``w2v_root``, see :mod:`zeromamba.data.xlsa17`); otherwise a folder in the format of
     :mod:`zeromamba.data.folder`. ``image_size`` defaults to 32 (builtin), 448 (xlsa17, the
-    official recipe) or 224 (folder).
+    official recipe) or 224 (folder). ``trust_pickle``: read any pickle as xlsa17 word vectors
+    (unpickling can run code; by default only pickled numpy arrays are accepted).
     """
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32
+    ):
+        raise ValueError(f"image_size must be an integer >= 32 (pixels), got {image_size!r}")
     if spec.lower() == "builtin":
         return builtin(seed=seed, image_size=image_size or 32, cache_dir=cache_dir)
     if spec.upper() in DATASETS:
@@ -62,6 +68,7 @@ def load(
             image_root=image_root,
             w2v_root=w2v_root,
             image_size=image_size or 448,
+            trust_pickle=trust_pickle,
         )
     if os.path.isdir(spec):
         return load_folder(spec, image_size=image_size or 224)

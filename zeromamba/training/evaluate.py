@@ -12,8 +12,22 @@ import torch
 
 from ..models import ZeroMamba
 from . import distributed
-from .checkpoint import FORMAT, CheckpointError, load_file
+from .checkpoint import (
+    FORMAT,
+    CheckpointError,
+    check_checkpoint,
+    check_finite_weights,
+    load_file,
+    load_weights,
+)
 from .config import DATASET_RECIPES, TrainConfig
+from .config_checks import (
+    check_backend,
+    check_config,
+    check_device,
+    check_gamma,
+    config_from_dict,
+)
 
 
 def _official_state(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -44,6 +58,7 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     backend: str | None = None,
     progress: bool = True,
+    trust_pickle: bool = False,
 ) -> dict[str, Any]:
     """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
 
@@ -53,6 +68,12 @@ def evaluate_checkpoint(
     """
     from .trainer import EvalSets, build_model, load_data, predict, zero_shot_metrics
 
+    given_gamma = gamma
+    if gamma is not None:
+        check_gamma(gamma, "--gamma")
+    check_device(device, "--device")
+    if backend is not None:
+        check_backend(backend, device, "--backend")
     obj = load_file(path)
     given = {
         "data": data,
@@ -61,16 +82,22 @@ def evaluate_checkpoint(
         "w2v_root": w2v_root,
         "image_size": image_size,
         "data_seed": data_seed,
+        "trust_pickle": trust_pickle or None,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         kind = "zeromamba"
-        cfg = dataclasses.replace(
-            TrainConfig.from_dict(obj["config"]), pretrained=None, **overrides
+        check_checkpoint(obj, path)
+        cfg = check_config(
+            dataclasses.replace(
+                config_from_dict(obj["config"], f"{path} (its stored config)"),
+                pretrained=None,
+                **overrides,
+            )
         )
         dataset = load_data(cfg)
         net = build_model(cfg, dataset)
-        net.load_state_dict(obj["model"])
+        load_weights(net, obj["model"], path)
         # the gamma this model was evaluated with: its own, else the run's selected one
         for source in (obj.get("metrics"), (obj.get("evals") or {}).get("best_h")):
             if gamma is None and source:
@@ -90,7 +117,7 @@ def evaluate_checkpoint(
                 "(CUB, SUN or AWA2) and --data-root"
             )
         kind = "official"
-        cfg = TrainConfig(**overrides, model=model or "small").resolved()
+        cfg = check_config(TrainConfig(**overrides, model=model or "small")).resolved()
         dataset = load_data(cfg)
         net = ZeroMamba(
             cfg.model,
@@ -98,9 +125,10 @@ def evaluate_checkpoint(
             word_vectors=dataset.word_vectors,
             grl_bias=any(k.endswith("clf_head.bias") for k in state),
         )
+        check_finite_weights(state, path)
         try:
             net.load_official(state)
-        except RuntimeError as e:
+        except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(
                 f"{path} does not fit ZeroMamba({cfg.model!r}) on {dataset.name}: {e}"
             ) from e
@@ -108,6 +136,9 @@ def evaluate_checkpoint(
         gamma = DATASET_RECIPES.get(dataset.name.upper(), {}).get("gamma")
     if gamma is None:
         raise ValueError(f"{path}: no gamma stored for {dataset.name}; pass --gamma")
+    check_gamma(gamma, f"the gamma of {path}" if given_gamma is None else "--gamma")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
     if backend is not None:
         net.set_backend(backend)
     env = distributed.DistEnv(0, 1, 0, distributed.pick_device(device))

@@ -48,14 +48,18 @@ from . import distributed, plots, seeding
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_weights,
     make_checkpoint,
     remove_stale_temporaries,
     save_atomic,
     write_text_atomic,
 )
 from .config import TrainConfig
+from .config_checks import check_config, read_config_file
 from .metrics_log import MetricsLog
 from .optim import build_optimizer, build_scheduler
+from .preflight import check_protocol
+from .runlock import RunLock
 
 STAGE_IDS = {"select": 1, "final": 2}
 
@@ -351,11 +355,17 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
             raise CheckpointError(
                 f"{last_path} belongs to stage {ckpt['stage']!r}, not {stage.name!r}"
             )
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        for key in ("epoch", "best", "history", "evals"):
-            state[key] = ckpt[key]
+        load_weights(net, ckpt["model"], last_path)
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            for key in ("epoch", "best", "history", "evals"):
+                state[key] = ckpt[key]
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(
+                f"{last_path}: optimizer, scheduler or progress entries are missing or do not "
+                f"fit ({type(e).__name__}: {e})"
+            ) from e
         ctx.say(f"[{stage.name}] resumed from {last_path} at epoch {state['epoch']}")
     if state["epoch"] >= stage.epochs:
         return state
@@ -518,6 +528,7 @@ def load_data(cfg: TrainConfig) -> zdata.ZeroShotData:
         w2v_root=cfg.w2v_root,
         image_size=cfg.image_size,
         seed=cfg.data_seed,
+        trust_pickle=cfg.trust_pickle,
     )
 
 
@@ -538,16 +549,23 @@ def train(
     configuration is used and ``cfg`` is ignored.
     """
     out = Path(out)
+    if resume and (out / "config.json").is_file():
+        cfg = read_config_file(out / "config.json")
+    else:
+        check_config(cfg)
     env = distributed.setup(cfg.device)
     threads = torch.get_num_threads()
-    if resume and (out / "config.json").is_file():
-        cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     wanted = cfg.resolved().threads
+    lock = RunLock(out) if env.is_main else None
     try:
+        if lock is not None:
+            lock.acquire()  # before anything in the folder is read or written
         if wanted:
             torch.set_num_threads(wanted)
         return _train(cfg, out, env, resume, say if env.is_main else (lambda _msg: None))
     finally:
+        if lock is not None:
+            lock.release()
         torch.set_num_threads(threads)
         distributed.teardown()
 
@@ -561,7 +579,7 @@ def _train(
     if resume:
         if not cfg_path.is_file():
             raise FileNotFoundError(f"--resume {out}: no run there ({cfg_path} is missing)")
-        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        cfg = read_config_file(cfg_path)
         for p in (out / "last.pt", out / "select" / "last.pt"):
             if p.is_file():
                 prior_seconds = max(prior_seconds, float(load_checkpoint(p).get("seconds", 0.0)))
@@ -580,6 +598,7 @@ def _train(
     distributed.barrier(env)
 
     data = load_data(cfg)
+    check_protocol(data, cfg.select)
     train_tf = zdata.transforms.train_transform(data.image_size)
     eval_tf = zdata.transforms.eval_transform(data.image_size)
     log = MetricsLog(out / "metrics.jsonl")
