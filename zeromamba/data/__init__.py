@@ -51,9 +51,9 @@ def load(
     (unpickling can run code; by default only pickled numpy arrays are accepted).
     """
     if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
     ):
-        raise ValueError(f"image_size must be an integer >= 32 (pixels), got {image_size!r}")
+        raise ValueError(f"image_size must be a positive integer (pixels), got {image_size!r}")
     if spec.lower() == "builtin":
         return builtin(seed=seed, image_size=image_size or 32, cache_dir=cache_dir)
     if spec.upper() in DATASETS:

@@ -109,7 +109,7 @@ def check_table(arr: np.ndarray, path: str, what: str, *, rows: Sequence[str] | 
         row = f"row {i}" + (f" ({rows[i]!r})" if rows is not None and i < len(rows) else "")
         raise DataError(
             f"{path}: {what} has {int(bad.sum())} non-finite or huge value(s), first "
-            f"{a[i, j]!r} at {row}, column {j}; expected finite values within "
+            f"{float(a[i, j])!r} at {row}, column {j}; expected finite values within "
             f"+-{MAX_ABS_VALUE:g}"
         )
     return arr

@@ -74,15 +74,22 @@ def _loadmat(path: str, **kwargs) -> dict:
     from scipy.io import loadmat
 
     try:
-        return loadmat(path, **kwargs)
-    except NotImplementedError as e:  # scipy's answer to v7.3 (HDF5) files
-        raise DataError(
-            f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save it with save(..., '-v7')"
-        ) from e
+        with open(path, "rb") as f:
+            head = f.read(128)
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from e
+    if head.startswith(b"MATLAB 7.3"):
+        raise DataError(
+            f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save it in MATLAB with "
+            "save(..., '-v7')"
+        )
+    try:
+        return loadmat(path, **kwargs)
     except Exception as e:  # truncated or not a .mat file: scipy raises several types
-        raise DataError(f"{path}: not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
+        raise DataError(
+            f"{path}: not a readable MATLAB .mat file, truncated or corrupt "
+            f"({type(e).__name__}: {e})"
+        ) from e
 
 
 def _whole_numbers(values, key: str, path: str) -> np.ndarray:
@@ -95,7 +102,7 @@ def _whole_numbers(values, key: str, path: str) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"{path}: {key}[{i}] = {raw[i]!r} is not a whole number (1-based indices expected)"
+            f"{path}: {key}[{i}] = {raw[i].item()!r} is not a whole number (1-based indices expected)"
         )
     return f.astype(np.int64)
 
