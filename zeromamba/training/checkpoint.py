@@ -106,14 +106,21 @@ def load_file(path: str | os.PathLike) -> Any:
         ) from e
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one of our checkpoints (see :func:`make_checkpoint`), checking its format tag."""
-    return check_checkpoint(load_file(path), path)
+# What a run's checkpoints hold, by type (``required`` entries are checked on load).
+ENTRY_TYPES = {"config": dict, "stage": str, "epoch": int, "model": dict, "history": list}
 
 
-def check_checkpoint(obj: Any, path: str | os.PathLike) -> dict[str, Any]:
-    """``obj`` if it is one of our checkpoints of this version with its required entries;
-    :class:`CheckpointError` naming ``path`` otherwise."""
+def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load one of our checkpoints (see :func:`make_checkpoint`), checking its format tag,
+    version and the ``required`` entries."""
+    return check_checkpoint(load_file(path), path, required)
+
+
+def check_checkpoint(
+    obj: Any, path: str | os.PathLike, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``obj`` if it is one of our checkpoints of this version with the ``required`` entries
+    (of the types in ``ENTRY_TYPES``); :class:`CheckpointError` naming ``path`` otherwise."""
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a zeromamba training checkpoint (no '{FORMAT}' tag); official "
@@ -126,8 +133,9 @@ def check_checkpoint(obj: Any, path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: checkpoint version {version!r} is not {VERSION}, the one this zeromamba "
             "reads" + (" (written by a newer zeromamba)" if newer else "")
         )
-    for key, kind in (("config", dict), ("stage", str), ("epoch", int), ("model", dict)):
-        if not isinstance(obj.get(key), kind):
+    for key in required:
+        kind = ENTRY_TYPES.get(key, object)
+        if not isinstance(obj.get(key), kind) or isinstance(obj.get(key), bool):
             raise CheckpointError(
                 f"{path}: the checkpoint's {key!r} entry is missing or not a {kind.__name__}"
             )

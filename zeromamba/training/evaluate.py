@@ -87,7 +87,7 @@ def evaluate_checkpoint(
     overrides = {k: v for k, v in given.items() if v is not None}
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         kind = "zeromamba"
-        check_checkpoint(obj, path)
+        check_checkpoint(obj, path, required=("config", "model"))
         cfg = check_config(
             dataclasses.replace(
                 config_from_dict(obj["config"], f"{path} (its stored config)"),

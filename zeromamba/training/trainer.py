@@ -350,7 +350,7 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
         "evals": {},
     }
     if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path)
+        ckpt = load_checkpoint(last_path, required=("stage", "epoch", "model", "history"))
         if ckpt["stage"] != stage.name:
             raise CheckpointError(
                 f"{last_path} belongs to stage {ckpt['stage']!r}, not {stage.name!r}"
@@ -615,7 +615,7 @@ def _train(
         kept = []
         for p in (out / "select" / "last.pt", out / "last.pt"):
             if p.is_file():
-                kept += load_checkpoint(p)["history"]
+                kept += load_checkpoint(p, required=("history",))["history"]
         log.truncate_to(sorted(kept, key=lambda r: (STAGE_IDS[r["stage"]], r["epoch"])))
 
     history: list[dict[str, Any]] = []
