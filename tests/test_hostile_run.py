@@ -302,3 +302,15 @@ def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
         "zeromamba info: internal error (IndexError): list index out of range "
         "(run with --debug for the traceback)"
     )
+
+
+def test_non_finite_predictions_are_refused_before_the_metrics():
+    from zeromamba.training.trainer import EvalSets, zero_shot_metrics
+
+    class _Split:
+        labels = torch.tensor([0, 1])
+
+    sets = EvalSets("val", _Split(), _Split(), torch.tensor([0]), torch.tensor([1]))
+    pred = torch.tensor([[float("nan"), 1.0], [0.0, 1.0]])
+    with pytest.raises(FloatingPointError, match="predictions on the val seen images"):
+        zero_shot_metrics(pred, pred.nan_to_num(), sets, torch.eye(2), 0.1)

@@ -150,6 +150,12 @@ def zero_shot_metrics(
     The candidate classes are the sets' seen + unseen classes only (on validation, the test
     classes are not candidates). pred_*: (n, A); attributes: (n_classes, A) of every class.
     """
+    for which, p in (("seen", pred_seen), ("unseen", pred_unseen)):
+        if not bool(torch.isfinite(p).all()):  # the metrics would be meaningless, or crash
+            raise FloatingPointError(
+                f"the model's predictions on the {sets.name} {which} images are not finite "
+                "(NaN/Inf weights, or a diverged run)"
+            )
     att = attributes.float()
     s_scores, u_scores = pred_seen @ att.T, pred_unseen @ att.T
     args = (
