@@ -226,6 +226,10 @@ def _fwd_kernel(
             h0 = tl.load(hs_ptr + row_state + tl.maximum(j - 1, 0) * N, mask=sm, other=0.0)
             h0 = tl.where(j > 0, h0, 0.0)
             h += tl.exp2(tl.cumsum(dt, axis=1)[:, None, :] * A2[:, :, None]) * h0[:, :, None]
+        else:
+            # h_0 = a_0 h_{-1} + b_0 with h_{-1} = 0: a NaN or Inf a_0 = exp(dt_0 A) makes h NaN
+            # from step 0 on, as in the recurrence (the scan alone would skip a_0 * 0)
+            h += tl.sum(tl.where((t == 0)[None, None, :], dA, 0.0), axis=2)[:, :, None] * 0.0
         Ct = tl.load(
             C_ptr + bi * sC_b + g * sC_g + n[:, None] * sC_n + (hh * sC_h + ww * sC_w)[None, :],
             mask=mnt,
@@ -419,6 +423,8 @@ def _bwd_kernel(
         bx = dtu[:, None, :] * Bt[None, :, :]
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
         _, h = tl.associative_scan((dA, bx), 2, _pair)
+        if not CARRY:  # as in the forward: a NaN or Inf exp(dt_0 A) reaches h
+            h += tl.sum(tl.where((t == 0)[None, None, :], dA, 0.0), axis=2)[:, :, None] * 0.0
         # dh_t = g_t = a_{t+1} g_{t+1} + C_t dy_t; a_L = 0 ends the sequence
         a_next = tl.where(m2n[:, None, :], tl.exp2(dt_next[:, None, :] * A2[:, :, None]), 0.0)
         _, gh = tl.associative_scan((a_next, cdy), 2, _pair, reverse=True)

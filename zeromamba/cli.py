@@ -40,6 +40,12 @@ def _add_data_args(p: argparse.ArgumentParser, default: str | None) -> None:
         help="image side in pixels (default: builtin 32, xlsa17 448, folder 224)",
     )
     g.add_argument("--data-seed", type=int, help="seed of the built-in dataset (default: 0)")
+    g.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="read any pickle as xlsa17 word vectors. Unpickling can run code: by default only "
+        "pickled numpy arrays (or a .npy) are accepted",
+    )
 
 
 def _train_parser(sub) -> argparse.ArgumentParser:
@@ -220,6 +226,7 @@ def cmd_report(a: argparse.Namespace) -> int:
             data_seed=a.data_seed,
             model=a.model,
             gamma=a.gamma,
+            trust_pickle=a.trust_pickle,
             **common,
         )
     print(f"wrote {path}")
@@ -276,6 +283,7 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         eval_batch_size=a.eval_batch_size,
         amp=not a.no_amp,
         progress=a.progress,
+        trust_pickle=a.trust_pickle,
         extra=extra,
     )
 
@@ -291,8 +299,35 @@ def cmd_train(a: argparse.Namespace) -> int:
         name = Path(a.data).name if os.sep in a.data else a.data
         out = os.path.join("runs", f"{name}-{stamp}")
     cfg = _config_from_args(a)
+    if a.resume:
+        _check_resume_options(a, cfg, Path(out))
     train(cfg, out, resume=a.resume)
     return 0
+
+
+def _check_resume_options(a: argparse.Namespace, cfg, out: Path) -> None:
+    """--resume continues with the stored configuration: options given with it that would change
+    the run are refused instead of silently ignored."""
+    import dataclasses
+
+    from .training.config_checks import RESUME_MAY_CHANGE, read_config_file, resume_conflicts
+
+    if not (out / "config.json").is_file():
+        return  # train() says there is no run to resume
+    stored = read_config_file(out / "config.json")
+    defaults = _config_from_args(parser().parse_args(["train", "--data", a.data]))
+    given = {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if getattr(cfg, f.name) != getattr(defaults, f.name)
+    }
+    conflicts = resume_conflicts(stored, given)
+    if conflicts:
+        raise ValueError(
+            f"--resume {out} continues with its stored configuration ({out / 'config.json'}), "
+            f"but these options differ from it: {'; '.join(conflicts)}. Drop them, or start a "
+            f"new run with another --out (only {', '.join(RESUME_MAY_CHANGE)} may change)"
+        )
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -313,6 +348,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         backend=a.backend,
         progress=a.progress,
         baseline=a.baseline,
+        trust_pickle=a.trust_pickle,
     )
     print(
         f"{results['dataset']} ({results['checkpoint_kind']} checkpoint, gamma "
@@ -402,7 +438,8 @@ def cmd_info(a: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="zeromamba",
-        description="ZeroMamba zero-shot learning on a Vision Mamba backbone.",
+        description="ZeroMamba zero-shot learning on a Vision Mamba backbone. Errors are one "
+        "line; --debug (anywhere before a bare --) shows the traceback.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,report,bench,info}")
     _train_parser(sub)
@@ -426,6 +463,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:split]
+    argv = [x for x in argv[:split] if x != "--debug"] + argv[split:]
     p = parser()
     if argv and argv[0] == "bench":
         # everything after "bench" belongs to the script, except our own --help
@@ -437,15 +477,42 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bench(p.parse_args(["bench"]), rest)
     a = p.parse_args(argv)
     run = {"train": cmd_train, "eval": cmd_eval, "report": cmd_report, "info": cmd_info}[a.command]
-    from .data import DataError
-    from .training import CheckpointError
-
     try:
         return run(a)
-    except (CheckpointError, DataError, FileNotFoundError, FileExistsError, ValueError) as e:
-        # bad input: a clear message naming the file, no traceback
-        print(f"zeromamba {a.command}: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        if debug:
+            raise
+        print(error_line(a.command, e), file=sys.stderr)
+        return 2 if is_input_error(e) else 1
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"zeromamba {a.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def is_input_error(e: BaseException) -> bool:
+    """Bad input (data, options, files, checkpoints), as opposed to a fault of zeromamba."""
+    from .data import DataError
+    from .training import CheckpointError
+    from .training.runlock import RunFolderBusyError
+
+    return isinstance(e, (CheckpointError, DataError, OSError, ValueError, RunFolderBusyError))
+
+
+def error_line(command: str, e: BaseException) -> str:
+    """The one-line message the CLI prints for an exception (no traceback; --debug shows it)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text += f": {e.filename}"
+    if is_input_error(e):
+        return f"zeromamba {command}: error: {text}"
+    if isinstance(e, FloatingPointError):
+        return f"zeromamba {command}: error: {text}"
+    return (
+        f"zeromamba {command}: internal error ({type(e).__name__}): {text} "
+        "(run with --debug for the traceback)"
+    )
 
 
 if __name__ == "__main__":

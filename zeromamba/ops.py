@@ -49,8 +49,13 @@ def selective_scan(
 
     Args:
         u, delta: (b, d, L) inputs and time steps.
-        A: (d, N) fp32 state matrix (entries < 0), 1 <= N <= 256 (N <= 16 runs the kernels'
-            specialised paths; larger N runs as chunks of 16 states, exactly).
+        A: (d, N) fp32 state matrix, 1 <= N <= 256 (N <= 16 runs the kernels' specialised
+            paths; larger N runs as chunks of 16 states, exactly). Mamba's A is negative (a decaying state);
+            A >= 0 is accepted and defined by the same recurrence (the state grows, and
+            exp(dt A) overflows to inf as torch.exp does); every backend computes the same result
+            (not refused: checking values would cost a device sync on every call).
+        Empty inputs (L = 0, b = 0) give an empty output. NaN and Inf propagate as through the
+        reference's arithmetic on every backend, forward and backward.
         B, C: (b, G, N, L), d % G == 0; channel c uses group c // (d // G).
         D, delta_bias: optional (d,) fp32 skip weight and time-step bias.
         delta_softplus: apply softplus to delta + delta_bias. Default False, as in mamba_ssm's
@@ -110,7 +115,8 @@ def ss2d_scan(
     Args (channel-first / ``channel_last=True``):
         x: (b, C, H, W) / (b, H, W, C).
         delta: (b, 4, C, H, W) / (b, 4, H, W, C).
-        A: (4C, N) fp32, 1 <= N <= 16.
+        A: (4C, N) fp32, 1 <= N <= 16; any sign, as in ``selective_scan``. H = 0 or W = 0 gives
+            an empty output; NaN and Inf propagate as in ``selective_scan``.
         B, C: (b, 4, N, H, W) / (b, 4, H, W, N).
         D, delta_bias: optional (4C,) fp32.
         delta_softplus: apply softplus to delta + delta_bias (VMamba: True).

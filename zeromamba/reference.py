@@ -46,7 +46,7 @@ def _selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus) -> Tensor:
         dA = torch.exp(dt_t[..., None] * A)  # (b, d, N)
         h = dA * h + (dt_t * u_t)[..., None] * B_t
         ys.append((C_t * h).sum(-1))
-    y = torch.stack(ys, dim=-1)
+    y = torch.stack(ys, dim=-1) if ys else u.new_zeros(b, d, 0)  # L = 0: an empty sequence
     if D is not None:
         y = y + D.to(ct)[:, None] * u
     return y
@@ -66,7 +66,9 @@ def selective_scan(
     """Mamba's selective scan (S6), docs/design.md §2.1.
 
     u, delta: (b, d, L); A: (d, N); B, C: (b, G, N, L) with channel c in group c // (d // G);
-    D, delta_bias: (d,). Returns y: (b, d, L).
+    D, delta_bias: (d,). Returns y: (b, d, L). L = 0 gives an empty y. A may have any sign
+    (A >= 0 grows the state; exp(dt A) overflows to inf as torch.exp does); NaN and Inf propagate
+    as the recurrence's arithmetic says.
     """
     y = _selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus)
     return y.to(output_dtype(u.dtype, out_float32))

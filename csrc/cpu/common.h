@@ -71,10 +71,12 @@ inline void check_param(const at::Tensor& t, const char* name, at::ScalarType ac
 // the kernels use. fp64 uses libm (the fp64 path is the accuracy path, not the speed path).
 
 inline float exp_fast(float x) {
-  x = x > -87.0f ? x : -87.0f;  // keeps 2^k a normal float
-  x = x < 88.0f ? x : 88.0f;
-  const float kf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
-  const float r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;  // x - k ln2, two-part ln2
+  // The clamp keeps the arithmetic below finite; 2^k is applied as two normal factors, so results
+  // overflow to +inf above ln(FLT_MAX) and underflow gradually to 0 as expf does. A clamp maps NaN
+  // to a bound (`x > lo ? x : lo` is false for NaN), so NaN is restored at the end.
+  const float xc = x > -104.0f ? (x < 89.0f ? x : 89.0f) : -104.0f;
+  const float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  const float r = (xc - kf * 0.693359375f) + kf * 2.12194440e-4f;  // x - k ln2, two-part ln2
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -82,8 +84,11 @@ inline float exp_fast(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float er = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
-  return er * __builtin_bit_cast(float, bits);
+  const int32_t k = static_cast<int32_t>(kf);  // in [-150, 128]
+  const int32_t k1 = k >> 1, k2 = k - k1;      // each in [-75, 64]: 2^k1, 2^k2 are normal
+  const float e = (er * __builtin_bit_cast(float, (k1 + 127) << 23)) *
+                  __builtin_bit_cast(float, (k2 + 127) << 23);
+  return x == x ? e : x;
 }
 
 // log1p(e) for e in [0, 1]: 2 atanh(s), s = e / (2 + e) <= 1/3, series to s^13 (rel. err < 4e-8).

@@ -44,6 +44,7 @@ def load(
     cache_dir: str | None = None,
     seed: int = 0,
     word_vectors: str = "auto",
+    trust_pickle: bool = False,
 ) -> ZeroShotData:
     """Loads a zero-shot task.
 
@@ -51,16 +52,21 @@ def load(
     "AWA2" (any case; xlsa17 under ``data_root``, images under ``image_root``, word vectors under
     ``w2v_root``, see :mod:`zeromamba.data.xlsa17`); otherwise a folder in the format of
     :mod:`zeromamba.data.folder`. ``image_size`` defaults to 32 (builtin), 448 (xlsa17, the
-    official recipe) or 224 (folder).
+    official recipe) or 224 (folder). ``trust_pickle``: read any pickle as xlsa17 word vectors
+    (unpickling can run code; by default only pickled numpy arrays are accepted).
 
     ``word_vectors`` for data that ships none: "auto" (a sentence-embedding model's vectors of
     the attribute names when the ``semantic`` extra is installed, else pseudo-embeddings with a
     warning; the built-in task keeps its pseudo-embeddings), "semantic" (the model's, or an
     error), "pseudo" (:mod:`zeromamba.data.semantic`).
     """
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise ValueError(f"image_size must be a positive integer (pixels), got {image_size!r}")
     if word_vectors not in WORD_VECTORS:
         raise ValueError(f"word_vectors must be one of {WORD_VECTORS}, got {word_vectors!r}")
-    data = _load(spec, data_root, image_root, w2v_root, image_size, cache_dir, seed)
+    data = _load(spec, data_root, image_root, w2v_root, image_size, cache_dir, seed, trust_pickle)
     if data.word_vector_source != "pseudo" or word_vectors == "pseudo":
         return data
     if spec.lower() == "builtin" and word_vectors == "auto":
@@ -85,7 +91,9 @@ def load(
     return dataclasses.replace(data, word_vectors=vectors, word_vector_source=source)
 
 
-def _load(spec, data_root, image_root, w2v_root, image_size, cache_dir, seed) -> ZeroShotData:
+def _load(
+    spec, data_root, image_root, w2v_root, image_size, cache_dir, seed, trust_pickle
+) -> ZeroShotData:
     if spec.lower() == "builtin":
         return builtin(seed=seed, image_size=image_size or 32, cache_dir=cache_dir)
     if spec.upper() in DATASETS:
@@ -100,6 +108,7 @@ def _load(spec, data_root, image_root, w2v_root, image_size, cache_dir, seed) ->
             image_root=image_root,
             w2v_root=w2v_root,
             image_size=image_size or 448,
+            trust_pickle=trust_pickle,
         )
     if os.path.isdir(spec):
         return load_folder(spec, image_size=image_size or 224)

@@ -37,17 +37,10 @@ def require_file(path: str, what: str) -> str:
 
 
 def decode_image(path: str) -> torch.Tensor:
-    """Reads an image file as a uint8 RGB tensor (3, H, W)."""
-    from PIL import Image, UnidentifiedImageError
+    """Reads an image file as a uint8 RGB tensor (3, H, W) (see :mod:`zeromamba.data.images`)."""
+    from .images import decode_image as decode
 
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError as e:
-        raise MissingFileError(f"image not found: {path}") from e
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot decode image {path}: {e}") from e
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    return decode(path)
 
 
 class ImageDataset(Dataset):

@@ -22,6 +22,10 @@ Layout::
                            model selection). Without them, a seeded 20% of the seen classes
                            (at least one) form val and the rest train (see ``split_train_val``).
 
+Paths in split lists are relative to images/ and must stay inside it after resolving ``..`` and
+symbolic links. An image may appear once per list, and in at most one of trainval, test_seen and
+test_unseen; train and val must partition trainval. Tables must be finite (no NaN/Inf, no huge
+values). Every image is decoded once at load, so a corrupt file is named before training starts.
 Attribute rows are L2-normalised on load. Seen classes are those of trainval, unseen those of
 test_unseen; an unseen class in trainval/train/val, a class that is not in classes.txt, a table
 whose classes disagree with classes.txt, or a missing file or image is refused with an error that
@@ -36,6 +40,7 @@ import os
 import numpy as np
 import torch
 
+from . import validate
 from .core import (
     DataError,
     MissingFileError,
@@ -45,21 +50,37 @@ from .core import (
     require_file,
     split_train_val,
 )
+from .images import check_images
+
+
+def _read_text(path: str) -> list[str]:
+    """The lines of a UTF-8 text file; :class:`DataError` names the file (and line) otherwise."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x})") from e
 
 
 def _lines(path: str) -> list[tuple[int, str]]:
-    with open(path, encoding="utf-8") as f:
-        return [
-            (no, s) for no, line in enumerate(f, 1) if (s := line.strip()) and not s.startswith("#")
-        ]
+    return [
+        (no, s)
+        for no, line in enumerate(_read_text(path), 1)
+        if (s := line.strip()) and not s.startswith("#")
+    ]
 
 
 def _attribute_table(root: str, class_names: list[str]) -> tuple[np.ndarray, list[str]]:
     csv_path = os.path.join(root, "attributes.csv")
     npy_path = os.path.join(root, "attributes.npy")
     if os.path.isfile(csv_path):
-        with open(csv_path, encoding="utf-8", newline="") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        text = _read_text(csv_path)
+        rows = [r for r in csv.reader(text) if r and any(c.strip() for c in r)]
         if not rows or len(rows[0]) < 2:
             raise DataError(f"{csv_path}: needs a header row 'class,<attribute names>'")
         names = [c.strip() for c in rows[0][1:]]
@@ -84,9 +105,11 @@ def _attribute_table(root: str, class_names: list[str]) -> tuple[np.ndarray, lis
                 f"{len(class_names)} in classes.txt (not in classes.txt: {unknown[:5]}; "
                 f"without attributes: {absent[:5]})"
             )
-        return np.array([by_class[c] for c in class_names], dtype=np.float64), names
+        table = np.array([by_class[c] for c in class_names], dtype=np.float64)
+        return validate.check_table(table, csv_path, "attribute table", rows=class_names), names
     if os.path.isfile(npy_path):
-        att = np.load(npy_path)
+        att = validate.load_array_file(npy_path, "attribute table")
+        validate.check_table(att, npy_path, "attribute table", rows=class_names)
         if att.ndim != 2 or att.shape[0] != len(class_names):
             raise DataError(
                 f"{npy_path}: shape {att.shape} but classes.txt has {len(class_names)} classes"
@@ -102,8 +125,9 @@ def _attribute_table(root: str, class_names: list[str]) -> tuple[np.ndarray, lis
     raise MissingFileError(f"attribute table not found: {csv_path} (or {npy_path})")
 
 
-def load_folder(root: str, *, image_size: int = 224) -> ZeroShotData:
-    """Loads a zero-shot task in the folder format of this module's docstring."""
+def load_folder(root: str, *, image_size: int = 224, check: bool = True) -> ZeroShotData:
+    """Loads a zero-shot task in the folder format of this module's docstring; ``check``
+    decodes every image once (:func:`zeromamba.data.images.check_images`)."""
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise MissingFileError(f"data folder not found: {root}")
@@ -116,8 +140,10 @@ def load_folder(root: str, *, image_size: int = 224) -> ZeroShotData:
 
     wv_path = os.path.join(root, "word_vectors.npy")
     if os.path.isfile(wv_path):
-        wv = torch.from_numpy(np.load(wv_path).astype(np.float32))
-        if wv.ndim != 2 or wv.shape[0] != att.shape[1]:
+        wv_arr = validate.load_array_file(wv_path, "word vectors")
+        validate.check_table(wv_arr, wv_path, "word vectors", rows=attribute_names)
+        wv = torch.from_numpy(wv_arr.astype(np.float32))
+        if wv.shape[0] != att.shape[1]:
             raise DataError(f"{wv_path}: shape {tuple(wv.shape)} for {att.shape[1]} attributes")
         source = "given"
     else:
@@ -126,35 +152,50 @@ def load_folder(root: str, *, image_size: int = 224) -> ZeroShotData:
     images_dir = os.path.join(root, "images")
     files: list[str] = []
     labels: list[int] = []
-    position: dict[str, int] = {}
+    listed_at: list[str] = []  # "list:line" where each image first appears
+    position: dict[object, int] = {}  # file identity -> index into files
     index: dict[str, torch.Tensor] = {}
     for split in ("trainval", "test_seen", "test_unseen", "train", "val"):
         list_path = os.path.join(root, f"{split}.txt")
         if split in ("train", "val") and not os.path.isfile(list_path):
             continue
         require_file(list_path, f"split list {split!r}")
-        rows = []
+        rows: list[int] = []
+        line_of: dict[int, int] = {}
         for no, rel in _lines(list_path):
-            cls = rel.replace("\\", "/").split("/")[0]
+            where = f"{list_path}:{no}"
+            path = validate.confined_path(images_dir, rel, where)
+            cls = next(p for p in rel.replace("\\", "/").split("/") if p not in ("", "."))
             if cls not in class_id:
-                raise DataError(f"{list_path}:{no}: class {cls!r} is not in classes.txt")
-            if rel not in position:
-                path = os.path.join(images_dir, rel)
-                if not os.path.isfile(path):
-                    raise MissingFileError(f"image not found: {path} (listed in {list_path}:{no})")
-                position[rel] = len(files)
+                raise DataError(f"{where}: class {cls!r} (of {rel!r}) is not in classes.txt")
+            key = validate.file_identity(path)
+            if key not in position:
+                position[key] = len(files)
                 files.append(path)
                 labels.append(class_id[cls])
-            rows.append(position[rel])
+                listed_at.append(where)
+            i = position[key]
+            if labels[i] != class_id[cls]:
+                raise DataError(
+                    f"{where}: {rel!r} is the file listed at {listed_at[i]} under class "
+                    f"{class_names[labels[i]]!r}"
+                )
+            if i in line_of:
+                raise DataError(
+                    f"{where}: {rel!r} is listed twice (also at line {line_of[i]}); each image "
+                    "once per split"
+                )
+            line_of[i] = no
+            rows.append(i)
         index[split] = torch.tensor(rows, dtype=torch.long)
-
+    _check_disjoint(root, index, files)
     label_t = torch.tensor(labels, dtype=torch.long)
     if ("train" in index) != ("val" in index):
         raise DataError(f"{root}: give both train.txt and val.txt, or neither")
     if "train" not in index:
         train_i, val_i = split_train_val(label_t[index["trainval"]])
         index["train"], index["val"] = index["trainval"][train_i], index["trainval"][val_i]
-    return ZeroShotData(
+    data = ZeroShotData(
         name=os.path.basename(root),
         class_names=class_names,
         attributes=torch.from_numpy(att),
@@ -164,3 +205,32 @@ def load_folder(root: str, *, image_size: int = 224) -> ZeroShotData:
         image_size=image_size,
         word_vector_source=source,
     )
+    if check:
+        check_images(zip(files, listed_at), f"{root}: images")
+    return data
+
+
+def _check_disjoint(root: str, index: dict[str, torch.Tensor], files: list[str]) -> None:
+    """Refuses an image in two of trainval / test_seen / test_unseen (test leakage), and train /
+    val lists that do not partition trainval."""
+    sets = {k: set(v.tolist()) for k, v in index.items()}
+    pairs = [("trainval", "test_seen"), ("trainval", "test_unseen"), ("test_seen", "test_unseen")]
+    if "train" in sets:
+        pairs += [("train", "val"), ("train", "test_seen"), ("val", "test_seen")]
+    for a, b in pairs:
+        both = sorted(sets[a] & sets[b])
+        if both:
+            raise DataError(
+                f"{root}: {len(both)} image(s) are in both {a}.txt and {b}.txt (e.g. "
+                f"{files[both[0]]}); the splits must be disjoint"
+            )
+    if "train" in sets:
+        outside = sorted((sets["train"] | sets["val"]) - sets["trainval"])
+        uncovered = sorted(sets["trainval"] - sets["train"] - sets["val"])
+        if outside or uncovered:
+            eg = files[(outside or uncovered)[0]]
+            raise DataError(
+                f"{root}: train.txt and val.txt must partition trainval.txt: {len(outside)} of "
+                f"their images are not in trainval.txt, {len(uncovered)} trainval images are in "
+                f"neither (e.g. {eg})"
+            )

@@ -39,9 +39,13 @@ import tempfile
 import numpy as np
 import torch
 
+from ..files import default_file_mode
 from .core import ZeroShotData, image_datasets, pseudo_word_vectors
 
 VERSION = 1
+# All images are rendered into memory (and the cache file): 1620 x 3 x S^2 bytes, 244 MB at the
+# largest size allowed.
+MAX_IMAGE_SIZE = 224
 FACTORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shape", ("circle", "square", "triangle")),
     ("colour", ("red", "green", "blue")),
@@ -50,6 +54,7 @@ FACTORS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 N_UNSEEN, N_VAL, N_TRAIN = 6, 4, 14
 PER_SEEN_TRAINVAL, PER_SEEN_TEST, PER_UNSEEN = 60, 20, 30
+N_IMAGES = (N_TRAIN + N_VAL) * (PER_SEEN_TRAINVAL + PER_SEEN_TEST) + N_UNSEEN * PER_UNSEEN
 
 _RGB = np.array([[0.85, 0.15, 0.15], [0.15, 0.72, 0.2], [0.15, 0.3, 0.9]], dtype=np.float32)
 
@@ -135,10 +140,18 @@ def _render(values: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarr
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
+def _check_size(image_size: int) -> None:
+    if not 32 <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"the built-in task needs 32 <= image_size <= {MAX_IMAGE_SIZE}, got {image_size} "
+            f"(its {N_IMAGES} images are rendered in memory: "
+            f"{N_IMAGES * 3 * image_size**2 / 1e6:.0f} MB at that size)"
+        )
+
+
 def generate(seed: int = 0, image_size: int = 32) -> dict:
     """Generates the task's tensors (no caching): a dict of plain tensors, lists and ints."""
-    if image_size < 32:
-        raise ValueError(f"the built-in task needs image_size >= 32, got {image_size}")
+    _check_size(image_size)
     train, val, unseen = _draw_classes(np.random.default_rng([seed, 0]))
     combos = np.concatenate([train, val, unseen])
     order = np.lexsort(combos.T[::-1])  # class ids in lexicographic order of factor values
@@ -206,6 +219,7 @@ def _read_cache(path: str, seed: int, image_size: int) -> dict | None:
 
 def builtin(seed: int = 0, image_size: int = 32, cache_dir: str | None = None) -> ZeroShotData:
     """The built-in zero-shot task (module docstring), generated from ``seed`` and cached."""
+    _check_size(image_size)  # before any cache lookup
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, f"builtin-v{VERSION}-seed{seed}-{image_size}px.pt")
     blob = _read_cache(path, seed, image_size) if os.path.isfile(path) else None
@@ -214,6 +228,7 @@ def builtin(seed: int = 0, image_size: int = 32, cache_dir: str | None = None) -
         os.makedirs(cache_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
         try:
+            os.fchmod(fd, default_file_mode())
             with os.fdopen(fd, "wb") as f:
                 torch.save(blob, f)
             os.replace(tmp, path)

@@ -8,7 +8,8 @@ Files (``DATASET`` is CUB, SUN or AWA2)::
                                            test_unseen_loc, train_loc, val_loc (1-based indices
                                            into res101's images)
     {w2v_root}/{DATASET}_attribute.pkl     pickled numpy float64 array (A, 300): one word vector per
-                                           attribute (also looked for in {data_root}/{DATASET}/)
+                                           attribute (also looked for in {data_root}/{DATASET}/);
+                                           a .npy of the same name is preferred when present
     {image_root}/{DATASET}/...             the images, laid out as the official ZeroMamba code
                                            expects (below)
 
@@ -25,17 +26,20 @@ neither touches test_seen (``train_loc``/``val_loc`` index images of those class
 trainval/test_seen split). xlsa17 has no attribute names: they are read from the files the
 datasets ship when the image or data root has them (:mod:`zeromamba.data.attribute_names`),
 else ``attribute_000`` ...
-Only load pickles you trust (unpickling runs code).
+The pickle is read by an unpickler that builds numpy arrays and nothing else (unpickling can
+run code); ``trust_pickle=True`` lifts that. Image paths must stay inside
+``{image_root}/{DATASET}/`` after resolving ``..`` and symbolic links; every image is decoded once
+at load; locs must be whole 1-based numbers without repeats; tables must be finite.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 
 import numpy as np
 import torch
 
+from . import validate
 from .attribute_names import find_attribute_names
 from .core import (
     DataError,
@@ -45,6 +49,7 @@ from .core import (
     require_file,
     split_train_val,
 )
+from .images import check_images
 
 # Leading path parts of xlsa17's image_files dropped before joining with {image_root}/{DATASET}/.
 PATH_SKIP = {"CUB": 6, "SUN": 7, "AWA2": 5}
@@ -67,31 +72,76 @@ def _mat_str(cell) -> str:
     return str(np.asarray(cell).reshape(-1)[0])
 
 
+def _loadmat(path: str, **kwargs) -> dict:
+    """scipy's loadmat with errors that name the file."""
+    from scipy.io import loadmat
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(128)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from e
+    if head.startswith(b"MATLAB 7.3"):
+        raise DataError(
+            f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save it in MATLAB with "
+            "save(..., '-v7')"
+        )
+    try:
+        return loadmat(path, **kwargs)
+    except Exception as e:  # truncated or not a .mat file: scipy raises several types
+        raise DataError(
+            f"{path}: not a readable MATLAB .mat file, truncated or corrupt "
+            f"({type(e).__name__}: {e})"
+        ) from e
+
+
+def _whole_numbers(values, key: str, path: str) -> np.ndarray:
+    """A numeric MATLAB array as int64, refusing non-numeric, non-finite or fractional entries."""
+    raw = np.asarray(values).reshape(-1)
+    if raw.dtype.kind not in "fiub":
+        raise DataError(f"{path}: {key} must be numeric, got dtype {raw.dtype}")
+    f = raw.astype(np.float64)
+    bad = ~np.isfinite(f) | (f != np.round(f))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"{path}: {key}[{i}] = {raw[i].item()!r} is not a whole number (1-based indices expected)"
+        )
+    return f.astype(np.int64)
+
+
 def _index(mat: dict, key: str, n_images: int, path: str) -> torch.Tensor:
     if key not in mat:
         raise DataError(f"{path}: variable {key!r} missing")
-    loc = np.asarray(mat[key]).reshape(-1).astype(np.int64) - 1  # 1-based -> 0-based
-    if loc.size and (loc.min() < 0 or loc.max() >= n_images):
+    one_based = _whole_numbers(mat[key], key, path)
+    bad = (one_based < 1) | (one_based > n_images)
+    if bad.any():
+        i = int(np.argmax(bad))
         raise DataError(
-            f"{path}: {key} indexes image {loc.max() + 1} (1-based) but res101.mat has "
-            f"{n_images} images"
+            f"{path}: {key}[{i}] = {one_based[i]} is outside 1..{n_images} (1-based indices "
+            f"into res101.mat's {n_images} images)"
         )
-    return torch.from_numpy(loc)
+    uniq, counts = np.unique(one_based, return_counts=True)
+    if (counts > 1).any():
+        dup = int(uniq[counts > 1][0])
+        raise DataError(
+            f"{path}: {key} lists image {dup} {int(counts[counts > 1][0])} times (each image once)"
+        )
+    return torch.from_numpy(one_based - 1)
 
 
-def _word_vectors(dataset: str, data_root: str, w2v_root: str | None) -> tuple[np.ndarray, str]:
-    name = f"{dataset}_attribute.pkl"
-    candidates = [os.path.join(w2v_root or data_root, name), os.path.join(data_root, dataset, name)]
+def _word_vectors(
+    dataset: str, data_root: str, w2v_root: str | None, trust_pickle: bool
+) -> tuple[np.ndarray, str]:
+    folders = [w2v_root or data_root, os.path.join(data_root, dataset)]
+    candidates = [
+        os.path.join(d, f"{dataset}_attribute{ext}") for d in folders for ext in (".npy", ".pkl")
+    ]
     path = next((p for p in candidates if os.path.isfile(p)), None)
     if path is None:
-        raise MissingFileError(f"word vectors not found: {candidates[0]}")
-    with open(path, "rb") as f:
-        obj = pickle.load(f)
-    if isinstance(obj, torch.Tensor):
-        obj = obj.numpy()
-    if not isinstance(obj, np.ndarray) or obj.ndim != 2:
-        raise DataError(f"{path}: expected a pickled 2-D numpy array (A, E), got {type(obj)}")
-    return obj, path
+        raise MissingFileError(f"word vectors not found: {candidates[1]} (or .npy)")
+    wv = validate.load_array_file(path, "word vectors", trust_pickle=trust_pickle)
+    return validate.check_table(wv, path, "word vectors"), path
 
 
 def load_xlsa17(
@@ -101,15 +151,16 @@ def load_xlsa17(
     image_root: str | None = None,
     w2v_root: str | None = None,
     image_size: int = 448,
+    trust_pickle: bool = False,
+    check: bool = True,
 ) -> ZeroShotData:
     """Loads CUB, SUN or AWA2 from the xlsa17 files and the images (layout in the module doc).
 
     Checks that every file and every image of the splits exists (:class:`MissingFileError` names
     the first missing path), that the class count agrees with the attribute table and the word
-    vectors, and the split semantics of :class:`ZeroShotData`.
+    vectors, and the split semantics of :class:`ZeroShotData`. ``trust_pickle``: read any
+    pickle as word vectors (it can run code); ``check``: decode every image once.
     """
-    from scipy.io import loadmat
-
     dataset = dataset.upper()
     if dataset not in PATH_SKIP:
         raise ValueError(f"unknown xlsa17 dataset {dataset!r}; known: {list(DATASETS)}")
@@ -120,19 +171,22 @@ def load_xlsa17(
     )
 
     # Only these two variables: res101.mat also holds ResNet features (hundreds of MB for AWA2).
-    res = loadmat(res_path, variable_names=["image_files", "labels"])
+    res = _loadmat(res_path, variable_names=["image_files", "labels"])
     for key in ("image_files", "labels"):
         if key not in res:
             raise DataError(f"{res_path}: variable {key!r} missing")
     xlsa_files = [_mat_str(c) for c in np.asarray(res["image_files"]).reshape(-1)]
-    labels = torch.from_numpy(np.asarray(res["labels"]).reshape(-1).astype(np.int64) - 1)
+    labels = torch.from_numpy(_whole_numbers(res["labels"], "labels", res_path) - 1)
     if labels.numel() != len(xlsa_files):
         raise DataError(f"{res_path}: {labels.numel()} labels for {len(xlsa_files)} image_files")
 
-    mat = loadmat(att_path)
+    mat = _loadmat(att_path)
     if "att" not in mat:
         raise DataError(f"{att_path}: variable 'att' missing")
-    att = np.asarray(mat["att"], dtype=np.float64)
+    try:
+        att = np.asarray(mat["att"], dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{att_path}: 'att' must be a numeric matrix ({e})") from e
     if "allclasses_names" in mat:
         class_names = [_mat_str(c) for c in np.asarray(mat["allclasses_names"]).reshape(-1)]
     else:
@@ -145,13 +199,16 @@ def load_xlsa17(
         raise DataError(
             f"{att_path}: {n_classes} classes (allclasses_names) but 'att' has shape {att.shape}"
         )
+    validate.check_table(att, att_path, "attribute table 'att'", rows=class_names)
+    if labels.numel() == 0:
+        raise DataError(f"{res_path}: no images (empty 'labels')")
     if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
         raise DataError(
             f"{res_path}: labels run from {int(labels.min()) + 1} to {int(labels.max()) + 1} "
             f"(1-based) but {att_path} describes {n_classes} classes"
         )
 
-    wv, wv_path = _word_vectors(dataset, data_root, w2v_root)
+    wv, wv_path = _word_vectors(dataset, data_root, w2v_root, trust_pickle)
     if wv.shape[0] != att.shape[1]:
         raise DataError(f"{wv_path}: {wv.shape[0]} word vectors for {att.shape[1]} attributes")
 
@@ -178,14 +235,15 @@ def load_xlsa17(
     found = find_attribute_names(dataset, [image_root, data_root], att.shape[1])
     names = found[0] if found else [f"attribute_{i:03d}" for i in range(att.shape[1])]
 
-    files = [local_image_path(p, dataset, image_root) for p in xlsa_files]
+    root = os.path.join(image_root, dataset)
+    where = f"{res_path} image_files"
+    files = []
+    for i, p in enumerate(xlsa_files):
+        rel = os.path.relpath(local_image_path(p, dataset, image_root), root)
+        files.append(validate.confined_path(root, rel, f"{where}[{i}] {p!r}"))
     used = torch.unique(torch.cat([index[k] for k in ("trainval", "test_seen", "test_unseen")]))
-    missing = [files[i] for i in used.tolist() if not os.path.isfile(files[i])]
-    if missing:
-        raise MissingFileError(
-            f"{dataset}: {len(missing)} of {used.numel()} images missing under {image_root}; "
-            f"first: {missing[0]}"
-        )
+    if check:
+        check_images(((files[i], f"{where}[{i}]") for i in used.tolist()), f"{dataset}: images")
 
     return ZeroShotData(
         name=dataset,

@@ -78,6 +78,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     progress: bool | None = None  # progress bars; None: only when stdout is a terminal
+    trust_pickle: bool = False  # read any pickle as word vectors (unpickling can run code)
     extra: dict[str, Any] = field(default_factory=dict)  # model overrides (e.g. drop_path_rate)
 
     def resolved(self) -> TrainConfig:

@@ -12,8 +12,22 @@ import torch
 
 from ..models import ZeroMamba
 from . import distributed
-from .checkpoint import FORMAT, CheckpointError, load_file
+from .checkpoint import (
+    FORMAT,
+    CheckpointError,
+    check_checkpoint,
+    check_finite_weights,
+    load_file,
+    load_weights,
+)
 from .config import DATASET_RECIPES, TrainConfig
+from .config_checks import (
+    check_backend,
+    check_config,
+    check_device,
+    check_gamma,
+    config_from_dict,
+)
 
 
 def _official_state(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -53,6 +67,7 @@ def load_for_eval(
     data_seed: int | None = None,
     model: str | None = None,
     gamma: float | None = None,
+    trust_pickle: bool = False,
 ) -> LoadedCheckpoint:
     """Build the model of a checkpoint (ours, with its stored configuration, or an official
     ZeroMamba ``.pth`` with ``data``), load its weights and its dataset.
@@ -62,6 +77,9 @@ def load_for_eval(
     """
     from .trainer import build_model, load_data
 
+    given_gamma = gamma
+    if gamma is not None:
+        check_gamma(gamma, "--gamma")
     obj = load_file(path)
     given = {
         "data": data,
@@ -70,19 +88,25 @@ def load_for_eval(
         "w2v_root": w2v_root,
         "image_size": image_size,
         "data_seed": data_seed,
+        "trust_pickle": trust_pickle or None,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
     epoch = None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         kind = "zeromamba"
-        cfg = dataclasses.replace(
-            TrainConfig.from_dict(obj["config"]), pretrained=None, **overrides
+        check_checkpoint(obj, path, required=("config", "model"))
+        cfg = check_config(
+            dataclasses.replace(
+                config_from_dict(obj["config"], f"{path} (its stored config)"),
+                pretrained=None,
+                **overrides,
+            )
         )
         dataset = load_data(cfg)
         if "slp.V" in obj["model"]:  # the trained V replaces whatever initialised it
             dataset = dataclasses.replace(dataset, word_vectors=obj["model"]["slp.V"])
         net = build_model(cfg, dataset)
-        net.load_state_dict(obj["model"])
+        load_weights(net, obj["model"], path)
         epoch = obj.get("epoch")
         # the gamma this model was evaluated with: its own, else the run's selected one
         for source in (obj.get("metrics"), (obj.get("evals") or {}).get("best_h")):
@@ -103,7 +127,7 @@ def load_for_eval(
                 "(CUB, SUN or AWA2) and --data-root"
             )
         kind = "official"
-        cfg = TrainConfig(**overrides, model=model or "small").resolved()
+        cfg = check_config(TrainConfig(**overrides, model=model or "small")).resolved()
         dataset = load_data(cfg)
         net = ZeroMamba(
             cfg.model,
@@ -111,9 +135,10 @@ def load_for_eval(
             word_vectors=dataset.word_vectors,
             grl_bias=any(k.endswith("clf_head.bias") for k in state),
         )
+        check_finite_weights(state, path)
         try:
             net.load_official(state)
-        except RuntimeError as e:
+        except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(
                 f"{path} does not fit ZeroMamba({cfg.model!r}) on {dataset.name}: {e}"
             ) from e
@@ -121,6 +146,7 @@ def load_for_eval(
         gamma = DATASET_RECIPES.get(dataset.name.upper(), {}).get("gamma")
     if gamma is None:
         raise ValueError(f"{path}: no gamma stored for {dataset.name}; pass --gamma")
+    check_gamma(gamma, f"the gamma of {path}" if given_gamma is None else "--gamma")
     return LoadedCheckpoint(net.eval(), dataset, float(gamma), kind, cfg.to_dict(), epoch)
 
 
@@ -140,6 +166,7 @@ def evaluate_checkpoint(
     backend: str | None = None,
     progress: bool | None = None,
     baseline: bool = False,
+    trust_pickle: bool = False,
 ) -> dict[str, Any]:
     """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
 
@@ -150,6 +177,11 @@ def evaluate_checkpoint(
     """
     from .trainer import EvalSets, predict, zero_shot_metrics
 
+    check_device(device, "--device")
+    if backend is not None:
+        check_backend(backend, device, "--backend")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
     loaded = load_for_eval(
         path,
         data=data,
@@ -160,6 +192,7 @@ def evaluate_checkpoint(
         data_seed=data_seed,
         model=model,
         gamma=gamma,
+        trust_pickle=trust_pickle,
     )
     net, dataset, gamma, kind = loaded.model, loaded.data, loaded.gamma, loaded.kind
     if backend is not None:

@@ -52,14 +52,18 @@ from . import distributed, plots, recipe, seeding
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_weights,
     make_checkpoint,
     remove_stale_temporaries,
     save_atomic,
     write_text_atomic,
 )
 from .config import TrainConfig
+from .config_checks import check_config, read_config_file
 from .metrics_log import MetricsLog
 from .optim import build_optimizer, build_scheduler
+from .preflight import check_protocol
+from .runlock import RunLock
 
 STAGE_IDS = {"select": 1, "final": 2}
 
@@ -162,6 +166,12 @@ def zero_shot_metrics(
     The candidate classes are the sets' seen + unseen classes only (on validation, the test
     classes are not candidates). pred_*: (n, A); attributes: (n_classes, A) of every class.
     """
+    for which, p in (("seen", pred_seen), ("unseen", pred_unseen)):
+        if not bool(torch.isfinite(p).all()):  # the metrics would be meaningless, or crash
+            raise FloatingPointError(
+                f"the model's predictions on the {sets.name} {which} images are not finite "
+                "(NaN/Inf weights, or a diverged run)"
+            )
     att = attributes.float()
     s_scores, u_scores = pred_seen @ att.T, pred_unseen @ att.T
     args = (
@@ -377,16 +387,22 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
         "evals": {},
     }
     if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path)
+        ckpt = load_checkpoint(last_path, required=("stage", "epoch", "model", "history"))
         if ckpt["stage"] != stage.name:
             raise CheckpointError(
                 f"{last_path} belongs to stage {ckpt['stage']!r}, not {stage.name!r}"
             )
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        for key in ("epoch", "best", "history", "evals"):
-            state[key] = ckpt[key]
+        load_weights(net, ckpt["model"], last_path)
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            for key in ("epoch", "best", "history", "evals"):
+                state[key] = ckpt[key]
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(
+                f"{last_path}: optimizer, scheduler or progress entries are missing or do not "
+                f"fit ({type(e).__name__}: {e})"
+            ) from e
         ctx.say(f"[{stage.name}] resumed from {last_path} at epoch {state['epoch']}")
     if state["epoch"] >= stage.epochs:
         return state
@@ -551,6 +567,7 @@ def load_data(cfg: TrainConfig) -> zdata.ZeroShotData:
         image_size=cfg.image_size,
         seed=cfg.data_seed,
         word_vectors=cfg.word_vectors,
+        trust_pickle=cfg.trust_pickle,
     )
 
 
@@ -572,18 +589,26 @@ def train(
     configuration is used and ``cfg`` is ignored.
     """
     out = Path(out)
+    if resume and (out / "config.json").is_file():
+        cfg = read_config_file(out / "config.json")
+    else:
+        check_config(cfg)
     env = distributed.setup(cfg.device)
     threads = torch.get_num_threads()
-    if resume and (out / "config.json").is_file():
-        cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
-    else:  # the from-scratch recipe for folder data without --pretrained, told to the user
+    if not (resume and (out / "config.json").is_file()):
+        # the from-scratch recipe for folder data without --pretrained, told to the user
         cfg = recipe.choose(cfg, say if env.is_main else (lambda _msg: None))
     wanted = cfg.resolved().threads
+    lock = RunLock(out) if env.is_main else None
     try:
+        if lock is not None:
+            lock.acquire()  # before anything in the folder is read or written
         if wanted:
             torch.set_num_threads(wanted)
         return _train(cfg, out, env, resume, say if env.is_main else (lambda _msg: None))
     finally:
+        if lock is not None:
+            lock.release()
         torch.set_num_threads(threads)
         distributed.teardown()
 
@@ -597,7 +622,7 @@ def _train(
     if resume:
         if not cfg_path.is_file():
             raise FileNotFoundError(f"--resume {out}: no run there ({cfg_path} is missing)")
-        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        cfg = read_config_file(cfg_path)
         for p in (out / "last.pt", out / "select" / "last.pt"):
             if p.is_file():
                 prior_seconds = max(prior_seconds, float(load_checkpoint(p).get("seconds", 0.0)))
@@ -616,6 +641,7 @@ def _train(
     distributed.barrier(env)
 
     data = load_data(cfg)
+    check_protocol(data, cfg.select)
     train_tf = zdata.transforms.train_transform(data.image_size)
     eval_tf = zdata.transforms.eval_transform(data.image_size)
     log = MetricsLog(out / "metrics.jsonl")
@@ -632,7 +658,7 @@ def _train(
         kept = []
         for p in (out / "select" / "last.pt", out / "last.pt"):
             if p.is_file():
-                kept += load_checkpoint(p)["history"]
+                kept += load_checkpoint(p, required=("history",))["history"]
         log.truncate_to(sorted(kept, key=lambda r: (STAGE_IDS[r["stage"]], r["epoch"])))
 
     history: list[dict[str, Any]] = []
