@@ -197,6 +197,12 @@ def _report_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _load_args(a: argparse.Namespace) -> dict:
+    """The options that say how to load a checkpoint and its data (eval and report)."""
+    keys = ("data", "data_root", "image_root", "w2v_root", "image_size", "data_seed", "model")
+    return {k: getattr(a, k) for k in keys} | {"gamma": a.gamma, "trust_pickle": a.trust_pickle}
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from .report import report_for_checkpoint, report_for_run
 
@@ -215,20 +221,7 @@ def cmd_report(a: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(given)}: only with --checkpoint (a run has its own)")
         path = report_for_run(a.run_dir, **common)
     else:
-        path = report_for_checkpoint(
-            a.checkpoint,
-            a.out,
-            data=a.data,
-            data_root=a.data_root,
-            image_root=a.image_root,
-            w2v_root=a.w2v_root,
-            image_size=a.image_size,
-            data_seed=a.data_seed,
-            model=a.model,
-            gamma=a.gamma,
-            trust_pickle=a.trust_pickle,
-            **common,
-        )
+        path = report_for_checkpoint(a.checkpoint, a.out, **_load_args(a), **common)
     print(f"wrote {path}")
     return 0
 
@@ -335,20 +328,12 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     results = evaluate_checkpoint(
         a.checkpoint,
-        data=a.data,
-        data_root=a.data_root,
-        image_root=a.image_root,
-        w2v_root=a.w2v_root,
-        image_size=a.image_size,
-        data_seed=a.data_seed,
-        model=a.model,
-        gamma=a.gamma,
+        **_load_args(a),
         device=a.device,
         batch_size=a.batch_size,
         backend=a.backend,
         progress=a.progress,
         baseline=a.baseline,
-        trust_pickle=a.trust_pickle,
     )
     print(
         f"{results['dataset']} ({results['checkpoint_kind']} checkpoint, gamma "
