@@ -407,6 +407,27 @@ def interleaved_ratios(args, bench: Bench) -> None:
         if bench.save is not None:
             bench.save()
 
+    def floor_and_peer(op: str, label: str, ours: dict, floor, peer) -> None:
+        """fwd, bwd against the transcendental floor (<= 2x); fwd+bwd against mambapy (>= 30x)."""
+        for mode in ("fwd", "bwd"):
+            record(
+                f"{op} {mode} {label}: cpu / floor",
+                {mode: ours[mode], "floor": floor},
+                mode,
+                "floor",
+                2,
+                "<=",
+            )
+        if pscan is not None:
+            record(
+                f"{op} fwd+bwd {label}: mambapy / cpu",
+                {"cpu": ours["fwd+bwd"], "mambapy": peer()},
+                "mambapy",
+                "cpu",
+                30,
+                ">=",
+            )
+
     fp32 = torch.float32
     if "ss2d" in args.suites:
         s = QUICK_SS2D[0] if args.quick else CPU_STAGE1
@@ -415,26 +436,13 @@ def interleaved_ratios(args, bench: Bench) -> None:
         dy = torch.randn(b, c, H, W, generator=torch.Generator().manual_seed(7))
         ours = _scan_sides(fused_ss2d("cpu", False), _leaves(_spatial(i)), dy)
         floor = transcendental_floor(b * 4 * c * H * W, N)
-        label = ss2d_case(*s)
-        for mode in ("fwd", "bwd"):
-            record(
-                f"ss2d {mode} {label}: cpu / floor",
-                {mode: ours[mode], "floor": floor},
-                mode,
-                "floor",
-                2,
-                "<=",
-            )
-        if pscan is not None:
-            peer = _grad_step(mambapy_ss2d, _leaves(mambapy_ss2d_layout(i)), dy)
-            record(
-                f"ss2d fwd+bwd {label}: mambapy / cpu",
-                {"cpu": ours["fwd+bwd"], "mambapy": peer},
-                "mambapy",
-                "cpu",
-                30,
-                ">=",
-            )
+        floor_and_peer(
+            "ss2d",
+            ss2d_case(*s),
+            ours,
+            floor,
+            lambda: _grad_step(mambapy_ss2d, _leaves(mambapy_ss2d_layout(i)), dy),
+        )
         wide = ss2d_inputs(b, c, H, W, 16, fp32, "cpu")
         bwd16 = _scan_sides(fused_ss2d("cpu", False), _leaves(_spatial(wide)), dy)["bwd"]
         record(
@@ -453,26 +461,13 @@ def interleaved_ratios(args, bench: Bench) -> None:
         dy = torch.randn(b, d, L, generator=torch.Generator().manual_seed(7))
         ours = _scan_sides(scan_op("cpu"), _leaves(_scan_args(i)), dy)
         floor = transcendental_floor(b * d * L, N)
-        label = f"b={b} d={d} L={L} N={N}"
-        for mode in ("fwd", "bwd"):
-            record(
-                f"selective_scan {mode} {label}: cpu / floor",
-                {mode: ours[mode], "floor": floor},
-                mode,
-                "floor",
-                2,
-                "<=",
-            )
-        if pscan is not None:
-            peer = _grad_step(mambapy_selective_scan, _leaves(mambapy_scan_layout(i)), dy)
-            record(
-                f"selective_scan fwd+bwd {label}: mambapy / cpu",
-                {"cpu": ours["fwd+bwd"], "mambapy": peer},
-                "mambapy",
-                "cpu",
-                30,
-                ">=",
-            )
+        floor_and_peer(
+            "selective_scan",
+            f"b={b} d={d} L={L} N={N}",
+            ours,
+            floor,
+            lambda: _grad_step(mambapy_selective_scan, _leaves(mambapy_scan_layout(i)), dy),
+        )
     if "slp" in args.suites:
         s = QUICK_SLP[0] if args.quick else CPU_SLP[0]
         i = slp_inputs(*s, fp32, "cpu")
