@@ -75,9 +75,16 @@ CASES = [(N, form) for N in (1, 16, 64, 256) for form in ("3d", "4d", "const")]
 @pytest.mark.parametrize("device,backend", BACKENDS)
 @pytest.mark.parametrize("N,form", CASES)
 def test_against_loop(device, backend, N, form):
-    if backend == "triton" and (N, form) not in ((1, "3d"), (16, "4d"), (64, "const")):
-        pytest.skip("the interpreted triton backend runs a subset (speed); N = 256: slow test")
+    if backend == "triton" and (N, form) not in ((1, "3d"), (16, "4d")):
+        pytest.skip("the interpreted triton backend runs a subset (speed); the rest are slow tests")
     check_against_loop(device, backend, N, form)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device,backend", [p for p in BACKENDS if p[1] == "triton"])
+def test_against_loop_triton_64_states(device, backend):
+    """N = 64 (4 state chunks) on the interpreted Triton backend, constant B/C."""
+    check_against_loop(device, backend, 64, "const")
 
 
 def check_against_loop(device, backend, N, form):
