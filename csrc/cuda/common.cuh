@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "launch.h"
 
 // Two spellings the kernel lab's CPU emulator (csrc/emu/cuda_emu.h) defines its own way; under
@@ -21,6 +23,7 @@ namespace zeromamba {
 namespace cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 // Launch limits (sm_80 / sm_90): gridDim.x up to 2^31 - 1, gridDim.y and z up to 65,535, so
 // kernels put the batch on x.
 constexpr int64_t kMaxGridX = 2147483647;
@@ -41,9 +44,10 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
-// Stores v into a tensor that is either fp32 or T (a runtime choice: out_float32, fp32 dy).
-template <typename T>
-__device__ __forceinline__ void store_as(void* base, int64_t i, float v, bool as_float32) {
+// Stores v into a tensor that is either fp32 or T (a runtime choice: out_float32, fp32 dy); i is an
+// element offset from base (32-bit inside a (b, c) plane, 64-bit elsewhere).
+template <typename T, typename I>
+__device__ __forceinline__ void store_as(void* base, I i, float v, bool as_float32) {
   if (as_float32) {
     static_cast<float*>(base)[i] = v;
   } else {
@@ -51,14 +55,21 @@ __device__ __forceinline__ void store_as(void* base, int64_t i, float v, bool as
   }
 }
 
-template <typename T>
-__device__ __forceinline__ float load_as(const void* base, int64_t i, bool as_float32) {
+template <typename T, typename I>
+__device__ __forceinline__ float load_as(const void* base, I i, bool as_float32) {
   return as_float32 ? static_cast<const float*>(base)[i] : to_float(static_cast<const T*>(base)[i]);
 }
 
-// softplus with mamba_ssm's threshold: identity above 20; log1p keeps precision for very
-// negative inputs where log(1 + exp(z)) would round to 0.
-__device__ __forceinline__ float softplus(float z) { return z > 20.f ? z : log1pf(__expf(z)); }
+// softplus with mamba_ssm's threshold: identity above 20. Otherwise ln(1 + e^z) in the exp2/log2
+// forms the SFU evaluates in one instruction each (ex2.approx, lg2.approx under --use_fast_math);
+// where e^z < 1/64, 1 + e^z would drop bits of e^z, so the series e - e^2/2 + e^3/3 - e^4/4
+// (error below e^5/5 < 2^-30 relative) takes over, as log1p would.
+__device__ __forceinline__ float softplus(float z) {
+  const float e = exp2f(z * kLog2e);
+  const float series = e * (1.f + e * (-0.5f + e * (1.f / 3.f - 0.25f * e)));
+  const float logged = __log2f(1.f + e) * kLn2;
+  return z > 20.f ? z : (e < 0.015625f ? series : logged);
+}
 
 // d softplus / dz = sigmoid(z); 1 on the identity branch.
 __device__ __forceinline__ float softplus_grad(float z) {
@@ -131,6 +142,39 @@ __device__ __forceinline__ float block_sum(float v, float* smem) {
   for (int w = 0; w < kWarps; ++w) s += smem[w];
   __syncthreads();
   return s;
+}
+
+// ------------------------------------------------------------------------------ host helpers
+
+// Returns from the calling launcher with the error of a CUDA runtime call that failed.
+#define ZM_RETURN_IF_ERROR(expr)              \
+  do {                                        \
+    const cudaError_t zm_err_ = (expr);       \
+    if (zm_err_ != cudaSuccess) return zm_err_; \
+  } while (0)
+
+// f(T{}) for the element type T of dtype: one switch for every launcher.
+template <typename F>
+cudaError_t dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return f(float{});
+    case DType::kFloat16:
+      return f(__half{});
+    case DType::kBFloat16:
+      return f(__nv_bfloat16{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+// f(std::integral_constant<int, kMaxN>{}) for the d_state bucket serving d_state: N = 1 (VMamba
+// v2) gets its own code; N <= 4 and N <= kMaxDState share loop bounds.
+template <typename F>
+cudaError_t dispatch_d_state(int d_state, F&& f) {
+  if (d_state < 1 || d_state > kMaxDState) return cudaErrorInvalidValue;
+  if (d_state == 1) return f(std::integral_constant<int, 1>{});
+  if (d_state <= 4) return f(std::integral_constant<int, 4>{});
+  return f(std::integral_constant<int, kMaxDState>{});
 }
 
 }  // namespace cuda
