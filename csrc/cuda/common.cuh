@@ -29,6 +29,17 @@ constexpr float kLn2 = 0.6931471805599453f;
 constexpr int64_t kMaxGridX = 2147483647;
 constexpr int kMaxGridY = 65535;
 
+// The same pointer, opaque to the optimiser: a plane's base address then stays in a register and
+// each access is one wide multiply-add of a 32-bit offset onto it, instead of the 64-bit index
+// arithmetic the compiler otherwise redoes per access (base index + offset, shift, add).
+template <typename P>
+__device__ __forceinline__ P* opaque(P* ptr) {
+#ifndef CUDA_EMU
+  asm("" : "+l"(ptr));
+#endif
+  return ptr;
+}
+
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }

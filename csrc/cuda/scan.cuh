@@ -58,6 +58,12 @@ struct ScanTraits {
   static constexpr int kItems = 8;  // consecutive steps per thread per tile
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kTile = kThreads * kItems;
+  // Blocks per SM the register allocation must allow (__launch_bounds__). Forward: 4 x 4 warps =
+  // 25% occupancy, the four warps per scheduler the scan's serial chains need to hide latency
+  // (<= 128 registers); 3 for N = 16, which would spill at 128. Backward: 3 (<= 168 registers;
+  // at 128 it spills ~120 bytes per thread), 2 for N = 16 (it spills 2 KB at 168).
+  static constexpr int kFwdMinBlocks = kMaxN_ <= 4 ? 4 : 3;
+  static constexpr int kBwdMinBlocks = kMaxN_ <= 4 ? 3 : 2;
 };
 
 // An fp32 (H*W) plane up to this many elements is accumulated in shared memory (96 KiB).
@@ -70,7 +76,11 @@ struct WalkStrides {
   int inner, outer;
   __device__ __forceinline__ WalkStrides(int64_t sh, int64_t sw, bool column)
       : inner(static_cast<int>(column ? sh : sw)), outer(static_cast<int>(column ? sw : sh)) {}
-  __device__ __forceinline__ int at(int i, int o) const { return i * inner + o * outer; }
+  // Unsigned (strides and coordinates are never negative): the address is then one wide
+  // multiply-add of the offset onto the plane's base pointer.
+  __device__ __forceinline__ unsigned at(int i, int o) const {
+    return static_cast<unsigned>(i * inner + o * outer);
+  }
 };
 
 // The positions of one direction's steps (docs/design.md §2.2): row directions (0, 2) walk w
@@ -117,17 +127,19 @@ struct Sequence {
         pos_st(p.W, 1, dir & 1) {
     row = dir * p.channels + c;
     group = p.n_dir == 4 ? dir : c / (p.channels / p.groups);
-    u = static_cast<const T*>(p.u) + b * p.u_sb + c * p.u_sc;
-    delta = static_cast<const T*>(p.delta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc;
-    B = static_cast<const T*>(p.B) + b * p.bc_sb + group * p.bc_sg;
-    C = static_cast<const T*>(p.C) + b * p.bc_sb + group * p.bc_sg;
+    u = opaque(static_cast<const T*>(p.u) + b * p.u_sb + c * p.u_sc);
+    delta = opaque(static_cast<const T*>(p.delta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc);
+    B = opaque(static_cast<const T*>(p.B) + b * p.bc_sb + group * p.bc_sg);
+    C = opaque(static_cast<const T*>(p.C) + b * p.bc_sb + group * p.bc_sg);
     D = p.D != nullptr ? p.D[row] : 0.f;
     bias = p.delta_bias != nullptr ? p.delta_bias[row] : 0.f;
   }
 };
 
 // The per-sequence inputs of one thread's kItems steps of a tile; steps e >= n_valid are
-// padding past the end of the sequence.
+// padding past the end of the sequence. Padding steps sit on the last valid position (the first
+// step of the sequence for a thread with none), so every load is in bounds and needs no branch;
+// their values are replaced by zeros.
 template <typename T, int kItems>
 struct Steps {
   int i[kItems], o[kItems];  // walk coordinates of each step
@@ -135,16 +147,16 @@ struct Steps {
   int n_valid;
 
   __device__ __forceinline__ bool valid(int e) const { return e < n_valid; }
-  __device__ __forceinline__ int u_offset(const Sequence<T>& q, int e) const {
+  __device__ __forceinline__ unsigned u_offset(const Sequence<T>& q, int e) const {
     return q.u_st.at(i[e], o[e]);
   }
-  __device__ __forceinline__ int dl_offset(const Sequence<T>& q, int e) const {
+  __device__ __forceinline__ unsigned dl_offset(const Sequence<T>& q, int e) const {
     return q.dl_st.at(i[e], o[e]);
   }
-  __device__ __forceinline__ int bc_offset(const Sequence<T>& q, int e) const {
+  __device__ __forceinline__ unsigned bc_offset(const Sequence<T>& q, int e) const {
     return q.bc_st.at(i[e], o[e]);
   }
-  __device__ __forceinline__ int position(const Sequence<T>& q, int e) const {
+  __device__ __forceinline__ unsigned position(const Sequence<T>& q, int e) const {
     return q.pos_st.at(i[e], o[e]);
   }
 
@@ -160,15 +172,17 @@ struct Steps {
     for (int e = 0; e < kItems; ++e) {
       i[e] = ii;
       o[e] = oo;
-      u[e] = 0.f;
-      dt[e] = 0.f;  // exp(0 * A) = 1 and dt * B * u = 0: padding steps leave the state alone
-      z[e] = 0.f;
-      if (valid(e)) {
-        u[e] = to_float(q.u[u_offset(q, e)]);
-        z[e] = to_float(q.delta[dl_offset(q, e)]) + q.bias;
-        dt[e] = p.delta_softplus ? softplus(z[e]) : z[e];
-      }
-      q.walk.next(ii, oo);
+      if (e + 1 < n_valid) q.walk.next(ii, oo);
+    }
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      const float ue = to_float(q.u[u_offset(q, e)]);
+      const float ze = to_float(q.delta[dl_offset(q, e)]) + q.bias;
+      const float dte = p.delta_softplus ? softplus(ze) : ze;
+      // exp(0 * A) = 1 and dt * B * u = 0: padding steps leave the state alone
+      u[e] = valid(e) ? ue : 0.f;
+      z[e] = valid(e) ? ze : 0.f;
+      dt[e] = valid(e) ? dte : 0.f;
     }
   }
 };
@@ -177,7 +191,7 @@ struct Steps {
 // gridDim.y would cap the batch at 65,535). Dynamic shared memory: H*W floats when the ss2d plane
 // accumulates there (acc_in_smem), else none.
 template <typename T, int kMaxN>
-__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kFwdMinBlocks)
     scan_fwd_kernel(ScanFwdParams p, bool acc_in_smem) {
   using Traits = ScanTraits<kMaxN>;
   constexpr int kItems = Traits::kItems;
@@ -191,8 +205,8 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
   if (four) {
     acc = acc_in_smem ? acc_smem : p.workspace + (static_cast<int64_t>(b) * p.channels + c) * L;
   }
-  void* const y_plane = static_cast<char*>(p.y) + (b * p.u_sb + c * p.u_sc) *
-                                                     (p.y_float32 ? sizeof(float) : sizeof(T));
+  void* const y_plane = opaque(static_cast<char*>(p.y) + (b * p.u_sb + c * p.u_sc) *
+                                                            (p.y_float32 ? sizeof(float) : sizeof(T)));
 
   for (int dir = 0; dir < p.n_dir; ++dir) {
     const Sequence<T> seq(p, b, c, dir);
@@ -206,7 +220,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
       Steps<T, kItems> s;
       s.load(p, seq, t0, L);
       float y[kItems], dtu[kItems];
-      int bc[kItems];
+      unsigned bc[kItems];
 #pragma unroll
       for (int e = 0; e < kItems; ++e) {
         y[e] = seq.D * s.u[e];
@@ -216,14 +230,14 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          const T* B_n = seq.B + n * p.bc_sn;
-          const T* C_n = seq.C + n * p.bc_sn;
+          const T* B_n = opaque(seq.B + n * p.bc_sn);
+          const T* C_n = opaque(seq.C + n * p.bc_sn);
           float a[kItems], bu[kItems];
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
             a[e] = exp2f(s.dt[e] * A2[n]);
-            bu[e] = s.valid(e) ? dtu[e] * to_float(B_n[bc[e]]) : 0.f;
+            bu[e] = dtu[e] * to_float(B_n[bc[e]]);  // dtu = 0 on padding steps
             agg = compose(agg, {a[e], bu[e]});
           }
           Affine total;
@@ -233,7 +247,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
             h = a[e] * h + bu[e];
-            if (s.valid(e)) y[e] += to_float(C_n[bc[e]]) * h;
+            y[e] += to_float(C_n[bc[e]]) * h;  // padding steps are never stored
           }
           carry[n] = total.a * carry[n] + total.b;
         }
@@ -242,7 +256,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
       for (int e = 0; e < kItems; ++e) {
         if (!s.valid(e)) continue;
         if (four) {
-          const int pos = s.position(seq, e);
+          const unsigned pos = s.position(seq, e);
           acc[pos] = dir == 0 ? y[e] : acc[pos] + y[e];  // each direction visits pos once
         } else {
           store_as<T>(y_plane, s.u_offset(seq, e), y[e], p.y_float32);
@@ -287,7 +301,7 @@ struct BwdPlan {
 };
 
 template <typename T, int kMaxN>
-__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kBwdMinBlocks)
     scan_bwd_kernel(ScanBwdParams p, BwdPlan plan) {
   using Traits = ScanTraits<kMaxN>;
   constexpr int kItems = Traits::kItems, kThreads = Traits::kThreads;
@@ -312,10 +326,11 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
     const int c = x * plan.c_blk + j * plan.c_job, dir = x * plan.k_blk + j * plan.k_job;
     const Sequence<T> seq(p, b, c, dir);
     const int64_t u_base = b * p.u_sb + c * p.u_sc;
-    const char* const dy_plane = static_cast<const char*>(p.dy) +
-                                 u_base * (p.dy_float32 ? sizeof(float) : sizeof(T));
-    T* const du_plane = static_cast<T*>(p.du) + u_base;
-    T* const ddelta_plane = static_cast<T*>(p.ddelta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc;
+    const char* const dy_plane = opaque(static_cast<const char*>(p.dy) +
+                                        u_base * (p.dy_float32 ? sizeof(float) : sizeof(T)));
+    T* const du_plane = opaque(static_cast<T*>(p.du) + u_base);
+    T* const ddelta_plane =
+        opaque(static_cast<T*>(p.ddelta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc);
     const int64_t bc_base = ((static_cast<int64_t>(b) * p.groups + seq.group) * N) * L;
     float A[kMaxN], A2[kMaxN], carry[kMaxN];
 #pragma unroll
@@ -338,7 +353,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          const T* B_n = seq.B + n * p.bc_sn;
+          const T* B_n = opaque(seq.B + n * p.bc_sn);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
@@ -362,7 +377,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
       Steps<T, kItems> s;
       s.load(p, seq, static_cast<int64_t>(tile) * Traits::kTile, L);
       float dy[kItems], du[kItems], ddt[kItems], dtu[kItems];
-      int bc[kItems];
+      unsigned bc[kItems];
 #pragma unroll
       for (int e = 0; e < kItems; ++e) {
         dy[e] = s.valid(e) ? load_as<T>(dy_plane, s.u_offset(seq, e), p.dy_float32) : 0.f;
@@ -374,8 +389,8 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          const T* B_n = seq.B + n * p.bc_sn;
-          const T* C_n = seq.C + n * p.bc_sn;
+          const T* B_n = opaque(seq.B + n * p.bc_sn);
+          const T* C_n = opaque(seq.C + n * p.bc_sn);
           float a[kItems], Bv[kItems], h_prev[kItems], cdy[kItems];
           Affine agg = {1.f, 0.f};
 #pragma unroll
@@ -408,7 +423,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
             q = a[e] * g;
             if (s.valid(e)) {
               const float h_e = a[e] * h_prev[e] + dtu[e] * Bv[e];
-              const int pos = s.position(seq, e);
+              const unsigned pos = s.position(seq, e);
               const float dB = g * dtu[e], dC = dy[e] * h_e;
               if (plan.bc_atomic) {
                 atomicAdd(dB_n + pos, dB);
@@ -433,7 +448,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads)
         ddelta_plane[s.dl_offset(seq, e)] = from_float<T>(dz);
         dbias_part += dz;
         dD_part += dy[e] * s.u[e];
-        const int pos = s.position(seq, e);
+        const unsigned pos = s.position(seq, e);
         if (plan.dx_mode == DxMode::kDirect) {
           du_plane[s.u_offset(seq, e)] = from_float<T>(du[e]);
         } else if (plan.dx_mode == DxMode::kPlane) {
