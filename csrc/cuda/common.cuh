@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "launch.h"
@@ -69,6 +71,70 @@ __device__ __forceinline__ void store_as(void* base, I i, float v, bool as_float
 template <typename T, typename I>
 __device__ __forceinline__ float load_as(const void* base, I i, bool as_float32) {
   return as_float32 ? static_cast<const float*>(base)[i] : to_float(static_cast<const T*>(base)[i]);
+}
+
+// A thread's steps of a tile in one tensor: kItems element offsets from a base pointer. When they
+// are consecutive elements (ascending, or descending for a backward direction), all valid, and
+// the lowest one is 16-byte aligned, they move as kItems * sizeof(T) / 16 vector accesses: a
+// warp's request then covers 512 contiguous bytes instead of one element per lane.
+template <int kItems>
+struct Run {
+  unsigned off[kItems];
+  bool consecutive;  // off[e] = off[0] + e (or off[0] - e when descending): set by the caller
+  bool descending;
+
+  __device__ __forceinline__ unsigned lowest() const {
+    return descending ? off[kItems - 1] : off[0];
+  }
+  template <typename T>
+  __device__ __forceinline__ bool vector(const T* base) const {
+    return kItems * sizeof(T) % 16 == 0 && consecutive &&
+           (reinterpret_cast<uintptr_t>(base + lowest()) & 15) == 0;
+  }
+};
+
+template <typename T, int kItems>
+__device__ __forceinline__ void load_run(const T* base, const Run<kItems>& r,
+                                         float (&out)[kItems]) {
+  constexpr int kPer = 16 / sizeof(T);
+  if (r.vector(base)) {
+    const uint4* src = reinterpret_cast<const uint4*>(base + r.lowest());
+    T v[kItems];
+#pragma unroll
+    for (int k = 0; k < kItems / kPer; ++k) {
+      const uint4 w = src[k];
+      memcpy(v + k * kPer, &w, 16);
+    }
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) out[e] = to_float(v[r.descending ? kItems - 1 - e : e]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) out[e] = to_float(base[r.off[e]]);
+  }
+}
+
+// Stores the first n_valid of v (all kItems when the run is consecutive).
+template <typename T, int kItems>
+__device__ __forceinline__ void store_run(T* base, const Run<kItems>& r, const float (&v)[kItems],
+                                          int n_valid) {
+  constexpr int kPer = 16 / sizeof(T);
+  if (r.vector(base)) {
+    T packed[kItems];
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) packed[r.descending ? kItems - 1 - e : e] = from_float<T>(v[e]);
+    uint4* dst = reinterpret_cast<uint4*>(base + r.lowest());
+#pragma unroll
+    for (int k = 0; k < kItems / kPer; ++k) {
+      uint4 w;
+      memcpy(&w, packed + k * kPer, 16);
+      dst[k] = w;
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      if (e < n_valid) base[r.off[e]] = from_float<T>(v[e]);
+    }
+  }
 }
 
 // softplus with mamba_ssm's threshold: identity above 20. Otherwise ln(1 + e^z) in the exp2/log2

@@ -88,10 +88,19 @@ struct WalkStrides {
 // is the identity t -> (0, t) of a plain sequence. One division places a thread's first step;
 // each further step is an add and a wrap test.
 struct Walk {
-  int n_inner, s;  // extent of the inner coordinate; +1 forward, -1 backward
+  int n_inner, n_outer, s;  // extents of the inner and outer coordinates; +1 forward, -1 backward
   bool column, reverse;
   __device__ __forceinline__ Walk(int dir, int H, int W)
-      : n_inner(dir & 1 ? H : W), s(dir >= 2 ? -1 : 1), column(dir & 1), reverse(dir >= 2) {}
+      : n_inner(dir & 1 ? H : W),
+        n_outer(dir & 1 ? W : H),
+        s(dir >= 2 ? -1 : 1),
+        column(dir & 1),
+        reverse(dir >= 2) {}
+  // Consecutive steps are consecutive elements of a tensor with these strides (a contiguous
+  // plane walked row by row, or a plain sequence).
+  __device__ __forceinline__ bool contiguous(const WalkStrides& st) const {
+    return st.inner == 1 && (st.outer == n_inner || n_outer == 1);
+  }
   __device__ __forceinline__ void place(int t, int L, int& i, int& o) const {
     if (reverse) t = L - 1 - t;
     o = t / n_inner;
@@ -118,6 +127,7 @@ struct Sequence {
   float D, bias;
   Walk walk;
   WalkStrides u_st, dl_st, bc_st, pos_st;  // u (y, dy, du); delta; B / C; the (H, W) plane
+  bool u_contiguous, dl_contiguous, bc_contiguous;  // Walk::contiguous of each
 
   __device__ __forceinline__ Sequence(const ScanParams& p, int b, int c, int dir)
       : walk(dir, p.H, p.W),
@@ -133,6 +143,9 @@ struct Sequence {
     C = opaque(static_cast<const T*>(p.C) + b * p.bc_sb + group * p.bc_sg);
     D = p.D != nullptr ? p.D[row] : 0.f;
     bias = p.delta_bias != nullptr ? p.delta_bias[row] : 0.f;
+    u_contiguous = walk.contiguous(u_st);
+    dl_contiguous = walk.contiguous(dl_st);
+    bc_contiguous = walk.contiguous(bc_st);
   }
 };
 
@@ -159,6 +172,25 @@ struct Steps {
   __device__ __forceinline__ unsigned position(const Sequence<T>& q, int e) const {
     return q.pos_st.at(i[e], o[e]);
   }
+  // The steps' offsets in a tensor with strides st (contiguous: Walk::contiguous of st).
+  __device__ __forceinline__ Run<kItems> run(const Sequence<T>& q, const WalkStrides& st,
+                                             bool contiguous) const {
+    Run<kItems> r;
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) r.off[e] = st.at(i[e], o[e]);
+    r.consecutive = contiguous && n_valid == kItems;
+    r.descending = q.walk.reverse;
+    return r;
+  }
+  __device__ __forceinline__ Run<kItems> u_run(const Sequence<T>& q) const {
+    return run(q, q.u_st, q.u_contiguous);
+  }
+  __device__ __forceinline__ Run<kItems> dl_run(const Sequence<T>& q) const {
+    return run(q, q.dl_st, q.dl_contiguous);
+  }
+  __device__ __forceinline__ Run<kItems> bc_run(const Sequence<T>& q) const {
+    return run(q, q.bc_st, q.bc_contiguous);
+  }
 
   // t0: the tile's first step, 64-bit so that the last tile of a sequence near 2^31 steps does
   // not overflow.
@@ -174,10 +206,13 @@ struct Steps {
       o[e] = oo;
       if (e + 1 < n_valid) q.walk.next(ii, oo);
     }
+    float us[kItems], deltas[kItems];
+    load_run(q.u, u_run(q), us);
+    load_run(q.delta, dl_run(q), deltas);
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
-      const float ue = to_float(q.u[u_offset(q, e)]);
-      const float ze = to_float(q.delta[dl_offset(q, e)]) + q.bias;
+      const float ue = us[e];
+      const float ze = deltas[e] + q.bias;
       const float dte = p.delta_softplus ? softplus(ze) : ze;
       // exp(0 * A) = 1 and dt * B * u = 0: padding steps leave the state alone
       u[e] = valid(e) ? ue : 0.f;
@@ -220,24 +255,25 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
       Steps<T, kItems> s;
       s.load(p, seq, t0, L);
       float y[kItems], dtu[kItems];
-      unsigned bc[kItems];
+      const Run<kItems> bc = s.bc_run(seq);
 #pragma unroll
       for (int e = 0; e < kItems; ++e) {
         y[e] = seq.D * s.u[e];
         dtu[e] = s.dt[e] * s.u[e];
-        bc[e] = s.bc_offset(seq, e);
       }
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
           const T* B_n = opaque(seq.B + n * p.bc_sn);
           const T* C_n = opaque(seq.C + n * p.bc_sn);
-          float a[kItems], bu[kItems];
+          float a[kItems], bu[kItems], Bv[kItems], Cv[kItems];
+          load_run(B_n, bc, Bv);
+          load_run(C_n, bc, Cv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
             a[e] = exp2f(s.dt[e] * A2[n]);
-            bu[e] = dtu[e] * to_float(B_n[bc[e]]);  // dtu = 0 on padding steps
+            bu[e] = dtu[e] * Bv[e];  // dtu = 0 on padding steps
             agg = compose(agg, {a[e], bu[e]});
           }
           Affine total;
@@ -247,20 +283,22 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
             h = a[e] * h + bu[e];
-            y[e] += to_float(C_n[bc[e]]) * h;  // padding steps are never stored
+            y[e] += Cv[e] * h;  // padding steps are never stored
           }
           carry[n] = total.a * carry[n] + total.b;
         }
       }
+      if (four) {
 #pragma unroll
-      for (int e = 0; e < kItems; ++e) {
-        if (!s.valid(e)) continue;
-        if (four) {
+        for (int e = 0; e < kItems; ++e) {
+          if (!s.valid(e)) continue;
           const unsigned pos = s.position(seq, e);
           acc[pos] = dir == 0 ? y[e] : acc[pos] + y[e];  // each direction visits pos once
-        } else {
-          store_as<T>(y_plane, s.u_offset(seq, e), y[e], p.y_float32);
         }
+      } else if (p.y_float32) {
+        store_run(static_cast<float*>(y_plane), s.u_run(seq), y, s.n_valid);
+      } else {
+        store_run(static_cast<T*>(y_plane), s.u_run(seq), y, s.n_valid);
       }
     }
     __syncthreads();  // the next direction reads acc at positions other threads wrote
@@ -354,11 +392,12 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
           const T* B_n = opaque(seq.B + n * p.bc_sn);
+          float Bv[kItems];
+          load_run(B_n, s.bc_run(seq), Bv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
-          for (int e = 0; e < kItems; ++e) {
-            const float Bv = s.valid(e) ? to_float(B_n[s.bc_offset(seq, e)]) : 0.f;
-            agg = compose(agg, {exp2f(s.dt[e] * A2[n]), s.dt[e] * Bv * s.u[e]});
+          for (int e = 0; e < kItems; ++e) {  // dt = u = 0 on padding steps
+            agg = compose(agg, {exp2f(s.dt[e] * A2[n]), s.dt[e] * Bv[e] * s.u[e]});
           }
           Affine total;
           block_exclusive_scan<kThreads, false>(agg, total, scan_smem);
@@ -377,26 +416,32 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
       Steps<T, kItems> s;
       s.load(p, seq, static_cast<int64_t>(tile) * Traits::kTile, L);
       float dy[kItems], du[kItems], ddt[kItems], dtu[kItems];
-      unsigned bc[kItems];
+      const Run<kItems> bc = s.bc_run(seq);
+      if (p.dy_float32) {
+        load_run(reinterpret_cast<const float*>(dy_plane), s.u_run(seq), dy);
+      } else {
+        load_run(reinterpret_cast<const T*>(dy_plane), s.u_run(seq), dy);
+      }
 #pragma unroll
       for (int e = 0; e < kItems; ++e) {
-        dy[e] = s.valid(e) ? load_as<T>(dy_plane, s.u_offset(seq, e), p.dy_float32) : 0.f;
+        dy[e] = s.valid(e) ? dy[e] : 0.f;
         du[e] = seq.D * dy[e];
         ddt[e] = 0.f;
         dtu[e] = s.dt[e] * s.u[e];
-        bc[e] = s.bc_offset(seq, e);
       }
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
           const T* B_n = opaque(seq.B + n * p.bc_sn);
           const T* C_n = opaque(seq.C + n * p.bc_sn);
-          float a[kItems], Bv[kItems], h_prev[kItems], cdy[kItems];
+          float a[kItems], Bv[kItems], Cv[kItems], h_prev[kItems], cdy[kItems];
+          load_run(B_n, bc, Bv);
+          load_run(C_n, bc, Cv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
-            Bv[e] = s.valid(e) ? to_float(B_n[bc[e]]) : 0.f;
-            cdy[e] = s.valid(e) ? to_float(C_n[bc[e]]) * dy[e] : 0.f;
+            Bv[e] = s.valid(e) ? Bv[e] : 0.f;
+            cdy[e] = s.valid(e) ? Cv[e] * dy[e] : 0.f;
             a[e] = exp2f(s.dt[e] * A2[n]);
             agg = compose(agg, {a[e], dtu[e] * Bv[e]});
           }
@@ -441,16 +486,22 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
           q_carry[n] = rtotal.a * q_carry[n] + rtotal.b;
         }
       }
+      float dz[kItems];
+#pragma unroll
+      for (int e = 0; e < kItems; ++e) {
+        dz[e] = p.delta_softplus ? ddt[e] * softplus_grad(s.z[e]) : ddt[e];
+        if (!s.valid(e)) continue;
+        dbias_part += dz[e];
+        dD_part += dy[e] * s.u[e];
+      }
+      store_run(ddelta_plane, s.dl_run(seq), dz, s.n_valid);
+      if (plan.dx_mode == DxMode::kDirect) store_run(du_plane, s.u_run(seq), du, s.n_valid);
 #pragma unroll
       for (int e = 0; e < kItems; ++e) {
         if (!s.valid(e)) continue;
-        const float dz = p.delta_softplus ? ddt[e] * softplus_grad(s.z[e]) : ddt[e];
-        ddelta_plane[s.dl_offset(seq, e)] = from_float<T>(dz);
-        dbias_part += dz;
-        dD_part += dy[e] * s.u[e];
         const unsigned pos = s.position(seq, e);
         if (plan.dx_mode == DxMode::kDirect) {
-          du_plane[s.u_offset(seq, e)] = from_float<T>(du[e]);
+          continue;
         } else if (plan.dx_mode == DxMode::kPlane) {
           acc[pos] = j == 0 ? du[e] : acc[pos] + du[e];  // jobs = directions 0..3
         } else {

@@ -45,6 +45,10 @@
 struct uint3 {
   unsigned int x, y, z;
 };
+// The 16-byte vector type the kernels load and store runs of elements with.
+struct alignas(16) uint4 {
+  unsigned int x, y, z, w;
+};
 struct dim3 {
   unsigned int x, y, z;
   constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
