@@ -137,6 +137,45 @@ __device__ __forceinline__ void store_run(T* base, const Run<kItems>& r, const f
   }
 }
 
+// base[e] += v[e] for the first n_valid of kItems consecutive floats, as atomics when atomic.
+// With all kItems valid and base 16-byte aligned, sm_90 adds four floats per atomic instruction
+// (global memory only), so a warp's request covers 512 contiguous bytes; elsewhere one by one.
+template <int kItems>
+__device__ __forceinline__ void add_run(float* base, const float (&v)[kItems], int n_valid,
+                                        bool atomic) {
+  const bool vector = kItems % 4 == 0 && n_valid == kItems &&
+                      (reinterpret_cast<uintptr_t>(base) & 15) == 0;
+  if (vector && !atomic) {
+    float4* dst = reinterpret_cast<float4*>(base);
+#pragma unroll
+    for (int k = 0; k < kItems / 4; ++k) {
+      const float4 old = dst[k];
+      dst[k] = make_float4(old.x + v[4 * k], old.y + v[4 * k + 1], old.z + v[4 * k + 2],
+                           old.w + v[4 * k + 3]);
+    }
+    return;
+  }
+#if defined(CUDA_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  if (vector) {
+    float4* dst = reinterpret_cast<float4*>(base);
+#pragma unroll
+    for (int k = 0; k < kItems / 4; ++k) {
+      atomicAdd(dst + k, make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]));
+    }
+    return;
+  }
+#endif
+#pragma unroll
+  for (int e = 0; e < kItems; ++e) {
+    if (e >= n_valid) continue;
+    if (atomic) {
+      atomicAdd(base + e, v[e]);
+    } else {
+      base[e] += v[e];
+    }
+  }
+}
+
 // softplus with mamba_ssm's threshold: identity above 20. Otherwise ln(1 + e^z) in the exp2/log2
 // forms the SFU evaluates in one instruction each (ex2.approx, lg2.approx under --use_fast_math);
 // where e^z < 1/64, 1 + e^z would drop bits of e^z, so the series e - e^2/2 + e^3/3 - e^4/4

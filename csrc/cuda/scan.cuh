@@ -157,6 +157,7 @@ template <typename T, int kItems>
 struct Steps {
   int i[kItems], o[kItems];  // walk coordinates of each step
   float u[kItems], dt[kItems], z[kItems];
+  int first;  // the sequence step of e = 0 (when n_valid > 0)
   int n_valid;
 
   __device__ __forceinline__ bool valid(int e) const { return e < n_valid; }
@@ -196,10 +197,11 @@ struct Steps {
   // not overflow.
   __device__ __forceinline__ void load(const ScanParams& p, const Sequence<T>& q, int64_t t0,
                                        int L) {
-    const int64_t first = t0 + static_cast<int64_t>(threadIdx.x) * kItems;
-    n_valid = static_cast<int>(first >= L ? 0 : (L - first < kItems ? L - first : kItems));
+    const int64_t first_step = t0 + static_cast<int64_t>(threadIdx.x) * kItems;
+    n_valid = static_cast<int>(first_step >= L ? 0 : (L - first_step < kItems ? L - first_step : kItems));
+    first = n_valid > 0 ? static_cast<int>(first_step) : 0;
     int ii = 0, oo = 0;
-    q.walk.place(n_valid > 0 ? static_cast<int>(first) : 0, L, ii, oo);
+    q.walk.place(first, L, ii, oo);
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
       i[e] = ii;
@@ -330,7 +332,7 @@ struct BwdPlan {
   DxMode dx_mode;
   bool acc_in_smem;
   bool bc_atomic;  // dB/dC: fp32 atomics (several blocks share a group) or plain adds (one does)
-  int64_t dbc_off, dbc_size;  // dB then dC, fp32 (b, groups, N, H*W), zero-initialised
+  int64_t dbc_off, dbc_size;  // dB then dC, fp32 (b, groups, N, L) in walk order, zeroed
   int64_t param_off;          // per (b, row): N dA partials, dD, ddelta_bias
   int64_t carry_off;          // per block: the state entering each tile
   int64_t dx_off;
@@ -460,29 +462,26 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
           Affine rtotal;
           const Affine after = block_exclusive_scan<kThreads, true>(ragg, rtotal, scan_smem);
           float q = after.a * q_carry[n] + after.b;
-          float* const dB_n = dB_ws + bc_base + static_cast<int64_t>(n) * L;
-          float* const dC_n = dC_ws + bc_base + static_cast<int64_t>(n) * L;
+          float dB[kItems], dC[kItems];
 #pragma unroll
           for (int e = kItems - 1; e >= 0; --e) {
             const float g = cdy[e] + q;
             q = a[e] * g;
+            const float h_e = a[e] * h_prev[e] + dtu[e] * Bv[e];
+            dB[e] = g * dtu[e];
+            dC[e] = dy[e] * h_e;
             if (s.valid(e)) {
-              const float h_e = a[e] * h_prev[e] + dtu[e] * Bv[e];
-              const unsigned pos = s.position(seq, e);
-              const float dB = g * dtu[e], dC = dy[e] * h_e;
-              if (plan.bc_atomic) {
-                atomicAdd(dB_n + pos, dB);
-                atomicAdd(dC_n + pos, dC);
-              } else {
-                dB_n[pos] += dB;
-                dC_n[pos] += dC;
-              }
               du[e] += g * s.dt[e] * Bv[e];
               const float g_ah = g * a[e] * h_prev[e];
               ddt[e] += A[n] * g_ah + g * Bv[e] * s.u[e];
               dA_part[n] += s.dt[e] * g_ah;
             }
           }
+          // The workspace is in the walk order of the group's direction: a thread's steps are
+          // consecutive floats there whatever the layout (bc_grad_store_kernel maps them back).
+          const int64_t at = bc_base + static_cast<int64_t>(n) * L + s.first;
+          add_run(dB_ws + at, dB, s.n_valid, plan.bc_atomic);
+          add_run(dC_ws + at, dC, s.n_valid, plan.bc_atomic);
           q_carry[n] = rtotal.a * q_carry[n] + rtotal.b;
         }
       }
@@ -538,7 +537,8 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
   }
 }
 
-// fp32 (b, groups, N, H*W) workspace -> dB and dC in their layout and dtype.
+// fp32 (b, groups, N, L) workspace, L in the walk order of the group's direction -> dB and dC in
+// their layout and dtype.
 template <typename T>
 __global__ void bc_grad_store_kernel(ScanBwdParams p, BwdPlan plan) {
   const int L = p.H * p.W;
@@ -546,13 +546,17 @@ __global__ void bc_grad_store_kernel(ScanBwdParams p, BwdPlan plan) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < plan.dbc_size;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int64_t r = i;
-    const int pos = static_cast<int>(r % L);
+    const int t = static_cast<int>(r % L);
     r /= L;
     const int n = static_cast<int>(r % p.d_state);
     r /= p.d_state;
     const int g = static_cast<int>(r % p.groups);
     const int64_t b = r / p.groups;
-    const int h = pos / p.W, w = pos - h * p.W;
+    // step t of the group's direction (ss2d: group = direction; selective_scan: t = w)
+    const Walk walk(p.n_dir == 4 ? g : 0, p.H, p.W);
+    int inner, outer;
+    walk.place(t, L, inner, outer);
+    const int h = walk.column ? inner : outer, w = walk.column ? outer : inner;
     const int64_t o = b * p.bc_sb + g * p.bc_sg + n * p.bc_sn + h * p.bc_sh + w * p.bc_sw;
     static_cast<T*>(p.dB)[o] = from_float<T>(dB_ws[i]);
     static_cast<T*>(p.dC)[o] = from_float<T>(dB_ws[plan.dbc_size + i]);
