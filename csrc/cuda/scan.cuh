@@ -58,12 +58,12 @@ struct ScanTraits {
   static constexpr int kItems = 8;  // consecutive steps per thread per tile
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kTile = kThreads * kItems;
-  // Blocks per SM the register allocation must allow (__launch_bounds__). Forward: 4 x 4 warps =
-  // 25% occupancy, the four warps per scheduler the scan's serial chains need to hide latency
-  // (<= 128 registers); 3 for N = 16, which would spill at 128. Backward: 3 (<= 168 registers;
-  // at 128 it spills ~120 bytes per thread), 2 for N = 16 (it spills 2 KB at 168).
-  static constexpr int kFwdMinBlocks = kMaxN_ <= 4 ? 4 : 3;
-  static constexpr int kBwdMinBlocks = kMaxN_ <= 4 ? 3 : 2;
+  // Blocks per SM the register allocation must allow (__launch_bounds__). Forward N = 1: 4 x 4
+  // warps = 25% occupancy, the four warps per scheduler the scan's serial chains need to hide
+  // latency (<= 128 registers); larger N would spill at 128 and gets 3. Backward: 3 for N = 1
+  // (<= 168 registers; at 128 it spills ~120 bytes per thread), 2 for larger N.
+  static constexpr int kFwdMinBlocks = kMaxN_ == 1 ? 4 : 3;
+  static constexpr int kBwdMinBlocks = kMaxN_ == 1 ? 3 : 2;
 };
 
 // An fp32 (H*W) plane up to this many elements is accumulated in shared memory (96 KiB).
