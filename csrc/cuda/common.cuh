@@ -6,6 +6,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
 #include "launch.h"
 
 // Two spellings the kernel lab's CPU emulator (csrc/emu/cuda_emu.h) defines its own way; under
@@ -21,10 +25,22 @@ namespace zeromamba {
 namespace cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 // Launch limits (sm_80 / sm_90): gridDim.x up to 2^31 - 1, gridDim.y and z up to 65,535, so
 // kernels put the batch on x.
 constexpr int64_t kMaxGridX = 2147483647;
 constexpr int kMaxGridY = 65535;
+
+// The same pointer, opaque to the optimiser: a plane's base address then stays in a register and
+// each access is one wide multiply-add of a 32-bit offset onto it, instead of the 64-bit index
+// arithmetic the compiler otherwise redoes per access (base index + offset, shift, add).
+template <typename P>
+__device__ __forceinline__ P* opaque(P* ptr) {
+#ifndef CUDA_EMU
+  asm("" : "+l"(ptr));
+#endif
+  return ptr;
+}
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
@@ -41,9 +57,10 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
-// Stores v into a tensor that is either fp32 or T (a runtime choice: out_float32, fp32 dy).
-template <typename T>
-__device__ __forceinline__ void store_as(void* base, int64_t i, float v, bool as_float32) {
+// Stores v into a tensor that is either fp32 or T (a runtime choice: out_float32, fp32 dy); i is an
+// element offset from base (32-bit inside a (b, c) plane, 64-bit elsewhere).
+template <typename T, typename I>
+__device__ __forceinline__ void store_as(void* base, I i, float v, bool as_float32) {
   if (as_float32) {
     static_cast<float*>(base)[i] = v;
   } else {
@@ -51,14 +68,124 @@ __device__ __forceinline__ void store_as(void* base, int64_t i, float v, bool as
   }
 }
 
-template <typename T>
-__device__ __forceinline__ float load_as(const void* base, int64_t i, bool as_float32) {
+template <typename T, typename I>
+__device__ __forceinline__ float load_as(const void* base, I i, bool as_float32) {
   return as_float32 ? static_cast<const float*>(base)[i] : to_float(static_cast<const T*>(base)[i]);
 }
 
-// softplus with mamba_ssm's threshold: identity above 20; log1p keeps precision for very
-// negative inputs where log(1 + exp(z)) would round to 0.
-__device__ __forceinline__ float softplus(float z) { return z > 20.f ? z : log1pf(__expf(z)); }
+// A thread's steps of a tile in one tensor: kItems element offsets from a base pointer. When they
+// are consecutive elements (ascending, or descending for a backward direction), all valid, and
+// the lowest one is 16-byte aligned, they move as kItems * sizeof(T) / 16 vector accesses: a
+// warp's request then covers 512 contiguous bytes instead of one element per lane.
+template <int kItems>
+struct Run {
+  unsigned off[kItems];
+  bool consecutive;  // off[e] = off[0] + e (or off[0] - e when descending): set by the caller
+  bool descending;
+
+  __device__ __forceinline__ unsigned lowest() const {
+    return descending ? off[kItems - 1] : off[0];
+  }
+  template <typename T>
+  __device__ __forceinline__ bool vector(const T* base) const {
+    return kItems * sizeof(T) % 16 == 0 && consecutive &&
+           (reinterpret_cast<uintptr_t>(base + lowest()) & 15) == 0;
+  }
+};
+
+template <typename T, int kItems>
+__device__ __forceinline__ void load_run(const T* base, const Run<kItems>& r,
+                                         float (&out)[kItems]) {
+  constexpr int kPer = 16 / sizeof(T);
+  if (r.vector(base)) {
+    const uint4* src = reinterpret_cast<const uint4*>(base + r.lowest());
+    T v[kItems];
+#pragma unroll
+    for (int k = 0; k < kItems / kPer; ++k) {
+      const uint4 w = src[k];
+      memcpy(v + k * kPer, &w, 16);
+    }
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) out[e] = to_float(v[r.descending ? kItems - 1 - e : e]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) out[e] = to_float(base[r.off[e]]);
+  }
+}
+
+// Stores the first n_valid of v (all kItems when the run is consecutive).
+template <typename T, int kItems>
+__device__ __forceinline__ void store_run(T* base, const Run<kItems>& r, const float (&v)[kItems],
+                                          int n_valid) {
+  constexpr int kPer = 16 / sizeof(T);
+  if (r.vector(base)) {
+    T packed[kItems];
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) packed[r.descending ? kItems - 1 - e : e] = from_float<T>(v[e]);
+    uint4* dst = reinterpret_cast<uint4*>(base + r.lowest());
+#pragma unroll
+    for (int k = 0; k < kItems / kPer; ++k) {
+      uint4 w;
+      memcpy(&w, packed + k * kPer, 16);
+      dst[k] = w;
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      if (e < n_valid) base[r.off[e]] = from_float<T>(v[e]);
+    }
+  }
+}
+
+// base[e] += v[e] for the first n_valid of kItems consecutive floats, as atomics when atomic.
+// With all kItems valid and base 16-byte aligned, sm_90 adds four floats per atomic instruction
+// (global memory only), so a warp's request covers 512 contiguous bytes; elsewhere one by one.
+template <int kItems>
+__device__ __forceinline__ void add_run(float* base, const float (&v)[kItems], int n_valid,
+                                        bool atomic) {
+  const bool vector = kItems % 4 == 0 && n_valid == kItems &&
+                      (reinterpret_cast<uintptr_t>(base) & 15) == 0;
+  if (vector && !atomic) {
+    float4* dst = reinterpret_cast<float4*>(base);
+#pragma unroll
+    for (int k = 0; k < kItems / 4; ++k) {
+      const float4 old = dst[k];
+      dst[k] = make_float4(old.x + v[4 * k], old.y + v[4 * k + 1], old.z + v[4 * k + 2],
+                           old.w + v[4 * k + 3]);
+    }
+    return;
+  }
+#if defined(CUDA_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  if (vector) {
+    float4* dst = reinterpret_cast<float4*>(base);
+#pragma unroll
+    for (int k = 0; k < kItems / 4; ++k) {
+      atomicAdd(dst + k, make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]));
+    }
+    return;
+  }
+#endif
+#pragma unroll
+  for (int e = 0; e < kItems; ++e) {
+    if (e >= n_valid) continue;
+    if (atomic) {
+      atomicAdd(base + e, v[e]);
+    } else {
+      base[e] += v[e];
+    }
+  }
+}
+
+// softplus with mamba_ssm's threshold: identity above 20. Otherwise ln(1 + e^z) in the exp2/log2
+// forms the SFU evaluates in one instruction each (ex2.approx, lg2.approx under --use_fast_math);
+// where e^z < 1/64, 1 + e^z would drop bits of e^z, so the series e - e^2/2 + e^3/3 - e^4/4
+// (error below e^5/5 < 2^-30 relative) takes over, as log1p would.
+__device__ __forceinline__ float softplus(float z) {
+  const float e = exp2f(z * kLog2e);
+  const float series = e * (1.f + e * (-0.5f + e * (1.f / 3.f - 0.25f * e)));
+  const float logged = __log2f(1.f + e) * kLn2;
+  return z > 20.f ? z : (e < 0.015625f ? series : logged);
+}
 
 // d softplus / dz = sigmoid(z); 1 on the identity branch.
 __device__ __forceinline__ float softplus_grad(float z) {
@@ -131,6 +258,39 @@ __device__ __forceinline__ float block_sum(float v, float* smem) {
   for (int w = 0; w < kWarps; ++w) s += smem[w];
   __syncthreads();
   return s;
+}
+
+// ------------------------------------------------------------------------------ host helpers
+
+// Returns from the calling launcher with the error of a CUDA runtime call that failed.
+#define ZM_RETURN_IF_ERROR(expr)              \
+  do {                                        \
+    const cudaError_t zm_err_ = (expr);       \
+    if (zm_err_ != cudaSuccess) return zm_err_; \
+  } while (0)
+
+// f(T{}) for the element type T of dtype: one switch for every launcher.
+template <typename F>
+cudaError_t dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return f(float{});
+    case DType::kFloat16:
+      return f(__half{});
+    case DType::kBFloat16:
+      return f(__nv_bfloat16{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+// f(std::integral_constant<int, kMaxN>{}) for the d_state bucket serving d_state: N = 1 (VMamba
+// v2) gets its own code; N <= 4 and N <= kMaxDState share loop bounds.
+template <typename F>
+cudaError_t dispatch_d_state(int d_state, F&& f) {
+  if (d_state < 1 || d_state > kMaxDState) return cudaErrorInvalidValue;
+  if (d_state == 1) return f(std::integral_constant<int, 1>{});
+  if (d_state <= 4) return f(std::integral_constant<int, 4>{});
+  return f(std::integral_constant<int, kMaxDState>{});
 }
 
 }  // namespace cuda

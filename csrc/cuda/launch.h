@@ -17,11 +17,16 @@ namespace cuda {
 
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 
-// One scan problem, either
-//  * selective_scan: u, delta (b, d, L), B/C (b, G, N, L): n_dir = 1, H = 1, W = L, groups = G;
+// The largest d_state (N) the scan kernels serve.
+constexpr int kMaxDState = 16;
+
+// One scan problem (names: docs/design.md §1), either
+//  * selective_scan: u, delta (b, d, L), B/C (b, G, N, L): n_dir = 1, H = 1, W = L, groups = G
+//    B/C groups of channels / groups channels each;
 //  * ss2d_scan: x (b, C, H, W), delta (b, 4, C, H, W), B/C (b, 4, N, H, W), or their
-//    channel-last forms: n_dir = 4 and groups = 4 (direction k uses B[:, k]); the layout is
-//    carried by the strides alone.
+//    channel-last forms: n_dir = 4; direction k reads B[:, k], so the kernels treat each
+//    direction as a B/C group of all C channels (groups = 4). The layout is carried by the
+//    strides alone; the extent of one (b, c) plane of every tensor must fit in 32 bits.
 // Every tensor is addressed as base + b*s_b + [k*s_k] + c*s_c + h*s_h + w*s_w; a sequence step
 // t of direction k visits the spatial position (h, w) given by docs/design.md §2.2.
 struct ScanParams {

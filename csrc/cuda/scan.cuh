@@ -35,65 +35,88 @@ namespace zeromamba {
 namespace cuda {
 namespace scan {
 
-constexpr int kThreads = 128;
-constexpr int kWarps = kThreads / 32;
-constexpr int kItems = 8;
-constexpr int kTile = kThreads * kItems;
+// The kernels address a (b, c) plane of every tensor with 32-bit offsets (h*s_h + w*s_w, plus
+// n*s_n for B and C): true when the largest such offset fits.
+inline bool plane_fits_32_bits(const ScanParams& p) {
+  const auto extent = [&](int64_t sh, int64_t sw) {
+    return (p.H - 1) * (sh < 0 ? -sh : sh) + (p.W - 1) * (sw < 0 ? -sw : sw);
+  };
+  const int64_t bc_sn = p.bc_sn < 0 ? -p.bc_sn : p.bc_sn;
+  const int64_t limit = 2147483647;
+  return extent(p.u_sh, p.u_sw) < limit && extent(p.dl_sh, p.dl_sw) < limit &&
+         extent(p.bc_sh, p.bc_sw) + (p.d_state - 1) * bc_sn < limit;
+}
+
+// Tuning of the scan kernels for one d_state bucket (docs/design.md §4.4): every kernel and launch
+// reads its block shape from here, so a per-bucket choice is one specialisation. Buckets:
+// kMaxN = 1, 4 and kMaxDState (dispatch_d_state in common.cuh).
+template <int kMaxN_>
+struct ScanTraits {
+  static_assert(kMaxN_ >= 1 && kMaxN_ <= kMaxDState, "d_state bucket");
+  static constexpr int kMaxN = kMaxN_;  // the kernels serve d_state <= kMaxN
+  static constexpr int kThreads = 128;
+  static constexpr int kItems = 8;  // consecutive steps per thread per tile
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kTile = kThreads * kItems;
+  // Blocks per SM the register allocation must allow (__launch_bounds__). Forward N = 1: 4 x 4
+  // warps = 25% occupancy, the four warps per scheduler the scan's serial chains need to hide
+  // latency (<= 128 registers); larger N would spill at 128 and gets 3. Backward: 3 for N = 1
+  // (<= 168 registers; at 128 it spills ~120 bytes per thread), 2 for larger N.
+  static constexpr int kFwdMinBlocks = kMaxN_ == 1 ? 4 : 3;
+  static constexpr int kBwdMinBlocks = kMaxN_ == 1 ? 3 : 2;
+};
+
 // An fp32 (H*W) plane up to this many elements is accumulated in shared memory (96 KiB).
 constexpr int kAccSmemMaxFloats = 24576;
 
-// Spatial position (h, w) of step t of direction dir over an H x W map (docs/design.md §2.2); with
-// H = 1 and W = L it is the identity t -> (0, t) of a plain sequence.
-__device__ __forceinline__ void step_position(int dir, int t, int H, int W, int& h, int& w) {
-  if (dir >= 2) t = H * W - 1 - t;
-  if (dir & 1) {
-    w = t / H;
-    h = t - w * H;
-  } else {
-    h = t / W;
-    w = t - h * W;
-  }
-}
-
-// The per-sequence inputs of one thread's kItems steps of a tile.
-template <typename T>
-struct Steps {
-  int h[kItems], w[kItems];
-  float u[kItems], dt[kItems], z[kItems];
-  bool valid[kItems];
-
-  // t0: the tile's first step, 64-bit so that the last tile of a sequence near 2^31 steps
-  // does not overflow.
-  __device__ __forceinline__ void load(const ScanParams& p, int dir, int64_t t0, const T* u_seq,
-                                       const T* delta_seq, float bias) {
-#pragma unroll
-    for (int e = 0; e < kItems; ++e) {
-      const int64_t t64 = t0 + static_cast<int64_t>(threadIdx.x) * kItems + e;
-      valid[e] = t64 < static_cast<int64_t>(p.H) * p.W;
-      const int t = valid[e] ? static_cast<int>(t64) : 0;
-      h[e] = 0;
-      w[e] = 0;
-      u[e] = 0.f;
-      dt[e] = 0.f;  // exp(0 * A) = 1 and dt * B * u = 0: padding steps leave the state alone
-      z[e] = 0.f;
-      if (valid[e]) {
-        step_position(dir, t, p.H, p.W, h[e], w[e]);
-        u[e] = to_float(u_seq[h[e] * p.u_sh + w[e] * p.u_sw]);
-        z[e] = to_float(delta_seq[h[e] * p.dl_sh + w[e] * p.dl_sw]) + bias;
-        dt[e] = p.delta_softplus ? softplus(z[e]) : z[e];
-      }
-    }
-  }
-
-  __device__ __forceinline__ int64_t bc_offset(const ScanParams& p, int e) const {
-    return h[e] * p.bc_sh + w[e] * p.bc_sw;
-  }
-  __device__ __forceinline__ int64_t u_offset(const ScanParams& p, int e) const {
-    return h[e] * p.u_sh + w[e] * p.u_sw;
+// Spatial strides of one tensor in the walk order of a direction: the offset of the step at
+// inner coordinate i and outer coordinate o is i * inner + o * outer (32-bit: a (b, c) plane's
+// extent fits, checked by the launchers).
+struct WalkStrides {
+  int inner, outer;
+  __device__ __forceinline__ WalkStrides(int64_t sh, int64_t sw, bool column)
+      : inner(static_cast<int>(column ? sh : sw)), outer(static_cast<int>(column ? sw : sh)) {}
+  // Unsigned (strides and coordinates are never negative): the address is then one wide
+  // multiply-add of the offset onto the plane's base pointer.
+  __device__ __forceinline__ unsigned at(int i, int o) const {
+    return static_cast<unsigned>(i * inner + o * outer);
   }
 };
 
-// The sequence a block scans: (batch b, channel c, direction dir).
+// The positions of one direction's steps (docs/design.md §2.2): row directions (0, 2) walk w
+// inside h, column directions (1, 3) h inside w; 2 and 3 run backwards. With H = 1 and W = L it
+// is the identity t -> (0, t) of a plain sequence. One division places a thread's first step;
+// each further step is an add and a wrap test.
+struct Walk {
+  int n_inner, n_outer, s;  // extents of the inner and outer coordinates; +1 forward, -1 backward
+  bool column, reverse;
+  __device__ __forceinline__ Walk(int dir, int H, int W)
+      : n_inner(dir & 1 ? H : W),
+        n_outer(dir & 1 ? W : H),
+        s(dir >= 2 ? -1 : 1),
+        column(dir & 1),
+        reverse(dir >= 2) {}
+  // Consecutive steps are consecutive elements of a tensor with these strides (a contiguous
+  // plane walked row by row, or a plain sequence).
+  __device__ __forceinline__ bool contiguous(const WalkStrides& st) const {
+    return st.inner == 1 && (st.outer == n_inner || n_outer == 1);
+  }
+  __device__ __forceinline__ void place(int t, int L, int& i, int& o) const {
+    if (reverse) t = L - 1 - t;
+    o = t / n_inner;
+    i = t - o * n_inner;
+  }
+  __device__ __forceinline__ void next(int& i, int& o) const {
+    i += s;
+    if (static_cast<unsigned>(i) >= static_cast<unsigned>(n_inner)) {
+      i -= s * n_inner;
+      o += s;
+    }
+  }
+};
+
+// The sequence a block scans: (batch b, channel c, direction dir), with its walk and the
+// spatial strides of its tensors in walk order.
 template <typename T>
 struct Sequence {
   int row, group;  // row of A / D / delta_bias; group of B / C
@@ -102,27 +125,115 @@ struct Sequence {
   const T* B;
   const T* C;
   float D, bias;
+  Walk walk;
+  WalkStrides u_st, dl_st, bc_st, pos_st;  // u (y, dy, du); delta; B / C; the (H, W) plane
+  bool u_contiguous, dl_contiguous, bc_contiguous;  // Walk::contiguous of each
 
-  __device__ __forceinline__ Sequence(const ScanParams& p, int b, int c, int dir) {
+  __device__ __forceinline__ Sequence(const ScanParams& p, int b, int c, int dir)
+      : walk(dir, p.H, p.W),
+        u_st(p.u_sh, p.u_sw, dir & 1),
+        dl_st(p.dl_sh, p.dl_sw, dir & 1),
+        bc_st(p.bc_sh, p.bc_sw, dir & 1),
+        pos_st(p.W, 1, dir & 1) {
     row = dir * p.channels + c;
     group = p.n_dir == 4 ? dir : c / (p.channels / p.groups);
-    u = static_cast<const T*>(p.u) + b * p.u_sb + c * p.u_sc;
-    delta = static_cast<const T*>(p.delta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc;
-    B = static_cast<const T*>(p.B) + b * p.bc_sb + group * p.bc_sg;
-    C = static_cast<const T*>(p.C) + b * p.bc_sb + group * p.bc_sg;
+    u = opaque(static_cast<const T*>(p.u) + b * p.u_sb + c * p.u_sc);
+    delta = opaque(static_cast<const T*>(p.delta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc);
+    B = opaque(static_cast<const T*>(p.B) + b * p.bc_sb + group * p.bc_sg);
+    C = opaque(static_cast<const T*>(p.C) + b * p.bc_sb + group * p.bc_sg);
     D = p.D != nullptr ? p.D[row] : 0.f;
     bias = p.delta_bias != nullptr ? p.delta_bias[row] : 0.f;
+    u_contiguous = walk.contiguous(u_st);
+    dl_contiguous = walk.contiguous(dl_st);
+    bc_contiguous = walk.contiguous(bc_st);
+  }
+};
+
+// The per-sequence inputs of one thread's kItems steps of a tile; steps e >= n_valid are
+// padding past the end of the sequence. Padding steps sit on the last valid position (the first
+// step of the sequence for a thread with none), so every load is in bounds and needs no branch;
+// their values are replaced by zeros.
+template <typename T, int kItems>
+struct Steps {
+  int i[kItems], o[kItems];  // walk coordinates of each step
+  float u[kItems], dt[kItems], z[kItems];
+  int first;  // the sequence step of e = 0 (when n_valid > 0)
+  int n_valid;
+
+  __device__ __forceinline__ bool valid(int e) const { return e < n_valid; }
+  __device__ __forceinline__ unsigned u_offset(const Sequence<T>& q, int e) const {
+    return q.u_st.at(i[e], o[e]);
+  }
+  __device__ __forceinline__ unsigned dl_offset(const Sequence<T>& q, int e) const {
+    return q.dl_st.at(i[e], o[e]);
+  }
+  __device__ __forceinline__ unsigned bc_offset(const Sequence<T>& q, int e) const {
+    return q.bc_st.at(i[e], o[e]);
+  }
+  __device__ __forceinline__ unsigned position(const Sequence<T>& q, int e) const {
+    return q.pos_st.at(i[e], o[e]);
+  }
+  // The steps' offsets in a tensor with strides st (contiguous: Walk::contiguous of st).
+  __device__ __forceinline__ Run<kItems> run(const Sequence<T>& q, const WalkStrides& st,
+                                             bool contiguous) const {
+    Run<kItems> r;
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) r.off[e] = st.at(i[e], o[e]);
+    r.consecutive = contiguous && n_valid == kItems;
+    r.descending = q.walk.reverse;
+    return r;
+  }
+  __device__ __forceinline__ Run<kItems> u_run(const Sequence<T>& q) const {
+    return run(q, q.u_st, q.u_contiguous);
+  }
+  __device__ __forceinline__ Run<kItems> dl_run(const Sequence<T>& q) const {
+    return run(q, q.dl_st, q.dl_contiguous);
+  }
+  __device__ __forceinline__ Run<kItems> bc_run(const Sequence<T>& q) const {
+    return run(q, q.bc_st, q.bc_contiguous);
+  }
+
+  // t0: the tile's first step, 64-bit so that the last tile of a sequence near 2^31 steps does
+  // not overflow.
+  __device__ __forceinline__ void load(const ScanParams& p, const Sequence<T>& q, int64_t t0,
+                                       int L) {
+    const int64_t first_step = t0 + static_cast<int64_t>(threadIdx.x) * kItems;
+    n_valid = static_cast<int>(first_step >= L ? 0 : (L - first_step < kItems ? L - first_step : kItems));
+    first = n_valid > 0 ? static_cast<int>(first_step) : 0;
+    int ii = 0, oo = 0;
+    q.walk.place(first, L, ii, oo);
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      i[e] = ii;
+      o[e] = oo;
+      if (e + 1 < n_valid) q.walk.next(ii, oo);
+    }
+    float us[kItems], deltas[kItems];
+    load_run(q.u, u_run(q), us);
+    load_run(q.delta, dl_run(q), deltas);
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      const float ue = us[e];
+      const float ze = deltas[e] + q.bias;
+      const float dte = p.delta_softplus ? softplus(ze) : ze;
+      // exp(0 * A) = 1 and dt * B * u = 0: padding steps leave the state alone
+      u[e] = valid(e) ? ue : 0.f;
+      z[e] = valid(e) ? ze : 0.f;
+      dt[e] = valid(e) ? dte : 0.f;
+    }
   }
 };
 
 // Grid: channels * batch blocks on x (block x scans plane (b, c) = (x / channels, x % channels);
-// gridDim.y would cap the batch at 65,535). Dynamic shared memory: H*W floats when the ss2d plane accumulates
-// there (acc_in_smem), else none.
+// gridDim.y would cap the batch at 65,535). Dynamic shared memory: H*W floats when the ss2d plane
+// accumulates there (acc_in_smem), else none.
 template <typename T, int kMaxN>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kFwdMinBlocks)
     scan_fwd_kernel(ScanFwdParams p, bool acc_in_smem) {
+  using Traits = ScanTraits<kMaxN>;
+  constexpr int kItems = Traits::kItems;
   ZM_DYNAMIC_SHARED(float, acc_smem);
-  __shared__ Affine scan_smem[kWarps];
+  __shared__ Affine scan_smem[Traits::kWarps];
   const int c = static_cast<int>(blockIdx.x % p.channels);
   const int b = static_cast<int>(blockIdx.x / p.channels);
   const int L = p.H * p.W, N = p.d_state;
@@ -131,7 +242,8 @@ __global__ void __launch_bounds__(kThreads)
   if (four) {
     acc = acc_in_smem ? acc_smem : p.workspace + (static_cast<int64_t>(b) * p.channels + c) * L;
   }
-  const int64_t y_base = b * p.u_sb + c * p.u_sc;
+  void* const y_plane = opaque(static_cast<char*>(p.y) + (b * p.u_sb + c * p.u_sc) *
+                                                            (p.y_float32 ? sizeof(float) : sizeof(T)));
 
   for (int dir = 0; dir < p.n_dir; ++dir) {
     const Sequence<T> seq(p, b, c, dir);
@@ -141,55 +253,74 @@ __global__ void __launch_bounds__(kThreads)
       A2[n] = n < N ? p.A[seq.row * N + n] * kLog2e : 0.f;  // exp(dt*A) = exp2(dt*A*log2 e)
       carry[n] = 0.f;
     }
-    for (int64_t t0 = 0; t0 < L; t0 += kTile) {
-      Steps<T> s;
-      s.load(p, dir, t0, seq.u, seq.delta, seq.bias);
-      float y[kItems];
+    for (int64_t t0 = 0; t0 < L; t0 += Traits::kTile) {
+      Steps<T, kItems> s;
+      s.load(p, seq, t0, L);
+      float y[kItems], dtu[kItems];
+      const Run<kItems> bc = s.bc_run(seq);
 #pragma unroll
-      for (int e = 0; e < kItems; ++e) y[e] = seq.D * s.u[e];
+      for (int e = 0; e < kItems; ++e) {
+        y[e] = seq.D * s.u[e];
+        dtu[e] = s.dt[e] * s.u[e];
+      }
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          float a[kItems], bu[kItems];
+          const T* B_n = opaque(seq.B + n * p.bc_sn);
+          const T* C_n = opaque(seq.C + n * p.bc_sn);
+          float a[kItems], bu[kItems], Bv[kItems], Cv[kItems];
+          load_run(B_n, bc, Bv);
+          load_run(C_n, bc, Cv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
-            const float Bv = s.valid[e] ? to_float(seq.B[n * p.bc_sn + s.bc_offset(p, e)]) : 0.f;
             a[e] = exp2f(s.dt[e] * A2[n]);
-            bu[e] = s.dt[e] * Bv * s.u[e];
+            bu[e] = dtu[e] * Bv[e];  // dtu = 0 on padding steps
             agg = compose(agg, {a[e], bu[e]});
           }
           Affine total;
-          const Affine before = block_exclusive_scan<kThreads, false>(agg, total, scan_smem);
+          const Affine before =
+              block_exclusive_scan<Traits::kThreads, false>(agg, total, scan_smem);
           float h = before.a * carry[n] + before.b;
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
             h = a[e] * h + bu[e];
-            if (s.valid[e]) y[e] += to_float(seq.C[n * p.bc_sn + s.bc_offset(p, e)]) * h;
+            y[e] += Cv[e] * h;  // padding steps are never stored
           }
           carry[n] = total.a * carry[n] + total.b;
         }
       }
+      if (four) {
 #pragma unroll
-      for (int e = 0; e < kItems; ++e) {
-        if (!s.valid[e]) continue;
-        if (four) {
-          const int pos = s.h[e] * p.W + s.w[e];
+        for (int e = 0; e < kItems; ++e) {
+          if (!s.valid(e)) continue;
+          const unsigned pos = s.position(seq, e);
           acc[pos] = dir == 0 ? y[e] : acc[pos] + y[e];  // each direction visits pos once
-        } else {
-          store_as<T>(p.y, y_base + s.u_offset(p, e), y[e], p.y_float32);
         }
+      } else if (p.y_float32) {
+        store_run(static_cast<float*>(y_plane), s.u_run(seq), y, s.n_valid);
+      } else {
+        store_run(static_cast<T*>(y_plane), s.u_run(seq), y, s.n_valid);
       }
     }
     __syncthreads();  // the next direction reads acc at positions other threads wrote
   }
   if (four) {
-    for (int i = threadIdx.x; i < L; i += kThreads) {
+    for (int i = threadIdx.x; i < L; i += Traits::kThreads) {
       const int h = i / p.W, w = i - h * p.W;
-      store_as<T>(p.y, y_base + h * p.u_sh + w * p.u_sw, acc[i], p.y_float32);
+      store_as<T>(y_plane, static_cast<int>(h * p.u_sh + w * p.u_sw), acc[i], p.y_float32);
     }
   }
 }
+
+// Where the backward puts du / dx (BwdPlan::dx_mode).
+enum class DxMode : int {
+  kDirect,      // each job stores its sequence's du (selective_scan: one job per channel)
+  kPlane,       // the block's jobs are the four directions of one (b, c) plane, summed in an fp32
+                // plane (shared memory when acc_in_smem, else workspace at dx_off), stored once
+  kDirections,  // each job stores its direction's part into the workspace slice (b, dir, c) at
+                // dx_off; dx_merge_kernel adds the four in a fixed order (deterministic ss2d)
+};
 
 // How the backward kernel maps blocks to sequences and where its results go; computed on the
 // host (scan_bwd.cu) and passed by value. The grid has grid_x * batch blocks on x; block
@@ -198,15 +329,10 @@ __global__ void __launch_bounds__(kThreads)
 struct BwdPlan {
   int grid_x, n_jobs, c_blk, c_job, k_blk, k_job;
   int n_tiles;
-  // du/dx: 0 = each job stores its sequence's du (selective_scan: one job per channel);
-  // 1 = the block's jobs are the four directions of one (b, c) plane, summed in an fp32 plane
-  //     (shared memory when acc_in_smem, else workspace at dx_off), written once at the end;
-  // 2 = each job stores its direction's part into the workspace slice (b, dir, c) at dx_off;
-  //     a second kernel adds the four parts in a fixed order (deterministic ss2d).
-  int dx_mode;
+  DxMode dx_mode;
   bool acc_in_smem;
   bool bc_atomic;  // dB/dC: fp32 atomics (several blocks share a group) or plain adds (one does)
-  int64_t dbc_off, dbc_size;  // dB then dC, fp32 (b, groups, N, H*W), zero-initialised
+  int64_t dbc_off, dbc_size;  // dB then dC, fp32 (b, groups, N, L) in walk order, zeroed
   int64_t param_off;          // per (b, row): N dA partials, dD, ddelta_bias
   int64_t carry_off;          // per block: the state entering each tile
   int64_t dx_off;
@@ -215,10 +341,13 @@ struct BwdPlan {
 };
 
 template <typename T, int kMaxN>
-__global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, BwdPlan plan) {
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kBwdMinBlocks)
+    scan_bwd_kernel(ScanBwdParams p, BwdPlan plan) {
+  using Traits = ScanTraits<kMaxN>;
+  constexpr int kItems = Traits::kItems, kThreads = Traits::kThreads;
   ZM_DYNAMIC_SHARED(float, acc_smem);
-  __shared__ Affine scan_smem[kWarps];
-  __shared__ float sum_smem[kWarps];
+  __shared__ Affine scan_smem[Traits::kWarps];
+  __shared__ float sum_smem[Traits::kWarps];
   const int x = static_cast<int>(blockIdx.x % plan.grid_x);
   const int b = static_cast<int>(blockIdx.x / plan.grid_x);
   const int L = p.H * p.W, N = p.d_state, rows = p.n_dir * p.channels;
@@ -227,7 +356,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
   float* dB_ws = p.workspace + plan.dbc_off;
   float* dC_ws = dB_ws + plan.dbc_size;
   float* acc = nullptr;
-  if (plan.dx_mode == 1) {
+  if (plan.dx_mode == DxMode::kPlane) {
     acc = plan.acc_in_smem
               ? acc_smem
               : p.workspace + plan.dx_off + (static_cast<int64_t>(b) * p.channels + x) * L;
@@ -237,7 +366,11 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
     const int c = x * plan.c_blk + j * plan.c_job, dir = x * plan.k_blk + j * plan.k_job;
     const Sequence<T> seq(p, b, c, dir);
     const int64_t u_base = b * p.u_sb + c * p.u_sc;
-    const int64_t dl_base = b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc;
+    const char* const dy_plane = opaque(static_cast<const char*>(p.dy) +
+                                        u_base * (p.dy_float32 ? sizeof(float) : sizeof(T)));
+    T* const du_plane = opaque(static_cast<T*>(p.du) + u_base);
+    T* const ddelta_plane =
+        opaque(static_cast<T*>(p.ddelta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc);
     const int64_t bc_base = ((static_cast<int64_t>(b) * p.groups + seq.group) * N) * L;
     float A[kMaxN], A2[kMaxN], carry[kMaxN];
 #pragma unroll
@@ -255,16 +388,18 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
           if (n < N) carry_ws[tile * N + n] = carry[n];
         }
       }
-      Steps<T> s;
-      s.load(p, dir, static_cast<int64_t>(tile) * kTile, seq.u, seq.delta, seq.bias);
+      Steps<T, kItems> s;
+      s.load(p, seq, static_cast<int64_t>(tile) * Traits::kTile, L);
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
+          const T* B_n = opaque(seq.B + n * p.bc_sn);
+          float Bv[kItems];
+          load_run(B_n, s.bc_run(seq), Bv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
-          for (int e = 0; e < kItems; ++e) {
-            const float Bv = s.valid[e] ? to_float(seq.B[n * p.bc_sn + s.bc_offset(p, e)]) : 0.f;
-            agg = compose(agg, {exp2f(s.dt[e] * A2[n]), s.dt[e] * Bv * s.u[e]});
+          for (int e = 0; e < kItems; ++e) {  // dt = u = 0 on padding steps
+            agg = compose(agg, {exp2f(s.dt[e] * A2[n]), s.dt[e] * Bv[e] * s.u[e]});
           }
           Affine total;
           block_exclusive_scan<kThreads, false>(agg, total, scan_smem);
@@ -280,26 +415,37 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
     for (int n = 0; n < kMaxN; ++n) q_carry[n] = dA_part[n] = 0.f;
     float dD_part = 0.f, dbias_part = 0.f;
     for (int tile = plan.n_tiles - 1; tile >= 0; --tile) {
-      Steps<T> s;
-      s.load(p, dir, static_cast<int64_t>(tile) * kTile, seq.u, seq.delta, seq.bias);
-      float dy[kItems], du[kItems], ddt[kItems];
+      Steps<T, kItems> s;
+      s.load(p, seq, static_cast<int64_t>(tile) * Traits::kTile, L);
+      float dy[kItems], du[kItems], ddt[kItems], dtu[kItems];
+      const Run<kItems> bc = s.bc_run(seq);
+      if (p.dy_float32) {
+        load_run(reinterpret_cast<const float*>(dy_plane), s.u_run(seq), dy);
+      } else {
+        load_run(reinterpret_cast<const T*>(dy_plane), s.u_run(seq), dy);
+      }
 #pragma unroll
       for (int e = 0; e < kItems; ++e) {
-        dy[e] = s.valid[e] ? load_as<T>(p.dy, u_base + s.u_offset(p, e), p.dy_float32) : 0.f;
+        dy[e] = s.valid(e) ? dy[e] : 0.f;
         du[e] = seq.D * dy[e];
         ddt[e] = 0.f;
+        dtu[e] = s.dt[e] * s.u[e];
       }
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          float a[kItems], Bv[kItems], h_prev[kItems], cdy[kItems];
+          const T* B_n = opaque(seq.B + n * p.bc_sn);
+          const T* C_n = opaque(seq.C + n * p.bc_sn);
+          float a[kItems], Bv[kItems], Cv[kItems], h_prev[kItems], cdy[kItems];
+          load_run(B_n, bc, Bv);
+          load_run(C_n, bc, Cv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
-            Bv[e] = s.valid[e] ? to_float(seq.B[n * p.bc_sn + s.bc_offset(p, e)]) : 0.f;
-            cdy[e] = s.valid[e] ? to_float(seq.C[n * p.bc_sn + s.bc_offset(p, e)]) * dy[e] : 0.f;
+            Bv[e] = s.valid(e) ? Bv[e] : 0.f;
+            cdy[e] = s.valid(e) ? Cv[e] * dy[e] : 0.f;
             a[e] = exp2f(s.dt[e] * A2[n]);
-            agg = compose(agg, {a[e], s.dt[e] * Bv[e] * s.u[e]});
+            agg = compose(agg, {a[e], dtu[e] * Bv[e]});
           }
           Affine total;
           const Affine before = block_exclusive_scan<kThreads, false>(agg, total, scan_smem);
@@ -307,7 +453,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
             h_prev[e] = h;
-            h = a[e] * h + s.dt[e] * Bv[e] * s.u[e];
+            h = a[e] * h + dtu[e] * Bv[e];
           }
           // Reverse: this thread's steps map q entering from the right to q leaving left.
           Affine ragg = {1.f, 0.f};
@@ -316,42 +462,46 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
           Affine rtotal;
           const Affine after = block_exclusive_scan<kThreads, true>(ragg, rtotal, scan_smem);
           float q = after.a * q_carry[n] + after.b;
+          float dB[kItems], dC[kItems];
 #pragma unroll
           for (int e = kItems - 1; e >= 0; --e) {
             const float g = cdy[e] + q;
             q = a[e] * g;
-            if (s.valid[e]) {
-              const float h_e = a[e] * h_prev[e] + s.dt[e] * Bv[e] * s.u[e];
-              const int64_t i = bc_base + static_cast<int64_t>(n) * L + s.h[e] * p.W + s.w[e];
-              const float dB = g * s.dt[e] * s.u[e], dC = dy[e] * h_e;
-              if (plan.bc_atomic) {
-                atomicAdd(dB_ws + i, dB);
-                atomicAdd(dC_ws + i, dC);
-              } else {
-                dB_ws[i] += dB;
-                dC_ws[i] += dC;
-              }
+            const float h_e = a[e] * h_prev[e] + dtu[e] * Bv[e];
+            dB[e] = g * dtu[e];
+            dC[e] = dy[e] * h_e;
+            if (s.valid(e)) {
               du[e] += g * s.dt[e] * Bv[e];
               const float g_ah = g * a[e] * h_prev[e];
               ddt[e] += A[n] * g_ah + g * Bv[e] * s.u[e];
               dA_part[n] += s.dt[e] * g_ah;
             }
           }
+          // The workspace is in the walk order of the group's direction: a thread's steps are
+          // consecutive floats there whatever the layout (bc_grad_store_kernel maps them back).
+          const int64_t at = bc_base + static_cast<int64_t>(n) * L + s.first;
+          add_run(dB_ws + at, dB, s.n_valid, plan.bc_atomic);
+          add_run(dC_ws + at, dC, s.n_valid, plan.bc_atomic);
           q_carry[n] = rtotal.a * q_carry[n] + rtotal.b;
         }
       }
+      float dz[kItems];
 #pragma unroll
       for (int e = 0; e < kItems; ++e) {
-        if (!s.valid[e]) continue;
-        const float dz = p.delta_softplus ? ddt[e] * softplus_grad(s.z[e]) : ddt[e];
-        static_cast<T*>(p.ddelta)[dl_base + s.h[e] * p.dl_sh + s.w[e] * p.dl_sw] =
-            from_float<T>(dz);
-        dbias_part += dz;
+        dz[e] = p.delta_softplus ? ddt[e] * softplus_grad(s.z[e]) : ddt[e];
+        if (!s.valid(e)) continue;
+        dbias_part += dz[e];
         dD_part += dy[e] * s.u[e];
-        const int pos = s.h[e] * p.W + s.w[e];
-        if (plan.dx_mode == 0) {
-          static_cast<T*>(p.du)[u_base + s.u_offset(p, e)] = from_float<T>(du[e]);
-        } else if (plan.dx_mode == 1) {
+      }
+      store_run(ddelta_plane, s.dl_run(seq), dz, s.n_valid);
+      if (plan.dx_mode == DxMode::kDirect) store_run(du_plane, s.u_run(seq), du, s.n_valid);
+#pragma unroll
+      for (int e = 0; e < kItems; ++e) {
+        if (!s.valid(e)) continue;
+        const unsigned pos = s.position(seq, e);
+        if (plan.dx_mode == DxMode::kDirect) {
+          continue;
+        } else if (plan.dx_mode == DxMode::kPlane) {
           acc[pos] = j == 0 ? du[e] : acc[pos] + du[e];  // jobs = directions 0..3
         } else {
           const int64_t slice = (static_cast<int64_t>(b) * 4 + dir) * p.channels + c;
@@ -362,7 +512,8 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
 
     // Per-(b, row) partial sums of the parameter gradients; a second kernel adds them over b in
     // a fixed order. block_sum's barriers also order this job's acc / dB writes before the next.
-    float* part = p.workspace + plan.param_off + (static_cast<int64_t>(b) * rows + seq.row) * (N + 2);
+    float* part =
+        p.workspace + plan.param_off + (static_cast<int64_t>(b) * rows + seq.row) * (N + 2);
 #pragma unroll
     for (int n = 0; n < kMaxN; ++n) {
       if (n < N) {
@@ -377,16 +528,17 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanBwdParams p, Bwd
       part[N + 1] = dbias;
     }
   }
-  if (plan.dx_mode == 1) {
-    const int64_t u_base = b * p.u_sb + x * p.u_sc;
+  if (plan.dx_mode == DxMode::kPlane) {
+    T* const dx_plane = static_cast<T*>(p.du) + b * p.u_sb + x * p.u_sc;
     for (int i = threadIdx.x; i < L; i += kThreads) {
       const int h = i / p.W, w = i - h * p.W;
-      static_cast<T*>(p.du)[u_base + h * p.u_sh + w * p.u_sw] = from_float<T>(acc[i]);
+      dx_plane[static_cast<int>(h * p.u_sh + w * p.u_sw)] = from_float<T>(acc[i]);
     }
   }
 }
 
-// fp32 (b, groups, N, H*W) workspace -> dB and dC in their layout and dtype.
+// fp32 (b, groups, N, L) workspace, L in the walk order of the group's direction -> dB and dC in
+// their layout and dtype.
 template <typename T>
 __global__ void bc_grad_store_kernel(ScanBwdParams p, BwdPlan plan) {
   const int L = p.H * p.W;
@@ -394,13 +546,17 @@ __global__ void bc_grad_store_kernel(ScanBwdParams p, BwdPlan plan) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < plan.dbc_size;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int64_t r = i;
-    const int pos = static_cast<int>(r % L);
+    const int t = static_cast<int>(r % L);
     r /= L;
     const int n = static_cast<int>(r % p.d_state);
     r /= p.d_state;
     const int g = static_cast<int>(r % p.groups);
     const int64_t b = r / p.groups;
-    const int h = pos / p.W, w = pos - h * p.W;
+    // step t of the group's direction (ss2d: group = direction; selective_scan: t = w)
+    const Walk walk(p.n_dir == 4 ? g : 0, p.H, p.W);
+    int inner, outer;
+    walk.place(t, L, inner, outer);
+    const int h = walk.column ? inner : outer, w = walk.column ? outer : inner;
     const int64_t o = b * p.bc_sb + g * p.bc_sg + n * p.bc_sn + h * p.bc_sh + w * p.bc_sw;
     static_cast<T*>(p.dB)[o] = from_float<T>(dB_ws[i]);
     static_cast<T*>(p.dC)[o] = from_float<T>(dB_ws[plan.dbc_size + i]);

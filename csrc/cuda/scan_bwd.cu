@@ -14,7 +14,9 @@ int grid_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192)));
 }
 
+template <int kMaxN>
 BwdPlan make_plan(const ScanBwdParams& p) {
+  constexpr int kTile = ScanTraits<kMaxN>::kTile;
   BwdPlan plan{};
   const int64_t L = static_cast<int64_t>(p.H) * p.W, N = p.d_state;
   const int64_t rows = static_cast<int64_t>(p.n_dir) * p.channels;
@@ -34,20 +36,20 @@ BwdPlan make_plan(const ScanBwdParams& p) {
       plan.c_job = 0;
       plan.bc_atomic = per_group > 1;
     }
-    plan.dx_mode = 0;
+    plan.dx_mode = DxMode::kDirect;
   } else if (p.deterministic) {  // block (b, k) runs the channels of direction k
     plan.grid_x = 4;
     plan.n_jobs = p.channels;
     plan.c_job = 1;
     plan.k_blk = 1;
-    plan.dx_mode = 2;
+    plan.dx_mode = DxMode::kDirections;
     plan.bc_atomic = false;
   } else {  // block (b, c) runs the four directions of plane c
     plan.grid_x = p.channels;
     plan.n_jobs = 4;
     plan.c_blk = 1;
     plan.k_job = 1;
-    plan.dx_mode = 1;
+    plan.dx_mode = DxMode::kPlane;
     plan.acc_in_smem = L <= kAccSmemMaxFloats;
     plan.bc_atomic = p.channels > 1;
   }
@@ -57,10 +59,10 @@ BwdPlan make_plan(const ScanBwdParams& p) {
   plan.carry_off = plan.param_off + p.batch * rows * (N + 2);
   plan.dx_off = plan.carry_off + static_cast<int64_t>(plan.grid_x) * p.batch * plan.n_tiles * N;
   int64_t dx_size = 0;
-  if (plan.dx_mode == 1 && !plan.acc_in_smem) dx_size = p.batch * static_cast<int64_t>(p.channels) * L;
-  if (plan.dx_mode == 2) dx_size = p.batch * 4 * static_cast<int64_t>(p.channels) * L;
+  if (plan.dx_mode == DxMode::kPlane && !plan.acc_in_smem) dx_size = p.batch * static_cast<int64_t>(p.channels) * L;
+  if (plan.dx_mode == DxMode::kDirections) dx_size = p.batch * 4 * static_cast<int64_t>(p.channels) * L;
   plan.total = plan.dx_off + dx_size;
-  plan.smem_bytes = plan.dx_mode == 1 && plan.acc_in_smem ? static_cast<int>(L * sizeof(float)) : 0;
+  plan.smem_bytes = plan.dx_mode == DxMode::kPlane && plan.acc_in_smem ? static_cast<int>(L * sizeof(float)) : 0;
   return plan;
 }
 
@@ -84,65 +86,60 @@ __global__ void param_grad_reduce_kernel(ScanBwdParams p, BwdPlan plan) {
 
 template <typename T, int kMaxN>
 cudaError_t launch_bwd(const ScanBwdParams& p) {
-  const BwdPlan plan = make_plan(p);
-  cudaError_t err =
-      cudaMemsetAsync(p.workspace + plan.dbc_off, 0, 2 * plan.dbc_size * sizeof(float), p.stream);
-  if (err != cudaSuccess) return err;
+  const BwdPlan plan = make_plan<kMaxN>(p);
+  ZM_RETURN_IF_ERROR(
+      cudaMemsetAsync(p.workspace + plan.dbc_off, 0, 2 * plan.dbc_size * sizeof(float), p.stream));
   auto kernel = scan_bwd_kernel<T, kMaxN>;
   if (plan.smem_bytes > 0) {  // static shared memory counts against the 48 KiB default too
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               plan.smem_bytes);
-    if (err != cudaSuccess) return err;
+    ZM_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            plan.smem_bytes));
   }
   const int64_t blocks = static_cast<int64_t>(plan.grid_x) * p.batch;
   if (blocks > kMaxGridX) return cudaErrorInvalidValue;
-  ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, plan.smem_bytes, p.stream)(p, plan);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), ScanTraits<kMaxN>::kThreads, plan.smem_bytes,
+            p.stream)(p, plan);
+  ZM_RETURN_IF_ERROR(cudaGetLastError());
   ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size), kSmallThreads, 0, p.stream)(p, plan);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  ZM_RETURN_IF_ERROR(cudaGetLastError());
   const int n_params = p.n_dir * p.channels * (p.d_state + 2);
-  ZM_LAUNCH(param_grad_reduce_kernel, (n_params + kSmallThreads - 1) / kSmallThreads, kSmallThreads, 0,
-                             p.stream)(p, plan);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  if (plan.dx_mode == 2) {
+  ZM_LAUNCH(param_grad_reduce_kernel, (n_params + kSmallThreads - 1) / kSmallThreads,
+            kSmallThreads, 0, p.stream)(p, plan);
+  ZM_RETURN_IF_ERROR(cudaGetLastError());
+  if (plan.dx_mode == DxMode::kDirections) {
     const int64_t n = p.batch * static_cast<int64_t>(p.channels) * p.H * p.W;
     ZM_LAUNCH(dx_merge_kernel<T>, grid_for(n), kSmallThreads, 0, p.stream)(p, plan);
-    err = cudaGetLastError();
+    ZM_RETURN_IF_ERROR(cudaGetLastError());
   }
-  return err;
-}
-
-template <int kMaxN>
-cudaError_t launch_bwd_dtype(const ScanBwdParams& p) {
-  switch (p.dtype) {
-    case DType::kFloat32:
-      return launch_bwd<float, kMaxN>(p);
-    case DType::kFloat16:
-      return launch_bwd<__half, kMaxN>(p);
-    case DType::kBFloat16:
-      return launch_bwd<__nv_bfloat16, kMaxN>(p);
-  }
-  return cudaErrorInvalidValue;
+  return cudaSuccess;
 }
 
 }  // namespace
 }  // namespace scan
 
-int64_t scan_bwd_workspace_floats(const ScanBwdParams& p) { return scan::make_plan(p).total; }
+int64_t scan_bwd_workspace_floats(const ScanBwdParams& p) {
+  int64_t floats = 0;
+  dispatch_d_state(p.d_state, [&](auto max_n) {
+    floats = scan::make_plan<decltype(max_n)::value>(p).total;
+    return cudaSuccess;
+  });
+  return floats;
+}
 
 cudaError_t scan_bwd(const ScanBwdParams& p) {
-  if (p.d_state < 1 || p.d_state > 16) return cudaErrorInvalidValue;
+  if (p.d_state < 1 || p.d_state > kMaxDState) return cudaErrorInvalidValue;
   const size_t rows = static_cast<size_t>(p.n_dir) * p.channels;
   if (p.batch == 0 || p.H * p.W == 0) {  // nothing to scan: the parameter gradients are zero
-    cudaError_t err = cudaMemsetAsync(p.dA, 0, rows * p.d_state * sizeof(float), p.stream);
-    if (err == cudaSuccess) err = cudaMemsetAsync(p.dD, 0, rows * sizeof(float), p.stream);
-    if (err == cudaSuccess) err = cudaMemsetAsync(p.ddelta_bias, 0, rows * sizeof(float), p.stream);
-    return err;
+    ZM_RETURN_IF_ERROR(cudaMemsetAsync(p.dA, 0, rows * p.d_state * sizeof(float), p.stream));
+    ZM_RETURN_IF_ERROR(cudaMemsetAsync(p.dD, 0, rows * sizeof(float), p.stream));
+    return cudaMemsetAsync(p.ddelta_bias, 0, rows * sizeof(float), p.stream);
   }
   if (p.channels == 0) return cudaSuccess;
-  if (p.d_state == 1) return scan::launch_bwd_dtype<1>(p);
-  if (p.d_state <= 4) return scan::launch_bwd_dtype<4>(p);
-  return scan::launch_bwd_dtype<16>(p);
+  if (!scan::plane_fits_32_bits(p)) return cudaErrorInvalidValue;
+  return dispatch_d_state(p.d_state, [&](auto max_n) {
+    return dispatch_dtype(p.dtype, [&](auto tag) {
+      return scan::launch_bwd<decltype(tag), decltype(max_n)::value>(p);
+    });
+  });
 }
 
 }  // namespace cuda

@@ -12,33 +12,20 @@ bool fwd_acc_in_smem(const ScanFwdParams& p) {
 
 template <typename T, int kMaxN>
 cudaError_t launch_fwd(const ScanFwdParams& p) {
+  using Traits = ScanTraits<kMaxN>;
   const bool in_smem = fwd_acc_in_smem(p);
   const int smem = in_smem ? p.H * p.W * static_cast<int>(sizeof(float)) : 0;
   auto kernel = scan_fwd_kernel<T, kMaxN>;
   // The default allows 48 KiB of static + dynamic shared memory: opt in whenever the plane is
   // there, since the kernel's static shared memory counts against the same 48 KiB.
   if (smem > 0) {
-    const cudaError_t err =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (err != cudaSuccess) return err;
+    ZM_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
   const int64_t blocks = static_cast<int64_t>(p.channels) * p.batch;
   if (blocks > kMaxGridX) return cudaErrorInvalidValue;
-  ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, smem, p.stream)(p, in_smem);
+  ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), Traits::kThreads, smem, p.stream)(p, in_smem);
   return cudaGetLastError();
-}
-
-template <int kMaxN>
-cudaError_t launch_fwd_dtype(const ScanFwdParams& p) {
-  switch (p.dtype) {
-    case DType::kFloat32:
-      return launch_fwd<float, kMaxN>(p);
-    case DType::kFloat16:
-      return launch_fwd<__half, kMaxN>(p);
-    case DType::kBFloat16:
-      return launch_fwd<__nv_bfloat16, kMaxN>(p);
-  }
-  return cudaErrorInvalidValue;
 }
 
 }  // namespace
@@ -51,11 +38,12 @@ int64_t scan_fwd_workspace_floats(const ScanFwdParams& p) {
 
 cudaError_t scan_fwd(const ScanFwdParams& p) {
   if (p.batch == 0 || p.channels == 0 || p.H * p.W == 0) return cudaSuccess;
-  if (p.d_state < 1 || p.d_state > 16) return cudaErrorInvalidValue;
-  // N = 1 (VMamba v2) gets its own specialisation; N <= 4 and N <= 16 share loop bounds.
-  if (p.d_state == 1) return scan::launch_fwd_dtype<1>(p);
-  if (p.d_state <= 4) return scan::launch_fwd_dtype<4>(p);
-  return scan::launch_fwd_dtype<16>(p);
+  if (!scan::plane_fits_32_bits(p)) return cudaErrorInvalidValue;
+  return dispatch_d_state(p.d_state, [&](auto max_n) {
+    return dispatch_dtype(p.dtype, [&](auto tag) {
+      return scan::launch_fwd<decltype(tag), decltype(max_n)::value>(p);
+    });
+  });
 }
 
 }  // namespace cuda

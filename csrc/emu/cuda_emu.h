@@ -45,6 +45,14 @@
 struct uint3 {
   unsigned int x, y, z;
 };
+// The 16-byte vector type the kernels load and store runs of elements with.
+struct alignas(16) uint4 {
+  unsigned int x, y, z, w;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 struct dim3 {
   unsigned int x, y, z;
   constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
@@ -82,6 +90,7 @@ double atomic_add(double* address, double v);
 int atomic_add(int* address, int v);
 unsigned atomic_add(unsigned* address, unsigned v);
 unsigned long long atomic_add(unsigned long long* address, unsigned long long v);
+float4 atomic_add(float4* address, float4 v);  // sm_90: global memory only
 
 void* dynamic_shared();
 

@@ -718,6 +718,23 @@ unsigned atomic_add(unsigned* a, unsigned v) {
 unsigned long long atomic_add(unsigned long long* a, unsigned long long v) {
   return atomic_add_impl(a, v, __builtin_return_address(0));
 }
+// sm_90's vector atomicAdd: one 16-byte atomic access, four independent float adds.
+float4 atomic_add(float4* address, float4 v) {
+  Emulator& e = emu();
+  const void* pc = __builtin_return_address(0);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(address);
+  if (e.cur == nullptr) fail("atomicAdd outside a kernel");
+  if (a % 16 != 0) fail("%s: misaligned float4 atomicAdd at %s", where().c_str(), site(pc).c_str());
+  if (find_shared(a) != nullptr) {
+    fail("%s: float4 atomicAdd on shared memory (global only) at %s", where().c_str(),
+         site(pc).c_str());
+  }
+  global_access(a, 16, kAtomic, pc);
+  ++e.stats->atomics;
+  const float4 old = *address;
+  *address = float4{old.x + v.x, old.y + v.y, old.z + v.z, old.w + v.w};
+  return old;
+}
 
 // ------------------------------------------------------------------------ host-side API
 
