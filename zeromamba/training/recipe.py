@@ -6,8 +6,8 @@
 * A folder trained without ``--pretrained``: :func:`from_scratch_recipe`. Without ImageNet
   weights a large backbone on a few thousand images learns nothing that transfers to unseen
   classes, and on a CPU it would run for hours. The small recipe that works on the built-in data
-  (chosen on its validation split, with the moving average of the weights evaluated; lambda_L1
-  stays 0.2, which did better on a real-image validation task) is scaled instead: the nano backbone, images of 32 px (64 px
+  (chosen on its validation split and a real-image one, with the moving average of the weights
+  evaluated) is scaled instead: the nano backbone, images of 32 px (64 px
   when the images are larger than 48 px; up to 96 px on a GPU), and as many epochs as a budget
   of image passes allows (about 2-4 minutes per stage on a 2-core CPU), between 6 and 30.
 
@@ -45,10 +45,6 @@ def from_scratch_recipe(n_train: int, native_side: int, device_type: str) -> tup
     epochs = int(min(max(round(budget / n_train), EPOCH_RANGE[0]), EPOCH_RANGE[1]))
     recipe = dict(BUILTIN_RECIPE)
     recipe.update(
-        # the built-in task's validation chose lambda_L1 1.0, but on the digits check's
-        # validation task (README) 1.0 gave best H 49 over 17 of 25 epochs against 59 for 0.2
-        # (validation CZSL 50 against 57): folder data keeps 0.2
-        lambda_l1=0.2,
         image_size=size,
         epochs=epochs,
         milestones=(round(0.6 * epochs), round(0.8 * epochs)),
