@@ -124,5 +124,5 @@ def test_eszsl_protocol_learns_and_reports_its_choices():
     assert set(out) == {"czsl", "S", "U", "H", "ausuc", "gamma", "hyper"}
     assert out["czsl"] > 60.0  # chance is 25
     assert out["H"] > 50.0
-    assert set(out["hyper"]) >= {"alpha_czsl", "beta_czsl", "alpha_h", "beta_h", "seen_switched"}
+    assert set(out["hyper"]) >= {"alpha_czsl", "beta_czsl", "alpha_h", "beta_h", "val_typical"}
     assert seen_by[:3] == ["val"] * 3 and set(seen_by[3:]) == {"test"}

@@ -37,6 +37,10 @@ def test_choose_gives_folder_data_the_small_recipe_and_says_so(folder):
     cfg = recipe.choose(TrainConfig(data=str(folder), device="cpu"), said.append)
     assert cfg.model == "nano" and cfg.image_size == 32 and cfg.threads == 1
     assert "from scratch" in said[0] and "model nano" in said[0]
+    # the built-in recipe's choices carry over, the weight average included
+    assert cfg.lambda_l1 == BUILTIN_RECIPE["lambda_l1"]
+    assert cfg.average_epochs == BUILTIN_RECIPE["average_epochs"] > 0
+    assert "weight average over 2 epochs" in said[0]
     # explicit values win
     cfg = recipe.choose(TrainConfig(data=str(folder), device="cpu", epochs=3), said.append)
     assert cfg.epochs == 3 and cfg.model == "nano"
@@ -46,6 +50,7 @@ def test_choose_keeps_the_official_recipe_with_pretrained_weights(folder):
     said = []
     cfg = recipe.choose(TrainConfig(data=str(folder), pretrained="w.pth"), said.append)
     assert cfg.model is None and cfg.resolved().model == "small"
+    assert cfg.resolved().average_epochs == 0  # the official recipe evaluates the raw weights
     assert "official" in said[0]
     cfg = recipe.choose(TrainConfig(), said.append)
     assert cfg.resolved().epochs == BUILTIN_RECIPE["epochs"] and "built-in" in said[-1]

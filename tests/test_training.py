@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from zeromamba import calibration
 from zeromamba.models import ZeroMamba, native_to_official
 from zeromamba.training import (
     CheckpointError,
@@ -213,8 +214,12 @@ def test_short_run_writes_results_logs_plots_and_checkpoints(tiny_data, tmp_path
     for b in on_disk["baseline"].values():
         assert set(b) == {"czsl", "S", "U", "H", "ausuc", "gamma", "hyper"}
         assert 0 <= b["czsl"] <= 100 and 0 <= b["H"] <= 100
-    assert on_disk["calibration"]["rule"] == "seen_switched"
-    assert 0 <= on_disk["calibration"]["seen_switched"] <= 1
+    cal = on_disk["calibration"]
+    assert cal["rule"] == "median_scaled"
+    # the reported gamma is the validation gamma scaled by the two medians (calibration.py)
+    assert on_disk["gamma"] == pytest.approx(
+        calibration.transfer_gamma(cal["val_gamma"], cal["val_typical"], cal["final_typical"])
+    )
     assert res["czsl"] == on_disk["czsl"] and 0 <= res["H"] <= 100
     for f in (
         "curves.png",

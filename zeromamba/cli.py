@@ -93,6 +93,12 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--lr-factor", type=float, default=0.5, help="MultiStepLR factor")
     g.add_argument("--lambda-l1", type=float, help="L1 loss weight (CUB 1.0, SUN 0.2, AWA2 0.0)")
     g.add_argument(
+        "--average-epochs",
+        type=float,
+        help="evaluate a moving average of the weights over about this many epochs (0: off; "
+        "default: 2 from scratch, 0 for the official recipe)",
+    )
+    g.add_argument(
         "--gamma",
         type=float,
         help="calibrated-stacking gamma (default: chosen on validation; --select "
@@ -267,6 +273,7 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         lr_factor=a.lr_factor,
         gamma=a.gamma,
         lambda_l1=a.lambda_l1,
+        average_epochs=a.average_epochs,
         select=a.select,
         holdout_fraction=a.holdout_fraction,
         seed=a.seed,

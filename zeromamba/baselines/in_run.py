@@ -10,11 +10,11 @@ Two feature kinds, each fitted in closed form (:mod:`zeromamba.baselines.eszsl`)
 
 Protocol (:func:`eszsl_protocol`), mirroring the trainer's: fit on the validation task's training
 images, pick (alpha, beta) maximising validation CZSL and, separately, validation H (with the
-H-maximising gamma) over ``DEFAULT_GRID`` x ``DEFAULT_GRID``, and record the fraction of
-held-out seen images that gamma switches (:mod:`zeromamba.calibration`). Then refit on the final
+H-maximising gamma) over ``DEFAULT_GRID`` x ``DEFAULT_GRID``, and record the held-out seen
+images' median switching threshold (:mod:`zeromamba.calibration`). Then refit on the final
 task's training images and evaluate the test splits once: CZSL with the CZSL choice, S/U/H/AUSUC
-with the H choice and the gamma that switches the same fraction of the final task's held-out
-seen images. No choice looks at the test splits.
+with the H choice and the validation gamma scaled by the final task's held-out seen images'
+median threshold over the validation one. No choice looks at the test splits.
 """
 
 from __future__ import annotations
@@ -129,10 +129,11 @@ def eszsl_protocol(
 
     ``val.heldout_seen`` doubles as the validation seen set (as in the trainer). Returns
     ``{"czsl", "S", "U", "H", "ausuc", "gamma", "hyper"}`` with ``hyper`` = the chosen
-    ``alpha_czsl``, ``beta_czsl``, ``alpha_h``, ``beta_h``, the switched fraction
-    ``seen_switched`` and the validation ``val_czsl`` / ``val_H``.
+    ``alpha_czsl``, ``beta_czsl``, ``alpha_h``, ``beta_h``, the validation gamma ``val_gamma``,
+    the median thresholds ``val_typical`` / ``final_typical`` and the validation ``val_czsl`` /
+    ``val_H``.
     """
-    # ---- validation: choose (alpha, beta) for CZSL and for H, and the switch rate
+    # ---- validation: choose (alpha, beta) for CZSL and for H, and the median threshold
     x = features("val", val.train)
     scaler = FeatureScaler.fit(x)
     fit = EszslFit(scaler(x), val.train_labels, attributes, val.seen_classes)
@@ -149,8 +150,8 @@ def eszsl_protocol(
                 t = calibration.thresholds(
                     ps @ attributes.float().T, val.seen_classes, val.unseen_classes
                 )
-                best_h = (m, alpha, beta, calibration.switched_fraction(m["gamma"], t))
-    (m_c, a_c, b_c), (m_h, a_h, b_h, q) = best_c, best_h
+                best_h = (m, alpha, beta, calibration.typical_threshold(t))
+    (m_c, a_c, b_c), (m_h, a_h, b_h, typical_val) = best_c, best_h
 
     # ---- test: refit on the final training images, calibrate on held-out seen images
     x = features("test", test.train)
@@ -158,9 +159,10 @@ def eszsl_protocol(
     fit = EszslFit(scaler(x), test.train_labels, attributes, test.seen_classes)
     att = attributes.float()
     p_cal = fit.project(scaler(features("test", test.heldout_seen))).predict(a_h, b_h)
-    gamma = calibration.gamma_for_fraction(
-        q, calibration.thresholds(p_cal @ att.T, test.seen_classes, test.unseen_classes)
+    typical_final = calibration.typical_threshold(
+        calibration.thresholds(p_cal @ att.T, test.seen_classes, test.unseen_classes)
     )
+    gamma = calibration.transfer_gamma(m_h["gamma"], typical_val, typical_final)
     p_seen = fit.project(scaler(features("test", test.eval_seen)))
     p_unseen = fit.project(scaler(features("test", test.unseen)))
 
@@ -188,7 +190,9 @@ def eszsl_protocol(
             "beta_czsl": b_c,
             "alpha_h": a_h,
             "beta_h": b_h,
-            "seen_switched": q,
+            "val_gamma": m_h["gamma"],
+            "val_typical": typical_val,
+            "final_typical": typical_final,
             "val_czsl": m_c["czsl"],
             "val_H": m_h["H"],
         },

@@ -115,6 +115,8 @@ def check_config(cfg: TrainConfig, source: str | None = None) -> TrainConfig:
     for field in ("lr_backbone", "lr_grl", "lr_mlp", "lambda_l1"):
         if getattr(cfg, field) is not None:
             _number(getattr(cfg, field), n(field), lo=0)
+    if cfg.average_epochs is not None:
+        _number(cfg.average_epochs, n("average_epochs"), lo=0, hi=1000)
     _number(cfg.weight_decay, n("weight_decay"), lo=0)
     _number(cfg.momentum, n("momentum"), lo=0, hi=1, hi_open=True)
     _number(cfg.lr_factor, n("lr_factor"), lo=0, lo_open=True)

@@ -6,7 +6,8 @@
 * A folder trained without ``--pretrained``: :func:`from_scratch_recipe`. Without ImageNet
   weights a large backbone on a few thousand images learns nothing that transfers to unseen
   classes, and on a CPU it would run for hours. The small recipe that works on the built-in data
-  (chosen on its validation split) is scaled instead: the nano backbone, images of 32 px (64 px
+  (chosen on its validation split and a real-image one, with the moving average of the weights
+  evaluated) is scaled instead: the nano backbone, images of 32 px (64 px
   when the images are larger than 48 px; up to 96 px on a GPU), and as many epochs as a budget
   of image passes allows (about 2-4 minutes per stage on a 2-core CPU), between 6 and 30.
 
@@ -104,6 +105,7 @@ def choose(cfg: TrainConfig, say: Callable[[str], None] = print) -> TrainConfig:
     say(
         f"recipe: {why}; in effect: model {r.model}, {size} px, "
         f"{r.epochs} epochs, batch {r.batch_size}, lr {r.lr_backbone}/{r.lr_grl}/{r.lr_mlp}, "
-        f"milestones {list(r.milestones)}, lambda_L1 {r.lambda_l1}"
+        f"milestones {list(r.milestones)}, lambda_L1 {r.lambda_l1}, weight average over "
+        f"{r.average_epochs:g} epochs"
     )
     return out

@@ -64,6 +64,7 @@ from .metrics_log import MetricsLog
 from .optim import build_optimizer, build_scheduler
 from .preflight import check_protocol
 from .runlock import RunLock
+from .weight_average import WeightAverage
 
 STAGE_IDS = {"select": 1, "final": 2}
 
@@ -159,8 +160,9 @@ def zero_shot_metrics(
     attributes: Tensor,
     gamma: float | None,
 ) -> dict[str, float]:
-    """CZSL, S, U, H (percent), AUSUC, the gamma used (chosen to maximise H when None) and the
-    fraction of seen-set images that gamma switches to an unseen class (``seen_switched``, see
+    """CZSL, S, U, H (percent), AUSUC, the gamma used (chosen to maximise H when None), the
+    fraction of seen-set images that gamma switches to an unseen class (``seen_switched``) and
+    the seen-set images' median switching threshold (``seen_typical``, see
     :mod:`zeromamba.calibration`).
 
     The candidate classes are the sets' seen + unseen classes only (on validation, the test
@@ -186,6 +188,7 @@ def zero_shot_metrics(
         gamma, gz = evaluation.best_gamma(*args)
     else:
         gz = evaluation.gzsl(*args, gamma)
+    t_seen = calibration.thresholds(s_scores, sets.seen_classes, sets.unseen_classes)
     return {
         "czsl": float(evaluation.czsl(u_scores, sets.unseen_set.labels, sets.unseen_classes)),
         "S": float(gz["S"]),
@@ -193,9 +196,8 @@ def zero_shot_metrics(
         "H": float(gz["H"]),
         "ausuc": float(evaluation.ausuc(*args)),
         "gamma": float(gamma),
-        "seen_switched": calibration.switched_fraction(
-            gamma, calibration.thresholds(s_scores, sets.seen_classes, sets.unseen_classes)
-        ),
+        "seen_switched": calibration.switched_fraction(gamma, t_seen),
+        "seen_typical": calibration.typical_threshold(t_seen),
     }
 
 
@@ -251,9 +253,10 @@ class Stage:
     eval_epochs: set[int] | None  # epochs evaluated; None: every epoch
     gamma: float | None  # fixed, or None: chosen on the eval sets / by the calibration rule
     save_at: dict[str, int] = field(default_factory=dict)  # "best_czsl"/"best_h" -> epoch
-    # held-out seen images and the rate q that set gamma on them (zeromamba.calibration)
+    # held-out seen images and the validation (gamma, median threshold) that set gamma on them
+    # (zeromamba.calibration)
     calibration: zdata.ImageDataset | None = None
-    seen_switched: float | None = None
+    transfer_from: tuple[float, float] | None = None
 
 
 @dataclass
@@ -314,7 +317,7 @@ def _evaluate(
     p_unseen = predict(
         model, sets.unseen_set, ctx.env, cfg.eval_batch_size, cfg.amp, f"{sets.name} unseen", show
     )
-    gamma = stage.gamma
+    gamma, typical = stage.gamma, None
     if gamma is None and stage.calibration is not None:
         p_cal = predict(
             model, stage.calibration, ctx.env, cfg.eval_batch_size, cfg.amp, "calibration", show
@@ -322,8 +325,11 @@ def _evaluate(
         t = calibration.thresholds(
             p_cal @ ctx.data.attributes.float().T, sets.seen_classes, sets.unseen_classes
         )
-        gamma = calibration.gamma_for_fraction(stage.seen_switched, t)
+        typical = calibration.typical_threshold(t)
+        gamma = calibration.transfer_gamma(*stage.transfer_from, typical)
     metrics = zero_shot_metrics(p_seen, p_unseen, sets, ctx.data.attributes, gamma)
+    if typical is not None:
+        metrics["calibration_typical"] = typical
     return metrics, seen_unseen_points(p_seen, p_unseen, sets, ctx.data.attributes)
 
 
@@ -380,6 +386,10 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
         weight_decay=cfg.weight_decay,
     )
     scheduler = build_scheduler(optimizer, cfg.milestones, cfg.lr_factor)
+    average = None
+    if cfg.average_epochs:  # evaluate and save a moving average of the weights
+        steps_per_epoch = -(-len(stage.train_set) // cfg.batch_size)
+        average = WeightAverage(net, max(1.0, cfg.average_epochs * steps_per_epoch))
     state = {
         "epoch": 0,
         "best": {"czsl": -1.0, "czsl_epoch": 0, "H": -1.0, "H_epoch": 0},
@@ -398,6 +408,8 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
             scheduler.load_state_dict(ckpt["scheduler"])
             for key in ("epoch", "best", "history", "evals"):
                 state[key] = ckpt[key]
+            if average is not None:
+                average.load_state_dict(ckpt["average"])
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(
                 f"{last_path}: optimizer, scheduler or progress entries are missing or do not "
@@ -441,6 +453,8 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
                 )
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update(net)
             total += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
             bar.set_postfix(loss=f"{total[0] / total[1]:.4f}")
         scheduler.step()
@@ -454,18 +468,19 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
         }
 
         metrics = None
+        judged = model if average is None else average.model  # what is evaluated and saved
         if stage.eval_epochs is None or epoch in stage.eval_epochs:
-            metrics, points = _evaluate(ctx, model, stage)
+            metrics, points = _evaluate(ctx, judged, stage)
             record["eval"][stage.eval_sets.name] = metrics
             best = state["best"]
             # a stage without fixed save epochs keeps its best models; ties: the later epoch
             # for CZSL, the earlier for H, as the official code
             if not stage.save_at and metrics["czsl"] >= best["czsl"]:
                 best.update(czsl=metrics["czsl"], czsl_epoch=epoch)
-                _save_best(ctx, folder / "best_czsl.pt", stage, epoch, model, metrics)
+                _save_best(ctx, folder / "best_czsl.pt", stage, epoch, judged, metrics)
             if not stage.save_at and metrics["H"] > best["H"]:
                 best.update(H=metrics["H"], H_epoch=epoch, gamma=metrics["gamma"])
-                _save_best(ctx, folder / "best_h.pt", stage, epoch, model, metrics)
+                _save_best(ctx, folder / "best_h.pt", stage, epoch, judged, metrics)
                 _plot_curve(
                     ctx, folder / "seen_unseen.png", points, metrics, stage, epoch, "best-H model"
                 )
@@ -475,7 +490,7 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
                 )
         for name, at in stage.save_at.items():
             if at == epoch:
-                _save_best(ctx, folder / f"{name}.pt", stage, epoch, model, metrics)
+                _save_best(ctx, folder / f"{name}.pt", stage, epoch, judged, metrics)
                 state["evals"][name] = metrics
         state["epoch"] = epoch
         state["seconds"] = record["seconds"] = time.time() - ctx.started
@@ -490,6 +505,7 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
                     history=state["history"],
                     evals=state["evals"],
                     seconds=state["seconds"],
+                    **({} if average is None else {"average": average.state_dict()}),
                 ),
                 last_path,
             )
@@ -539,7 +555,7 @@ def _select_from(history: list[dict[str, Any]], gamma: float | None) -> dict[str
         "epoch_czsl": czsl_row["epoch"],
         "epoch_h": h_row["epoch"],
         "gamma": float(h_row["eval"]["val"]["gamma"]) if gamma is None else float(gamma),
-        "seen_switched": h_row["eval"]["val"].get("seen_switched"),
+        "seen_typical": h_row["eval"]["val"].get("seen_typical"),
         "val": {
             "czsl": czsl_row["eval"]["val"]["czsl"],
             **{k: h_row["eval"]["val"][k] for k in ("S", "U", "H", "ausuc")},
@@ -686,14 +702,14 @@ def _train(
         s1 = run_stage(ctx, select, resume)
         history += s1["history"]
         choice = _select_from(s1["history"], cfg.gamma)
-        calibrate = cfg.gamma is None and choice["seen_switched"] is not None
+        calibrate = cfg.gamma is None and choice["seen_typical"] is not None
         say(
             f"[select] chose epoch {choice['epoch_czsl']} for CZSL, epoch {choice['epoch_h']} "
             f"for H, gamma {choice['gamma']:.3f} (validation: CZSL {choice['val']['czsl']:.1f}, "
             f"H {choice['val']['H']:.1f})"
             + (
-                f"; it switches {100 * choice['seen_switched']:.0f}% of the held-out seen "
-                "images to an unseen class: the final model's gamma switches as many"
+                f"; held-out seen images' median threshold {choice['seen_typical']:.3f}: the "
+                "final model's gamma is scaled by its own median over this"
                 if calibrate
                 else ""
             )
@@ -713,7 +729,7 @@ def _train(
             None if calibrate else choice["gamma"],
             {"best_czsl": choice["epoch_czsl"], "best_h": choice["epoch_h"]},
             held_seen,
-            choice["seen_switched"] if calibrate else None,
+            (choice["gamma"], choice["seen_typical"]) if calibrate else None,
         )
         s2 = run_stage(ctx, final, resume)
         history += s2["history"]
@@ -749,9 +765,10 @@ def _train(
         results["validation"] = choice["val"]
         if calibrate:
             results["calibration"] = {
-                "rule": "seen_switched",
-                "seen_switched": choice["seen_switched"],
+                "rule": "median_scaled",
                 "val_gamma": choice["gamma"],
+                "val_typical": choice["seen_typical"],
+                "final_typical": h_m.get("calibration_typical"),
             }
     if env.is_main:
         say("[baseline] ESZSL on pixels and on the trained backbone's pooled features")
