@@ -145,6 +145,27 @@ def test_cost_model_bounds():
     assert cost_model.scan_steps(3, 1025, 1024) == 3 * 2048
 
 
+def test_gemm_model_and_slp_flop_counts():
+    from kernel_static import slp_model
+
+    ms, bound = cost_model.gemm_ms(1e12, 0.0, "bf16")
+    assert bound == "compute"
+    assert ms == pytest.approx(1e3 / (cost_model.GEMM_EFFICIENCY * 989.4e12) * 1e12)
+    assert cost_model.gemm_ms(0.0, 3.35e9)[1] == "memory"
+    s = {"b": 2, "A": 3, "F": 4, "R": 5}
+    unit = 2 * 2 * 3 * 4 * 5  # one (b, A, R) x F product
+    ours = slp_model.cuda_binding_ops("fwd", s) + slp_model.cuda_binding_ops("bwd", s)
+    # scores in both passes (s1 and s2 each), dfeat, dq1 + dq2
+    assert sum(o["flops"] for o in ours) == 8 * unit
+    for form in ("einsum", "einsum-bf16"):
+        ops = slp_model.einsum_ops("fwd", s, form) + slp_model.einsum_ops("bwd", s, form)
+        assert sum(o["flops"] for o in ops) == 6 * unit
+    out = 2 * 3 * 2
+    assert slp_model.saved_bytes("cuda", s) == out
+    assert slp_model.saved_bytes("einsum-bf16", s) == out + 2 * 2 * (2 * 3 * 5)
+    assert slp_model.saved_bytes("einsum", s) == out + 4 * (2 * 4 * 5 + 2 * 3 * 4) + 8 * 2 * 3 * 5
+
+
 # --------------------------------------------------------------------------- Triton capture
 
 
