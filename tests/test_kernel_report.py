@@ -166,6 +166,28 @@ def test_gemm_model_and_slp_flop_counts():
     assert slp_model.saved_bytes("einsum", s) == out + 4 * (2 * 4 * 5 + 2 * 3 * 4) + 8 * 2 * 3 * 5
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel lab's emulator needs g++")
+def test_slp_rows_place_the_kernels_among_the_gemms():
+    import kernel_report
+    from kernel_static.markdown import slp_table
+
+    shape = {"b": 4, "A": 40, "F": 32, "R": 20}
+    rows = []
+    for pass_ in ("fwd", "bwd"):
+        detail = kernel_report.cuda_op("slp_project", pass_, shape, "-", {}, 1024)
+        rows.append(kernel_report.op_row("cuda", "slp_project", pass_, shape, "-", detail))
+    names = [ln["kernel"].split("<")[0] for ln in rows[1]["launches"]]
+    assert names[:3] == ["cat(q1, q2)", "cuBLAS bmm S = q feat", "slp_bwd_kernel"]
+    assert rows[0]["launches"][2]["scale"] == pytest.approx(4 * 40 / (2 * 32))
+    rows += kernel_report.slp_einsum_rows(shape)
+    assert all(r["atomics"] == 0 and r["modeled_ms_h100"] > 0 for r in rows)
+    comparison = kernel_report.slp_comparison(rows)
+    assert [c["peer"] for c in comparison] == ["einsum", "einsum-bf16"]
+    fwd_bwd = rows[0]["modeled_ms_h100"] + rows[1]["modeled_ms_h100"]
+    assert comparison[0]["fwd_bwd_ms"] == pytest.approx(fwd_bwd)
+    assert "| cuda | einsum-bf16 |" in "\n".join(slp_table(comparison))
+
+
 # --------------------------------------------------------------------------- Triton capture
 
 
