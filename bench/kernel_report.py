@@ -37,7 +37,7 @@ if str(HERE) not in sys.path:
 
 import bench_ops
 import torch
-from kernel_static import cost_model, cuda_kernels, min_bytes, traffic
+from kernel_static import cost_model, cuda_kernels, min_bytes, slp_model, traffic
 from kernel_static import triton_kernels as tk
 
 DTYPE, IN_BYTES, OUT_BYTES = torch.bfloat16, 2, 4
@@ -93,8 +93,6 @@ def cuda_op(op: str, pass_: str, shape: dict, layout: str, kernels: dict, tile: 
             seqs, L = _sequences(op, shape)
             steps = cost_model.scan_steps(seqs, L, tile)
             kw["warp_instructions"] = rec["sass_per_step"] * steps / 32
-        if name.startswith("slp_") and name != "store_dq_kernel":
-            kw["pipe"] = cost_model.slp_instructions(name, *(shape[k] for k in "bAFR"))
         c = cost_model.launch_cost(name, ln["bytes_l2"], **kw)
         launches.append(
             {
@@ -108,7 +106,81 @@ def cuda_op(op: str, pass_: str, shape: dict, layout: str, kernels: dict, tile: 
                 "pipe_ms": c.pipe_ms,
             }
         )
+    if op == "slp_project":
+        launches = _slp_with_gemms(pass_, shape, launches)
     return {"emulated_shape": t["emulated_shape"], "launches": launches}
+
+
+def _library_launch(o: dict) -> dict:
+    """A modeled library op (cuBLAS GEMM, torch copy) as a launch row: its bytes, no requests."""
+    zero = {k: 0 for k in traffic.COUNTS}
+    return {
+        "kernel": o["kernel"],
+        "grid": None,
+        "block": None,
+        "smem_dynamic": 0,
+        "scale": 1.0,
+        **zero,
+        "bytes_l2": o["bytes"],
+        "flops": o["flops"],
+        "math": o["math"],
+        "occupancy_h100": None,
+        "modeled_ms": o["ms"],
+        "bound": "gemm " + o["bound"] if o["flops"] else o["bound"],
+        "mem_ms": cost_model.mem_ms(o["bytes"]),
+        "issue_ms": None,
+        "pipe_ms": None,
+    }
+
+
+def _slp_with_gemms(pass_: str, shape: dict, kernels: list[dict]) -> list[dict]:
+    """slp.cu's emulated kernel placed among the binding's modeled cuBLAS GEMMs and copies, in
+    the order ops_cuda.cpp issues them."""
+    ops = [_library_launch(o) for o in slp_model.cuda_binding_ops(pass_, shape)]
+    return ops[:2] + kernels + ops[2:]
+
+
+def slp_einsum_rows(shape: dict) -> list[dict]:
+    """Modeled rows of the einsum form (fp32 as the reference runs it, and bf16)."""
+    rows = []
+    for form in ("einsum", "einsum-bf16"):
+        for pass_ in ("fwd", "bwd"):
+            ls = [_library_launch(o) for o in slp_model.einsum_ops(pass_, shape, form)]
+            rows.append(op_row(form, "slp_project", pass_, shape, "-", {"launches": ls}))
+    return rows
+
+
+def slp_comparison(rows: list[dict]) -> list[dict]:
+    """fwd+bwd modeled time and saved bytes of every slp_project backend with a modeled time,
+    against the einsum forms (DESIGN target: >= 2x faster, >= 10x less activation memory)."""
+    out = []
+    shapes = {json.dumps(r["shape"], sort_keys=True) for r in rows if r["op"] == "slp_project"}
+    for key in sorted(shapes):
+        shape = json.loads(key)
+        mine = [r for r in rows if r["op"] == "slp_project" and r["shape"] == shape]
+        total = {}
+        for r in mine:
+            if r["modeled_ms_h100"] is not None:
+                total.setdefault(r["backend"], 0.0)
+                total[r["backend"]] += r["modeled_ms_h100"]
+        saved = {f: slp_model.saved_bytes(f, shape) for f in ("cuda", "einsum", "einsum-bf16")}
+        for peer in ("einsum", "einsum-bf16"):
+            if "cuda" in total and peer in total:
+                out.append(
+                    {
+                        "shape": shape,
+                        "backend": "cuda",
+                        "peer": peer,
+                        "fwd_bwd_ms": total["cuda"],
+                        "peer_fwd_bwd_ms": total[peer],
+                        "speedup": total[peer] / total["cuda"],
+                        "saved_bytes": saved["cuda"],
+                        "peer_saved_bytes": saved[peer],
+                        "memory_ratio": saved[peer] / saved["cuda"],
+                        "modeled": "modeled, not measured",
+                    }
+                )
+    return out
 
 
 # --------------------------------------------------------------------------- Triton ops
@@ -191,7 +263,7 @@ def op_row(backend: str, op: str, pass_: str, shape: dict, layout: str, detail: 
         "modeled": "modeled, not measured",
     }
     ls = detail["launches"]
-    if backend == "cuda":
+    if backend in ("cuda", "einsum", "einsum-bf16"):
         req = sum(ln["requests"] for ln in ls)
         row["bytes_moved"] = sum(ln["bytes_l2"] for ln in ls)
         row["sectors_per_request"] = sum(ln["sectors"] for ln in ls) / req if req else None
@@ -199,6 +271,7 @@ def op_row(backend: str, op: str, pass_: str, shape: dict, layout: str, detail: 
         row["modeled_ms_h100"] = sum(ln["modeled_ms"] for ln in ls)
         row["bound"] = max(ls, key=lambda ln: ln["modeled_ms"])["bound"]
         row["modeled_issue_ms"] = sum(ln["issue_ms"] or 0.0 for ln in ls)
+        row["flops"] = sum(ln.get("flops", 0.0) for ln in ls)
     elif any(ln["issue_modeled"] for ln in ls) and op != "slp_project":
         # no traffic model of Triton's code: bytes at the op's minimum, a lower bound; the issue
         # limit of its straight-line kernels (looping helper kernels, the chunk-carry combine,
@@ -238,6 +311,8 @@ def build(
                     log(f"triton {op} {pass_} {shape} {layout}: compiling for sm_90 ...")
                     detail = triton_op(op, pass_, shape, layout, tc)
                     rows.append(op_row("triton", op, pass_, shape, layout, detail))
+            if op == "slp_project":
+                rows += slp_einsum_rows(shape)
     for k in kernels:
         k.pop("mangled", None)
     return {
@@ -248,6 +323,7 @@ def build(
         "modeled": "every time and bandwidth figure is modeled, not measured",
         "kernels": kernels + (tc.records() if tc else []),
         "ops": rows,
+        "slp_vs_einsum": slp_comparison(rows),
     }
 
 

@@ -1,16 +1,20 @@
-"""Triton slp_project: ZeroMamba's Semantic-aware Local Projection, fused (docs/design.md §2.4).
+"""Triton slp_project: ZeroMamba's Semantic-aware Local Projection (docs/design.md §2.4, §4.8).
 
 out[b, i] = sum_r softmax_r(s1[b, i, :])[r] * s2[b, i, r], s1 = q1 feat[b], s2 = q2 feat[b].
 
-Forward: grid (A blocks, b); a program streams the regions in R-tiles, forms the s1 and s2 tiles
-with tl.dot over F-tiles and folds them into an online softmax (running max m, denominator l,
-numerator acc): out = acc / l. Neither the (b, A, F) projection nor the (b, A, R) scores reach
-memory.
-Backward: a stats pass (the forward kernel) writes out and the log-sum-exp per (b, i); grid
-(A blocks, R-tiles, b) then recomputes the s1, s2 tile, forms dS2 = p dout and
-dS1 = p (s2 - out) dout and, over F-tiles, adds q1^T dS1 + q2^T dS2 into dfeat and
-dS1 feat^T, dS2 feat^T into dq1, dq2 with fp32 atomics (order-dependent low bits on a GPU).
-Dots run in fp32 (tf32x3 on GPUs, i.e. fp32-accurate) for every input dtype.
+Forward: grid (A blocks, R splits, b). A program forms the (BLOCK_A, BLOCK_R) tiles of s1 and s2
+with tl.dot over F-tiles for the R-tiles of its split and folds them into an online softmax
+(running max m, denominator l, numerator acc); a few torch ops merge the splits' partial
+statistics: out = acc / l. Neither the (b, A, F) projection nor the scores reach memory.
+Backward, with the merged out and log-sum-exp: `_ds_kernel` (grid (A blocks, R-tiles, b))
+recomputes the score tile and writes ds1 = dout p (s2 - out), ds2 = dout p into a transient
+(2, b, A, R) buffer; `_dq_kernel` (grid (A blocks, F blocks, batch splits)) accumulates
+dq = sum over (b, r) of ds feat^T in registers; `_dfeat_kernel` (grid (F blocks, R-tiles, b))
+accumulates dfeat = q1^T ds1 + q2^T ds2 over A in registers. No atomics: every output element
+has one writer and a fixed summation order (the batch splits of dq are summed by torch), so the
+gradients are bitwise repeatable.
+Dots: fp16/bf16 inputs multiply in their own dtype with fp32 accumulation (exact products);
+fp32 inputs use tf32 (``FP32_DOT``), within the tf32-level tolerance of docs/design.md §6.
 """
 
 import torch
@@ -20,11 +24,21 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from ._alloc import empty
-from ._common import LN2, LOG2E, check_dtype, next_pow2
+from ._common import LOG2E, check_dtype, next_pow2
+
+# tl.dot input precision for fp32 inputs ("ieee" would be fp32-exact at several times the cost).
+FP32_DOT = "tf32"
+NUM_WARPS = 4
+# The dq kernel holds two (BLOCK_A, BLOCK_F) fp32 accumulators: 8 warps keep the fp32/tf32
+# variant free of spills on sm_90.
+DQ_NUM_WARPS = 8
+# Batch splits of the dq kernel: enough programs to fill an H100's 132 SMs twice.
+TARGET_PROGRAMS = 264
+MAX_R_SPLITS = 16
 
 
 @triton.jit
-def _scores(
+def _score_tiles(
     feat_ptr,
     q1_ptr,
     q2_ptr,
@@ -44,8 +58,9 @@ def _scores(
     BLOCK_A: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_F: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
-    """(s1, s2) tiles (BLOCK_A, BLOCK_R) of q1 feat[bi], q2 feat[bi]."""
+    """(s1, s2) fp32 tiles (BLOCK_A, BLOCK_R) of q1 feat[bi], q2 feat[bi]."""
     s1 = tl.zeros((BLOCK_A, BLOCK_R), dtype=tl.float32)
     s2 = tl.zeros((BLOCK_A, BLOCK_R), dtype=tl.float32)
     for f0 in range(0, F, BLOCK_F):
@@ -58,9 +73,9 @@ def _scores(
             feat_ptr + bi * sf_b + f[:, None] * sf_f + r[None, :] * sf_r,
             mask=fmask[:, None] & rmask[None, :],
             other=0.0,
-        ).to(tl.float32)
-        s1 = tl.dot(q1.to(tl.float32), ft, s1, input_precision="tf32x3")
-        s2 = tl.dot(q2.to(tl.float32), ft, s2, input_precision="tf32x3")
+        )
+        s1 = tl.dot(q1, ft, s1, input_precision=PRECISION)
+        s2 = tl.dot(q2, ft, s2, input_precision=PRECISION)
     return s1, s2
 
 
@@ -69,11 +84,13 @@ def _fwd_kernel(
     feat_ptr,
     q1_ptr,
     q2_ptr,
-    out_ptr,
-    lse_ptr,
+    part_ptr,
     A,
     F,
     R,
+    n_split,
+    r_per_split,
+    part_plane,
     sf_b,
     sf_f,
     sf_r,
@@ -84,19 +101,22 @@ def _fwd_kernel(
     BLOCK_A: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_F: tl.constexpr,
-    STATS: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
-    """out (b, A) contiguous; STATS: also the log-sum-exp of s1 over r into lse (b, A)."""
+    """The softmax statistics (m, l, acc) of regions [split * r_per_split, + r_per_split) into
+    part (3, b, n_split, A) fp32. r_per_split is a multiple of BLOCK_R and every split starts
+    below R, so each program sees a valid region and m stays finite."""
     i = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
-    bi = tl.program_id(1).to(tl.int64)
+    split = tl.program_id(1)
+    bi = tl.program_id(2).to(tl.int64)
     imask = i < A
     m = tl.full((BLOCK_A,), float("-inf"), dtype=tl.float32)
     l = tl.zeros((BLOCK_A,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_A,), dtype=tl.float32)
-    for r0 in range(0, R, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
+    for r0 in range(0, r_per_split, BLOCK_R):
+        r = split * r_per_split + r0 + tl.arange(0, BLOCK_R)
         rmask = r < R
-        s1, s2 = _scores(
+        s1, s2 = _score_tiles(
             feat_ptr,
             q1_ptr,
             q2_ptr,
@@ -116,33 +136,34 @@ def _fwd_kernel(
             BLOCK_A,
             BLOCK_R,
             BLOCK_F,
+            PRECISION,
         )
         s1 = tl.where(rmask[None, :], s1, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s1, axis=1))  # finite: every R-tile has a valid region
-        scale = tl.exp2((m - m_new) * LOG2E)
+        m_new = tl.maximum(m, tl.max(s1, axis=1))
+        scale = tl.exp2((m - m_new) * LOG2E)  # exp2(-inf) = 0 on the first tile
         p = tl.exp2((s1 - m_new[:, None]) * LOG2E)
         l = l * scale + tl.sum(p, axis=1)
         acc = acc * scale + tl.sum(p * s2, axis=1)
         m = m_new
-    tl.store(out_ptr + bi * A + i, (acc / l).to(out_ptr.dtype.element_ty), mask=imask)
-    if STATS:
-        tl.store(lse_ptr + bi * A + i, m + tl.log2(l) * LN2, mask=imask)
+    o = (bi * n_split + split) * A + i
+    tl.store(part_ptr + o, m, mask=imask)
+    tl.store(part_ptr + part_plane + o, l, mask=imask)
+    tl.store(part_ptr + 2 * part_plane + o, acc, mask=imask)
 
 
 @triton.jit
-def _bwd_kernel(
-    dout_ptr,
+def _ds_kernel(
     feat_ptr,
     q1_ptr,
     q2_ptr,
+    dout_ptr,
     out_ptr,
     lse_ptr,
-    dfeat_ptr,
-    dq1_ptr,
-    dq2_ptr,
+    ds_ptr,
     A,
     F,
     R,
+    ds_plane,
     sf_b,
     sf_f,
     sf_r,
@@ -155,15 +176,16 @@ def _bwd_kernel(
     BLOCK_A: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_F: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
-    """Adds this (A block, R-tile, batch)'s share into the fp32 buffers dfeat (b, F, R),
-    dq1 and dq2 (A, F), all contiguous."""
+    """ds (2, b, A, R) contiguous: ds1 = dout p (s2 - out), ds2 = dout p, p = exp(s1 - lse);
+    out and lse (b, A) fp32."""
     i = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
     r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
     bi = tl.program_id(2).to(tl.int64)
     imask = i < A
     rmask = r < R
-    s1, s2 = _scores(
+    s1, s2 = _score_tiles(
         feat_ptr,
         q1_ptr,
         q2_ptr,
@@ -183,72 +205,184 @@ def _bwd_kernel(
         BLOCK_A,
         BLOCK_R,
         BLOCK_F,
+        PRECISION,
     )
     lse = tl.load(lse_ptr + bi * A + i, mask=imask, other=0.0)
     out = tl.load(out_ptr + bi * A + i, mask=imask, other=0.0)
     dout = tl.load(dout_ptr + bi * sdo_b + i * sdo_a, mask=imask, other=0.0).to(tl.float32)
-    p = tl.where(imask[:, None] & rmask[None, :], tl.exp2((s1 - lse[:, None]) * LOG2E), 0.0)
-    dS2 = p * dout[:, None]
-    dS1 = dS2 * (s2 - out[:, None])
-    for f0 in range(0, F, BLOCK_F):
-        f = f0 + tl.arange(0, BLOCK_F)
-        fmask = f < F
-        qm = imask[:, None] & fmask[None, :]
-        fm = fmask[:, None] & rmask[None, :]
-        q1 = tl.load(q1_ptr + i[:, None] * sq1_a + f[None, :] * sq1_f, mask=qm, other=0.0)
-        q2 = tl.load(q2_ptr + i[:, None] * sq2_a + f[None, :] * sq2_f, mask=qm, other=0.0)
-        ft = tl.load(
-            feat_ptr + bi * sf_b + f[:, None] * sf_f + r[None, :] * sf_r, mask=fm, other=0.0
-        ).to(tl.float32)
-        dfeat = tl.dot(tl.trans(q1.to(tl.float32)), dS1, input_precision="tf32x3")
-        dfeat = tl.dot(tl.trans(q2.to(tl.float32)), dS2, dfeat, input_precision="tf32x3")
-        tl.atomic_add(dfeat_ptr + bi * F * R + f[:, None] * R + r[None, :], dfeat, mask=fm)
-        ftT = tl.trans(ft)
-        q_offs = i[:, None] * F + f[None, :]
-        tl.atomic_add(dq1_ptr + q_offs, tl.dot(dS1, ftT, input_precision="tf32x3"), mask=qm)
-        tl.atomic_add(dq2_ptr + q_offs, tl.dot(dS2, ftT, input_precision="tf32x3"), mask=qm)
+    ds2 = tl.exp2((s1 - lse[:, None]) * LOG2E) * dout[:, None]
+    ds1 = ds2 * (s2 - out[:, None])
+    o = bi * A * R + i[:, None] * R + r[None, :]
+    mask = imask[:, None] & rmask[None, :]
+    tl.store(ds_ptr + o, ds1.to(ds_ptr.dtype.element_ty), mask=mask)
+    tl.store(ds_ptr + ds_plane + o, ds2.to(ds_ptr.dtype.element_ty), mask=mask)
 
 
-def _blocks(A: int, F: int, R: int) -> tuple[int, int, int]:
-    """(BLOCK_A, BLOCK_R, BLOCK_F): tl.dot wants tiles of at least 16 a side. tf32x3 dots are
-    register-hungry: ptxas for sm_90 fits 32 x 32 x 16 (4 warps) in 227 (forward) and 246
-    (backward) registers without spills, where 64 x 64 x 64 spilled kilobytes."""
-    return tuple(min(cap, max(16, next_pow2(n))) for n, cap in ((A, 32), (R, 32), (F, 16)))
+@triton.jit
+def _dq_kernel(
+    ds_ptr,
+    feat_ptr,
+    dq_ptr,
+    A,
+    F,
+    R,
+    n_batch,
+    b_per_split,
+    ds_plane,
+    dq_plane,
+    sf_b,
+    sf_f,
+    sf_r,
+    BLOCK_A: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """dq1, dq2 partial sums over the batches [split * b_per_split, + b_per_split) and every
+    region, accumulated in registers, into dq (2, n_split, A, F) fp32."""
+    i = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
+    f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+    split = tl.program_id(2)
+    imask = i < A
+    fmask = f < F
+    acc1 = tl.zeros((BLOCK_A, BLOCK_F), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_A, BLOCK_F), dtype=tl.float32)
+    for bb in range(b_per_split):
+        bi = (split * b_per_split + bb).to(tl.int64)
+        r_end = tl.where(bi < n_batch, R, 0)  # the last split may run past the batch
+        for r0 in range(0, R, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            rmask = r < r_end
+            dm = imask[:, None] & rmask[None, :]
+            o = bi * A * R + i[:, None] * R + r[None, :]
+            d1 = tl.load(ds_ptr + o, mask=dm, other=0.0)
+            d2 = tl.load(ds_ptr + ds_plane + o, mask=dm, other=0.0)
+            ft = tl.load(
+                feat_ptr + bi * sf_b + f[None, :] * sf_f + r[:, None] * sf_r,
+                mask=rmask[:, None] & fmask[None, :],
+                other=0.0,
+            )
+            acc1 = tl.dot(d1, ft, acc1, input_precision=PRECISION)
+            acc2 = tl.dot(d2, ft, acc2, input_precision=PRECISION)
+    o = (split * A + i[:, None]).to(tl.int64) * F + f[None, :]
+    mask = imask[:, None] & fmask[None, :]
+    tl.store(dq_ptr + o, acc1, mask=mask)
+    tl.store(dq_ptr + dq_plane + o, acc2, mask=mask)
 
 
-def _strides(feat: Tensor, q1: Tensor, q2: Tensor) -> list[int]:
-    return [*feat.stride(), *q1.stride(), *q2.stride()]
+@triton.jit
+def _dfeat_kernel(
+    ds_ptr,
+    q1_ptr,
+    q2_ptr,
+    dfeat_ptr,
+    A,
+    F,
+    R,
+    ds_plane,
+    sq1_a,
+    sq1_f,
+    sq2_a,
+    sq2_f,
+    BLOCK_A: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """dfeat (b, F, R) contiguous, in its dtype: q1^T ds1 + q2^T ds2, summed over A in
+    registers."""
+    f = tl.program_id(0) * BLOCK_F + tl.arange(0, BLOCK_F)
+    r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    bi = tl.program_id(2).to(tl.int64)
+    fmask = f < F
+    rmask = r < R
+    acc = tl.zeros((BLOCK_F, BLOCK_R), dtype=tl.float32)
+    for a0 in range(0, A, BLOCK_A):
+        i = a0 + tl.arange(0, BLOCK_A)
+        imask = i < A
+        qm = fmask[:, None] & imask[None, :]
+        q1t = tl.load(q1_ptr + i[None, :] * sq1_a + f[:, None] * sq1_f, mask=qm, other=0.0)
+        q2t = tl.load(q2_ptr + i[None, :] * sq2_a + f[:, None] * sq2_f, mask=qm, other=0.0)
+        dm = imask[:, None] & rmask[None, :]
+        o = bi * A * R + i[:, None] * R + r[None, :]
+        d1 = tl.load(ds_ptr + o, mask=dm, other=0.0)
+        d2 = tl.load(ds_ptr + ds_plane + o, mask=dm, other=0.0)
+        acc = tl.dot(q1t, d1, acc, input_precision=PRECISION)
+        acc = tl.dot(q2t, d2, acc, input_precision=PRECISION)
+    o = bi * F * R + f[:, None] * R + r[None, :]
+    tl.store(
+        dfeat_ptr + o, acc.to(dfeat_ptr.dtype.element_ty), mask=fmask[:, None] & rmask[None, :]
+    )
 
 
-def _forward(feat: Tensor, q1: Tensor, q2: Tensor, out: Tensor, lse: Tensor | None) -> None:
+def _blocks(A: int, F: int, R: int) -> dict[str, int]:
+    """BLOCK_A (64: one Hopper wgmma M tile), BLOCK_R, BLOCK_F; tl.dot wants tiles of at least
+    16 a side."""
+    return {
+        "BLOCK_A": min(64, max(16, next_pow2(A))),
+        "BLOCK_R": min(32, max(16, next_pow2(R))),
+        "BLOCK_F": min(64, max(16, next_pow2(F))),
+    }
+
+
+def _precision(x: Tensor) -> str:
+    return FP32_DOT if x.dtype == torch.float32 else "ieee"
+
+
+def _feat_strides(feat: Tensor) -> dict[str, int]:
+    return dict(zip(("sf_b", "sf_f", "sf_r"), feat.stride(), strict=True))
+
+
+def _q_strides(q1: Tensor, q2: Tensor) -> dict[str, int]:
+    return {
+        "sq1_a": q1.stride(0),
+        "sq1_f": q1.stride(1),
+        "sq2_a": q2.stride(0),
+        "sq2_f": q2.stride(1),
+    }
+
+
+def _forward(feat: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
+    """(out, lse), both (b, A) fp32, from the merged partial statistics of the R splits."""
     b, F, R = feat.shape
     A = q1.shape[0]
-    block_a, block_r, block_f = _blocks(A, F, R)
-    wrap_triton(_fwd_kernel)[(triton.cdiv(A, block_a), b)](
-        feat,
-        q1,
-        q2,
-        out,
-        lse if lse is not None else out,
-        A,
-        F,
-        R,
-        *_strides(feat, q1, q2),
-        BLOCK_A=block_a,
-        BLOCK_R=block_r,
-        BLOCK_F=block_f,
-        STATS=lse is not None,
-        num_warps=4,
+    blk = _blocks(A, F, R)
+    r_tiles = triton.cdiv(R, blk["BLOCK_R"])
+    r_per_split = triton.cdiv(r_tiles, min(r_tiles, MAX_R_SPLITS)) * blk["BLOCK_R"]
+    n_split = triton.cdiv(R, r_per_split)
+    part = empty((3, b, n_split, A), torch.float32, feat.device)
+    wrap_triton(_fwd_kernel)[(triton.cdiv(A, blk["BLOCK_A"]), n_split, b)](
+        feat_ptr=feat,
+        q1_ptr=q1,
+        q2_ptr=q2,
+        part_ptr=part,
+        A=A,
+        F=F,
+        R=R,
+        n_split=n_split,
+        r_per_split=r_per_split,
+        part_plane=b * n_split * A,
+        **_feat_strides(feat),
+        **_q_strides(q1, q2),
+        **blk,
+        PRECISION=_precision(feat),
+        num_warps=NUM_WARPS,
     )
+    m, l, acc = part.unbind(0)
+    m_all = m.amax(dim=1, keepdim=True)
+    w = torch.exp(m - m_all)
+    denom = (l * w).sum(dim=1)
+    return (acc * w).sum(dim=1) / denom, m_all.squeeze(1) + torch.log(denom)
 
 
 @triton_op("zeromamba::slp_project_fwd_triton", mutates_args=())
 def slp_project_fwd(feat: Tensor, q1: Tensor, q2: Tensor) -> Tensor:
     """out (b, A) in feat's dtype; the signature of zeromamba::slp_project_fwd."""
     check_dtype("slp_project", feat)
-    out = empty((feat.shape[0], q1.shape[0]), feat.dtype, feat.device)
-    _forward(feat, q1, q2, out, None)
-    return out
+    if feat.shape[0] == 0 or q1.shape[0] == 0:
+        return empty((feat.shape[0], q1.shape[0]), feat.dtype, feat.device)
+    out, _ = _forward(feat, q1, q2)
+    return out.to(feat.dtype)
 
 
 @triton_op("zeromamba::slp_project_bwd_triton", mutates_args=())
@@ -260,31 +394,69 @@ def slp_project_bwd(
     b, F, R = feat.shape
     A = q1.shape[0]
     dev = feat.device
-    out = empty((b, A), torch.float32, dev)
-    lse = empty((b, A), torch.float32, dev)
-    _forward(feat, q1, q2, out, lse)
-    dfeat = torch.zeros((b, F, R), dtype=torch.float32, device=dev)
-    dq1 = torch.zeros((A, F), dtype=torch.float32, device=dev)
-    dq2 = torch.zeros((A, F), dtype=torch.float32, device=dev)
-    block_a, block_r, block_f = _blocks(A, F, R)
-    wrap_triton(_bwd_kernel)[(triton.cdiv(A, block_a), triton.cdiv(R, block_r), b)](
-        dout,
-        feat,
-        q1,
-        q2,
-        out,
-        lse,
-        dfeat,
-        dq1,
-        dq2,
-        A,
-        F,
-        R,
-        *_strides(feat, q1, q2),
-        *dout.stride(),
-        BLOCK_A=block_a,
-        BLOCK_R=block_r,
-        BLOCK_F=block_f,
-        num_warps=4,
+    if b == 0 or A == 0 or F == 0:  # out ignores feat (A = 0) or no term has a summand
+        zeros = torch.zeros((A, F), dtype=q1.dtype, device=dev)
+        return torch.zeros_like(feat, memory_format=torch.contiguous_format), zeros, zeros.clone()
+    out, lse = _forward(feat, q1, q2)
+    blk = _blocks(A, F, R)
+    precision = _precision(feat)
+    # ds in the dtype the gradient dots multiply in: the inputs' for fp16/bf16, fp32 for fp32
+    ds = empty((2, b, A, R), feat.dtype, dev)
+    n_a = triton.cdiv(A, blk["BLOCK_A"])
+    wrap_triton(_ds_kernel)[(n_a, triton.cdiv(R, blk["BLOCK_R"]), b)](
+        feat_ptr=feat,
+        q1_ptr=q1,
+        q2_ptr=q2,
+        dout_ptr=dout,
+        out_ptr=out,
+        lse_ptr=lse,
+        ds_ptr=ds,
+        A=A,
+        F=F,
+        R=R,
+        ds_plane=b * A * R,
+        **_feat_strides(feat),
+        **_q_strides(q1, q2),
+        sdo_b=dout.stride(0),
+        sdo_a=dout.stride(1),
+        **blk,
+        PRECISION=precision,
+        num_warps=NUM_WARPS,
     )
-    return dfeat.to(feat.dtype), dq1.to(q1.dtype), dq2.to(q2.dtype)
+    n_f = triton.cdiv(F, blk["BLOCK_F"])
+    b_per_split = triton.cdiv(b, min(b, max(1, triton.cdiv(TARGET_PROGRAMS, n_a * n_f))))
+    n_split = triton.cdiv(b, b_per_split)
+    dq = empty((2, n_split, A, F), torch.float32, dev)
+    wrap_triton(_dq_kernel)[(n_a, n_f, n_split)](
+        ds_ptr=ds,
+        feat_ptr=feat,
+        dq_ptr=dq,
+        A=A,
+        F=F,
+        R=R,
+        n_batch=b,
+        b_per_split=b_per_split,
+        ds_plane=b * A * R,
+        dq_plane=n_split * A * F,
+        **_feat_strides(feat),
+        **blk,
+        PRECISION=precision,
+        num_warps=DQ_NUM_WARPS,
+    )
+    dfeat = empty((b, F, R), feat.dtype, dev)
+    wrap_triton(_dfeat_kernel)[(n_f, triton.cdiv(R, blk["BLOCK_R"]), b)](
+        ds_ptr=ds,
+        q1_ptr=q1,
+        q2_ptr=q2,
+        dfeat_ptr=dfeat,
+        A=A,
+        F=F,
+        R=R,
+        ds_plane=b * A * R,
+        **_q_strides(q1, q2),
+        **blk,
+        PRECISION=precision,
+        num_warps=NUM_WARPS,
+    )
+    # the batch splits, in a fixed order; sum makes new tensors, so the outputs do not alias
+    return dfeat, dq[0].sum(dim=0).to(q1.dtype), dq[1].sum(dim=0).to(q2.dtype)

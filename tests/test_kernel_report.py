@@ -145,6 +145,49 @@ def test_cost_model_bounds():
     assert cost_model.scan_steps(3, 1025, 1024) == 3 * 2048
 
 
+def test_gemm_model_and_slp_flop_counts():
+    from kernel_static import slp_model
+
+    ms, bound = cost_model.gemm_ms(1e12, 0.0, "bf16")
+    assert bound == "compute"
+    assert ms == pytest.approx(1e3 / (cost_model.GEMM_EFFICIENCY * 989.4e12) * 1e12)
+    assert cost_model.gemm_ms(0.0, 3.35e9)[1] == "memory"
+    s = {"b": 2, "A": 3, "F": 4, "R": 5}
+    unit = 2 * 2 * 3 * 4 * 5  # one (b, A, R) x F product
+    ours = slp_model.cuda_binding_ops("fwd", s) + slp_model.cuda_binding_ops("bwd", s)
+    # scores in both passes (s1 and s2 each), dfeat, dq1 + dq2
+    assert sum(o["flops"] for o in ours) == 8 * unit
+    for form in ("einsum", "einsum-bf16"):
+        ops = slp_model.einsum_ops("fwd", s, form) + slp_model.einsum_ops("bwd", s, form)
+        assert sum(o["flops"] for o in ops) == 6 * unit
+    out = 2 * 3 * 2
+    assert slp_model.saved_bytes("cuda", s) == out
+    assert slp_model.saved_bytes("einsum-bf16", s) == out + 2 * 2 * (2 * 3 * 5)
+    assert slp_model.saved_bytes("einsum", s) == out + 4 * (2 * 4 * 5 + 2 * 3 * 4) + 8 * 2 * 3 * 5
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the kernel lab's emulator needs g++")
+def test_slp_rows_place_the_kernels_among_the_gemms():
+    import kernel_report
+    from kernel_static.markdown import slp_table
+
+    shape = {"b": 4, "A": 40, "F": 32, "R": 20}
+    rows = []
+    for pass_ in ("fwd", "bwd"):
+        detail = kernel_report.cuda_op("slp_project", pass_, shape, "-", {}, 1024)
+        rows.append(kernel_report.op_row("cuda", "slp_project", pass_, shape, "-", detail))
+    names = [ln["kernel"].split("<")[0] for ln in rows[1]["launches"]]
+    assert names[:3] == ["cat(q1, q2)", "cuBLAS bmm S = q feat", "slp_bwd_kernel"]
+    assert rows[0]["launches"][2]["scale"] == pytest.approx(4 * 40 / (2 * 32))
+    rows += kernel_report.slp_einsum_rows(shape)
+    assert all(r["atomics"] == 0 and r["modeled_ms_h100"] > 0 for r in rows)
+    comparison = kernel_report.slp_comparison(rows)
+    assert [c["peer"] for c in comparison] == ["einsum", "einsum-bf16"]
+    fwd_bwd = rows[0]["modeled_ms_h100"] + rows[1]["modeled_ms_h100"]
+    assert comparison[0]["fwd_bwd_ms"] == pytest.approx(fwd_bwd)
+    assert "| cuda | einsum-bf16 |" in "\n".join(slp_table(comparison))
+
+
 # --------------------------------------------------------------------------- Triton capture
 
 

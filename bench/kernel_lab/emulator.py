@@ -103,7 +103,7 @@ class _Lab:
             + [ctypes.c_int] * 4
             + [ctypes.c_char_p, ctypes.c_int]
         )
-        for name in ("scan_fwd", "scan_bwd", "slp_bwd"):
+        for name in ("scan_fwd", "scan_bwd"):
             fn = getattr(so, f"zm_emu_{name}_workspace")
             fn.restype = ctypes.c_longlong
             fn.argtypes = [ctypes.POINTER(ctypes.c_longlong), ctypes.POINTER(ctypes.c_void_p)]
@@ -360,6 +360,9 @@ def _scan(so, mem: _Memory, op: str, pass_: str, kw: dict) -> dict[str, torch.Te
 
 
 def _slp(so, mem: _Memory, pass_: str, kw: dict) -> dict[str, torch.Tensor]:
+    """slp_project as the binding (csrc/cuda/ops_cuda.cpp) runs it: the score and gradient GEMMs
+    it hands to cuBLAS (fp32 accumulation) run here in torch on the CPU, the kernels of slp.cu
+    in the emulator."""
     feat, q1, q2 = kw["feat"], kw["q1"], kw["q2"]
     dt = _activation_dtype("feat", feat)
     for name in ("q1", "q2") + (("dout",) if pass_ == "bwd" else ()):
@@ -367,24 +370,25 @@ def _slp(so, mem: _Memory, pass_: str, kw: dict) -> dict[str, torch.Tensor]:
             raise TypeError(f"emulate: {name} must have the dtype of feat ({feat.dtype})")
     b, F, R = feat.shape
     A = q1.shape[0]
-    ints = _arr(ctypes.c_longlong, [dt, b, A, F, R, int(bool(kw.get("deterministic", False)))])
-    ptrs = [mem.input("feat", feat), mem.input("q1", q1), mem.input("q2", q2)]
+    q = torch.cat([q1, q2]).float()  # (2A, F)
+    scores = torch.matmul(q, feat.float())  # S (b, 2A, R): s1 rows, then s2 rows
+    ints = _arr(ctypes.c_longlong, [dt, b, A, R])
+    ptrs = [mem.input("scores", scores)]
     if pass_ == "fwd":
         out = mem.output("out", (b, A), feat.dtype)
         _run(so, "slp_fwd", ints, _arr(ctypes.c_void_p, ptrs + [out.data_ptr()]))
         return {"out": out}
-    grads = {
-        "dfeat": mem.output("dfeat", feat.shape, feat.dtype),
-        "dq1": mem.output("dq1", q1.shape, feat.dtype),
-        "dq2": mem.output("dq2", q2.shape, feat.dtype),
-    }
-    ptrs += [mem.input("dout", kw["dout"])] + [grads[k].data_ptr() for k in ("dfeat", "dq1", "dq2")]
-    ptrs += [0]
-    ws_floats = so.zm_emu_slp_bwd_workspace(ints, _arr(ctypes.c_void_p, ptrs))
-    ws = mem.output("workspace", (ws_floats,), torch.float32)
-    ptrs[-1] = ws.data_ptr()
+    ds = mem.output("ds", (2 * A, b, R), feat.dtype)
+    ptrs += [mem.input("dout", kw["dout"]), ds.data_ptr()]
     _run(so, "slp_bwd", ints, _arr(ctypes.c_void_p, ptrs))
-    return grads
+    ds = ds.float()
+    dfeat = torch.matmul(q.t(), ds.permute(1, 0, 2))  # dfeat[b] = q^T ds[:, b]
+    dq = ds.reshape(2 * A, b * R) @ feat.float().permute(1, 0, 2).reshape(F, b * R).t()
+    return {
+        "dfeat": dfeat.to(feat.dtype),
+        "dq1": dq[:A].to(feat.dtype).contiguous(),
+        "dq2": dq[A:].to(feat.dtype).contiguous(),
+    }
 
 
 SELFTEST_CASES = (

@@ -12,9 +12,9 @@ A launch takes the longest of its limits (they overlap on the GPU; each is a low
   warps a scheduler idles on dependent-instruction latency (the scan's serial chains have ILP ~1).
   Resident warps come from the occupancy (registers, shared memory incl. the dynamic plane) and
   from the grid when it has fewer blocks than the GPU holds.
-* shared-memory / load pipe (SLP kernels): one warp-wide LDS or LDG per SM per clock; FFMA at 4
-  warp instructions per SM per clock. Counts from the kernels' loop structure (slp.cu), see
-  ``slp_instructions``.
+* GEMMs (cuBLAS, issued by the SLP binding): FLOPs at ``GEMM_EFFICIENCY`` of the H100 SXM dense
+  peak of their math (``PEAK_FLOPS``: bf16 tensor cores, tf32, fp32 on CUDA cores) or their bytes
+  at HBM bandwidth, whichever is longer (``gemm_ms``).
 
 Small launches (grid-stride stores, reductions) are charged their bytes only. Launch overhead
 (~3-5 us each) is not included. The first GPU run measures the model's error.
@@ -32,6 +32,10 @@ SMS = 132
 SCHEDULERS = 4
 CLOCK = 1.755e9  # Hz, boost
 WARPS_TO_HIDE = 4  # eligible warps per scheduler for one issue per clock
+# H100 SXM dense peaks (FLOP/s) and the fraction of them a cuBLAS GEMM of the SLP's sizes is
+# assumed to reach (M, N, K of a few hundred to a few thousand).
+PEAK_FLOPS = {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12}
+GEMM_EFFICIENCY = 0.7
 
 
 @dataclass
@@ -74,7 +78,8 @@ def launch_cost(
     pipe: dict[str, float] | None = None,
 ) -> LaunchCost:
     """The modeled time of one launch. ``warp_instructions``: issued warp instructions (None:
-    not modeled); ``pipe``: {"mio": warp LDS+LDG, "fma": warp FFMA} for the SLP kernels."""
+    not modeled); ``pipe``: {"mio": warp LDS+LDG, "fma": warp FFMA} for a kernel bound by its
+    shared-memory loads or FFMAs."""
     m = mem_ms(bytes_moved)
     cost = LaunchCost(kernel, m, "memory", m)
     wps = None
@@ -100,31 +105,14 @@ def scan_steps(sequences: int, L: int, tile: int) -> int:
     return sequences * math.ceil(L / tile) * tile
 
 
-def slp_instructions(kernel: str, b: int, A: int, F: int, R: int) -> dict[str, float]:
-    """Warp-level LDS/LDG ("mio") and FFMA ("fma") counts of one SLP launch, from slp.cu's loops:
-
-    * score tile (every kernel): per (b, i, r) in the padded tile grid, F x (3 shared loads
-      (q1[i][f], q2[i][f], feat[f][r]) + 2 FFMA);
-    * slp_dq_kernel: per (b, i, f, r): 2 shared loads (ds1, ds2) + 1 global load (feat) + 2 FFMA;
-    * slp_dfeat_kernel: per (b, i, f, r): 2 shared + 2 global loads (q1, q2) + 2 FFMA.
-    Tiles: forward 16 attributes x 8 regions, backward 8 x 16, F in chunks of 32."""
-
-    def pad(n: int, k: int) -> int:
-        return math.ceil(n / k) * k
-
-    Fp = pad(F, 32)
-    if kernel == "slp_fwd_kernel":
-        scores = b * pad(A, 16) * pad(R, 8)
-        return {"mio": 3 * scores * Fp / 32, "fma": 2 * scores * Fp / 32}
-    if kernel in ("slp_dq_kernel", "slp_dfeat_kernel"):
-        scores = b * pad(A, 8) * pad(R, 16)
-        contr = b * pad(A, 8) * F * R
-        loads = 3 if kernel == "slp_dq_kernel" else 4
-        return {
-            "mio": (3 * scores * Fp + loads * contr) / 32,
-            "fma": (2 * scores * Fp + 2 * contr) / 32,
-        }
-    return {}
+def gemm_ms(flops: float, nbytes: float, math: str = "bf16") -> tuple[float, str]:
+    """(ms, bound) of a library op: FLOPs at GEMM_EFFICIENCY x PEAK_FLOPS[math] or bytes at
+    HBM_BW, whichever is longer; elementwise ops pass flops = 0."""
+    if math not in PEAK_FLOPS:
+        raise ValueError(f"gemm_ms: math must be one of {sorted(PEAK_FLOPS)}, got {math!r}")
+    compute = flops / (GEMM_EFFICIENCY * PEAK_FLOPS[math]) * 1e3
+    memory = mem_ms(nbytes)
+    return (compute, "compute") if compute > memory else (memory, "memory")
 
 
-__all__ = ["H100", "LaunchCost", "launch_cost", "scan_steps", "slp_instructions"]
+__all__ = ["H100", "LaunchCost", "gemm_ms", "launch_cost", "scan_steps"]

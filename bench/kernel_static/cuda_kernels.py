@@ -148,22 +148,16 @@ def scan_constants() -> dict[str, int]:
 
 def _threads_per_block(name: str, code: list[sass.Instr]) -> int | None:
     """Block size of a kernel: __launch_bounds__ / the launch sites (scan: kThreads, slp:
-    kThreads, small grid-stride kernels: 256)."""
+    kThreads, small grid-stride kernels: kSmallThreads)."""
     sizes = {
         "scan_fwd_kernel": ("scan.cuh", "kThreads"),
         "scan_bwd_kernel": ("scan.cuh", "kThreads"),
         "slp_fwd_kernel": ("slp.cu", "kThreads"),
-        "slp_dq_kernel": ("slp.cu", "kThreads"),
-        "slp_dfeat_kernel": ("slp.cu", "kThreads"),
+        "slp_bwd_kernel": ("slp.cu", "kThreads"),
         "bc_grad_store_kernel": ("scan_bwd.cu", "kSmallThreads"),
         "param_grad_reduce_kernel": ("scan_bwd.cu", "kSmallThreads"),
         "dx_merge_kernel": ("scan_bwd.cu", "kSmallThreads"),
     }
-    if name == "store_dq_kernel":  # launched with 256 threads (slp.cu)
-        m = re.search(
-            r"store_dq_kernel<T>, .*, (\d+), 0, p\.stream\)", (CUDA_DIR / "slp.cu").read_text()
-        )
-        return int(m.group(1)) if m else None
     if name not in sizes:
         return None
     file, const = sizes[name]

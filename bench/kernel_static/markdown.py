@@ -73,6 +73,23 @@ def ops_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def slp_table(rows: list[dict]) -> list[str]:
+    out = [
+        (
+            "| backend | peer | shape | fwd+bwd ms | peer fwd+bwd ms | speed-up (target >= 2x) "
+            "| saved MB | peer saved MB | memory ratio (target >= 10x) |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['backend']} | {r['peer']} | {_shape(r['shape'])} | {r['fwd_bwd_ms']:.4f} "
+            f"| {r['peer_fwd_bwd_ms']:.4f} | {r['speedup']:.2f}x | {r['saved_bytes'] / 1e6:.3f} "
+            f"| {r['peer_saved_bytes'] / 1e6:.1f} | {r['memory_ratio']:.0f}x |"
+        )
+    return out
+
+
 ASSUMPTIONS = f"""\
 ## The model (**modeled, not measured**)
 
@@ -113,16 +130,23 @@ ASSUMPTIONS = f"""\
   Issue = warp instructions / ({cm.SMS} SMs x {cm.SCHEDULERS} schedulers x {cm.CLOCK / 1e9:.3f}
   GHz x e), with warp instructions = SASS per step x steps / 32 (whole tiles of 1024 steps per
   sequence, so short maps pay for padding) and e = min(1, resident warps per scheduler /
-  {cm.WARPS_TO_HIDE}). Pipe (SLP kernels): shared and global loads at one warp instruction per SM
-  per clock, FFMA at four, counted from slp.cu's loops. Grid-stride helper kernels are charged
-  their bytes only.
+  {cm.WARPS_TO_HIDE}). Grid-stride helper kernels are charged their bytes only.
+* **slp_project** (CUDA): the score and gradient products are cuBLAS GEMMs issued by the binding
+  around slp.cu's two row kernels; the emulator runs the kernels, the GEMMs and copies are
+  modeled (`kernel_static/slp_model.py`): max(FLOPs at {cm.GEMM_EFFICIENCY:.0%} of the H100 SXM
+  dense peak, bytes at {cm.HBM_BW / 1e12:.2f} TB/s), peaks bf16 {cm.PEAK_FLOPS["bf16"] / 1e12:.0f},
+  tf32 {cm.PEAK_FLOPS["tf32"] / 1e12:.0f}, fp32 {cm.PEAK_FLOPS["fp32"] / 1e12:.0f} TFLOP/s; their
+  rows carry bytes but no requests. The einsum form (`zeromamba.reference.slp_project`) is modeled
+  op by op the same way: `einsum` as the reference runs it (fp32 math, SGEMM), `einsum-bf16` with
+  every op in bf16 on tensor cores. Saved = the output plus what autograd keeps for the backward
+  beyond the caller's inputs.
 * **Fraction of copy bandwidth** = (bytes min / 3.35 TB/s) / modeled time: the fraction of the
   copy roofline the op would reach on the minimal-bytes count of docs/design.md §5.1. A measured device copy
   reaches ~90% of 3.35 TB/s, so measured fractions of *measured* copy bandwidth will read higher.
 * **Triton ops**: no traffic model of Triton's compiled code exists yet, so their time uses the
   op's minimal bytes (a lower bound) and the issue limit of its straight-line kernels (every warp
   issues each SASS instruction once per program: the scan passes); the chunk-carry combine
-  kernel loops and is not charged; the SLP kernels loop over F and R and get no time. The
+  kernel loops and is not charged; the SLP kernels loop over R and get no time. The
   Triton rows are therefore optimistic lower bounds, not comparable one-to-one with CUDA's.
 * Not modeled: L1/L2 hit rates, bank conflicts, atomic contention (atomics are counted, their
   sectors charged), tail effects beyond the resident-warp count, clocks below boost.
@@ -143,6 +167,10 @@ def markdown(report: dict) -> str:
         "## Ops (bf16 in, fp32 scan outputs; VMamba-S at 448 px, b = 32)",
         "",
         *ops_table(report["ops"]),
+        "",
+        "## slp_project against the einsum form (modeled, not measured)",
+        "",
+        *slp_table(report.get("slp_vs_einsum", [])),
         "",
         "## Kernels (sm_90)",
         "",

@@ -8,7 +8,7 @@ channels that a position's channels span at least one sector) and shrinks only t
 blocks: batch and channels (ss2d_scan, selective_scan) or batch and attributes (slp_project).
 At fixed per-block work a launch's counts are a sum over its blocks, so each launch is scaled by
 the ratio of the work units it runs over (``UNITS``): (b, C) planes for the scan kernels, b for
-the dB/dC store (its size is b x 4 x N x L), b x A for the SLP kernels, A for the dq store.
+the dB/dC store (its size is b x 4 x N x L), b x A (rows) for the SLP kernels.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ UNITS = {
     "dx_merge_kernel": ("b", "C"),
     "bc_grad_store_kernel": ("b",),
     "slp_fwd_kernel": ("b", "A"),
-    "slp_dq_kernel": ("b", "A"),
-    "slp_dfeat_kernel": ("b", "A"),
-    "store_dq_kernel": ("A",),
+    "slp_bwd_kernel": ("b", "A"),
 }
 COUNTS = ("requests", "sectors", "lines", "bytes_l2", "atomics")
 
@@ -48,8 +46,8 @@ def emulated_shape(op: str, shape: dict, layout: str) -> dict:
         s["d"] = min(shape["d"], 16)
         s["G"] = 1
     elif op == "slp_project":
-        s["b"] = 2  # > 1: the dq kernel's atomic path (one batch split per block row)
-        s["A"] = min(shape["A"], 32)
+        s["b"] = 2
+        s["A"] = min(shape["A"], 32)  # 64 rows: whole blocks of 8 row-warps
     return s
 
 

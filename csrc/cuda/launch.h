@@ -75,30 +75,27 @@ int64_t scan_bwd_workspace_floats(const ScanBwdParams& p);
 cudaError_t scan_fwd(const ScanFwdParams& p);
 cudaError_t scan_bwd(const ScanBwdParams& p);
 
-// slp_project: feat (b, F, R), q1 and q2 (A, F), all contiguous, one dtype; out (b, A).
-struct SlpParams {
-  DType dtype;
-  int batch, n_attr, F, R;
-  const void* feat;
-  const void* q1;
-  const void* q2;
+// slp_project (docs/design.md §4.6). The score GEMMs s1 = q1 feat[b], s2 = q2 feat[b] run in
+// the caller (cuBLAS in the binding) into one fp32 buffer S (b, 2A, R), contiguous: rows
+// 0..A-1 of batch b hold s1, rows A..2A-1 hold s2. These kernels do the per-row rest.
+struct SlpScores {
+  DType dtype;  // of out, dout and ds
+  int batch, n_attr, R;
+  const float* scores;  // S (b, 2A, R)
   cudaStream_t stream;
 };
 
-struct SlpFwdParams : SlpParams {
+struct SlpFwdParams : SlpScores {
   void* out;  // (b, A), dtype
 };
 
-struct SlpBwdParams : SlpParams {
-  const void* dout;  // (b, A), dtype
-  void* dfeat;       // (b, F, R), dtype
-  void* dq1;         // (A, F), dtype
-  void* dq2;         // (A, F), dtype
-  bool deterministic;
-  float* workspace;  // slp_bwd_workspace_floats(*this) floats
+// ds = (ds1; ds2) for the gradient GEMMs: (2A, b, R) contiguous in dtype, ds1 in rows 0..A-1,
+// with ds1 = dout * p * (s2 - out), ds2 = dout * p, p = softmax_r(s1).
+struct SlpBwdParams : SlpScores {
+  const void* dout;  // (b, A) contiguous, dtype
+  void* ds;          // (2A, b, R), dtype
 };
 
-int64_t slp_bwd_workspace_floats(const SlpBwdParams& p);
 cudaError_t slp_fwd(const SlpFwdParams& p);
 cudaError_t slp_bwd(const SlpBwdParams& p);
 

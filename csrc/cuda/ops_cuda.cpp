@@ -13,6 +13,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -323,8 +324,9 @@ Grads ss2d_scan_bwd(const at::Tensor& dy, const at::Tensor& x, const at::Tensor&
 // ------------------------------------------------------------------------------ slp_project
 
 struct SlpInputs {
-  at::Tensor feat, q1, q2;
-  SlpParams params{};
+  at::Tensor feat, q;  // feat (b, F, R); q = (q1; q2) (2A, F)
+  int64_t A = 0;
+  DType dtype = DType::kFloat32;
 };
 
 // feat (b, F, R); q1, q2 (A, F); one dtype.
@@ -333,65 +335,94 @@ SlpInputs slp_inputs(const char* op, const at::Tensor& feat, const at::Tensor& q
   TORCH_CHECK(feat.is_cuda(), op, ": feat must be a CUDA tensor, got ", feat.device());
   TORCH_CHECK(feat.dim() == 3, op, ": feat must be (b, F, R), got shape ", feat.sizes());
   SlpInputs in;
-  SlpParams& p = in.params;
-  p.dtype = activation_dtype(op, "feat", feat);
-  in.feat = feat.contiguous();
-  in.q1 = activation(op, "q1", q1, feat);
-  in.q2 = activation(op, "q2", q2, feat);
-  TORCH_CHECK(in.q1.dim() == 2 && in.q1.size(1) == feat.size(1), op,
-              ": q1 must be (A, F) with F = ", feat.size(1), ", got shape ", in.q1.sizes());
-  TORCH_CHECK(in.q2.sizes() == in.q1.sizes(), op, ": q2 must have the shape of q1 ",
-              in.q1.sizes(), ", got ", in.q2.sizes());
+  in.dtype = activation_dtype(op, "feat", feat);
+  const at::Tensor q1c = activation(op, "q1", q1, feat);
+  const at::Tensor q2c = activation(op, "q2", q2, feat);
+  TORCH_CHECK(q1c.dim() == 2 && q1c.size(1) == feat.size(1), op,
+              ": q1 must be (A, F) with F = ", feat.size(1), ", got shape ", q1c.sizes());
+  TORCH_CHECK(q2c.sizes() == q1c.sizes(), op, ": q2 must have the shape of q1 ", q1c.sizes(),
+              ", got ", q2c.sizes());
   TORCH_CHECK(feat.size(2) >= 1, op, ": feat must have at least one region, got shape ",
               feat.sizes());
-  p.batch = static_cast<int>(feat.size(0));
-  p.F = static_cast<int>(feat.size(1));
-  p.R = static_cast<int>(feat.size(2));
-  p.n_attr = static_cast<int>(in.q1.size(0));
-  p.feat = in.feat.data_ptr();
-  p.q1 = in.q1.data_ptr();
-  p.q2 = in.q2.data_ptr();
+  TORCH_CHECK(feat.size(0) * q1c.size(0) < std::numeric_limits<int>::max() &&
+                  feat.size(2) < std::numeric_limits<int>::max(),
+              op, ": b * A and R must fit in 32 bits");
+  in.feat = feat.contiguous();
+  in.q = at::cat({q1c, q2c});
+  in.A = q1c.size(0);
   return in;
+}
+
+// The score GEMMs S[b] = q feat[b]: (b, 2A, R) fp32, s1 in rows 0..A-1 and s2 in rows A..2A-1.
+// cuBLAS with fp32 accumulation: tensor cores for fp16/bf16, and for fp32 where torch allows
+// tf32 (torch.backends.cuda.matmul.allow_tf32). q is broadcast over the batch (stride 0, no copy).
+at::Tensor slp_scores(const SlpInputs& in) {
+  const at::Tensor q = in.q.expand({in.feat.size(0), in.q.size(0), in.q.size(1)});
+  if (in.dtype == DType::kFloat32) return at::bmm(q, in.feat);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+  return at::bmm(q, in.feat, at::kFloat);  // half in, fp32 out
+#else
+  return at::bmm(q.to(at::kFloat), in.feat.to(at::kFloat));
+#endif
+}
+
+SlpScores slp_params(const SlpInputs& in, const at::Tensor& scores) {
+  SlpScores p{};
+  p.dtype = in.dtype;
+  p.batch = static_cast<int>(in.feat.size(0));
+  p.n_attr = static_cast<int>(in.A);
+  p.R = static_cast<int>(in.feat.size(2));
+  p.scores = scores.data_ptr<float>();
+  p.stream = c10::cuda::getCurrentCUDAStream().stream();
+  return p;
 }
 
 at::Tensor slp_project_fwd(const at::Tensor& feat, const at::Tensor& q1, const at::Tensor& q2) {
   const char* op = "slp_project_fwd";
-  SlpInputs in = slp_inputs(op, feat, q1, q2);
   const c10::cuda::CUDAGuard guard(feat.device());
+  const SlpInputs in = slp_inputs(op, feat, q1, q2);
+  at::Tensor out = new_output({feat.size(0), in.A}, in.feat.options());
+  if (out.numel() == 0) return out;
+  const at::Tensor scores = slp_scores(in);
   SlpFwdParams p;
-  static_cast<SlpParams&>(p) = in.params;
-  at::Tensor out = new_output({feat.size(0), q1.size(0)}, in.feat.options());
+  static_cast<SlpScores&>(p) = slp_params(in, scores);
   p.out = out.data_ptr();
-  p.stream = c10::cuda::getCurrentCUDAStream().stream();
   check_launch(slp_fwd(p), op);
   return out;
 }
 
+// dfeat[b] = q^T ds[:, b] (a batched GEMM reading ds in place), dq = ds feat^T as one GEMM over
+// every (b, r): no atomics, the same bits on every run.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> slp_project_bwd(const at::Tensor& dout,
                                                                const at::Tensor& feat,
                                                                const at::Tensor& q1,
                                                                const at::Tensor& q2) {
   const char* op = "slp_project_bwd";
-  SlpInputs in = slp_inputs(op, feat, q1, q2);
   const c10::cuda::CUDAGuard guard(feat.device());
+  const SlpInputs in = slp_inputs(op, feat, q1, q2);
   const at::Tensor dout_c = activation(op, "dout", dout, feat);
-  TORCH_CHECK(dout_c.dim() == 2 && dout_c.size(0) == feat.size(0) && dout_c.size(1) == q1.size(0),
-              op, ": dout must be (b, A) = (", feat.size(0), ", ", q1.size(0), "), got shape ",
+  TORCH_CHECK(dout_c.dim() == 2 && dout_c.size(0) == feat.size(0) && dout_c.size(1) == in.A, op,
+              ": dout must be (b, A) = (", feat.size(0), ", ", in.A, "), got shape ",
               dout_c.sizes());
+  const int64_t b = feat.size(0), F = feat.size(1), R = feat.size(2), A = in.A;
+  if (b == 0 || A == 0 || F == 0) {  // out ignores feat (A = 0) or no term has a summand
+    return {at::zeros_like(in.feat), at::zeros({A, F}, in.feat.options()),
+            at::zeros({A, F}, in.feat.options())};
+  }
+  const at::Tensor scores = slp_scores(in);
+  at::Tensor ds = at::empty({2 * A, b, R}, in.feat.options());
   SlpBwdParams p;
-  static_cast<SlpParams&>(p) = in.params;
-  at::Tensor dfeat = new_output(in.feat.sizes(), in.feat.options());
-  at::Tensor dq1 = new_output(in.q1.sizes(), in.q1.options());
-  at::Tensor dq2 = new_output(in.q2.sizes(), in.q2.options());
+  static_cast<SlpScores&>(p) = slp_params(in, scores);
   p.dout = dout_c.data_ptr();
-  p.dfeat = dfeat.data_ptr();
-  p.dq1 = dq1.data_ptr();
-  p.dq2 = dq2.data_ptr();
-  p.deterministic = deterministic();
-  at::Tensor ws = workspace(slp_bwd_workspace_floats(p), in.feat);
-  p.workspace = ws.data_ptr<float>();
-  p.stream = c10::cuda::getCurrentCUDAStream().stream();
+  p.ds = ds.data_ptr();
   check_launch(slp_bwd(p), op);
+  // dfeat: q^T (F, 2A) broadcast, ds viewed (b, 2A, R) with strides (R, b R, 1).
+  at::Tensor dfeat = at::bmm(in.q.t().expand({b, F, 2 * A}), ds.permute({1, 0, 2}));
+  // dq: ds (2A, b R) times feat^T (b R, F); feat's (b, r) is one index only after a copy.
+  const at::Tensor feat_t = in.feat.permute({1, 0, 2}).reshape({F, b * R});
+  const at::Tensor ds2d = ds.view({2 * A, b * R});
+  at::Tensor dq1 = at::mm(ds2d.narrow(0, 0, A), feat_t.t());
+  at::Tensor dq2 = at::mm(ds2d.narrow(0, A, A), feat_t.t());
   return {dfeat, dq1, dq2};
 }
 

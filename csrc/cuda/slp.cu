@@ -1,17 +1,14 @@
-// slp_project forward and backward (docs/design.md §2.4), fused: the (b, A, R) score tensors and the
-// (b, A, F) projected features never reach global memory.
+// slp_project (docs/design.md §2.4, §4.6): the softmax-and-reduce kernels around the score GEMMs.
 //
 // out[b,i] = sum_r softmax_r(s1[b,i,:])[r] * s2[b,i,r],  s1 = q1 . feat, s2 = q2 . feat.
-// A block computes a (kAttr x kRegions) tile of s1 and s2 at a time (the dot over F staged
-// through shared memory in kFChunk slices) and streams the regions with an online softmax.
-// Backward, with p = softmax_r(s1) and out recomputed (log-sum-exp kept per (b, i)):
-//   ds2[b,i,r] = dout[b,i] * p[r]
-//   ds1[b,i,r] = dout[b,i] * p[r] * (s2[b,i,r] - out[b,i])
-//   dq1[i,f]   = sum_{b,r} ds1 * feat[b,f,r]            dq2 likewise with ds2
-//   dfeat[b,f,r] = sum_i q1[i,f] * ds1 + q2[i,f] * ds2
-// each score tile recomputed where it is needed.
-#include <algorithm>
-
+// The score products are GEMMs: the binding (ops_cuda.cpp) runs them on cuBLAS (tensor cores for
+// bf16/fp16, tf32 where torch allows it) into a transient fp32 buffer S (b, 2A, R), s1 in rows
+// 0..A-1 of a batch and s2 in rows A..2A-1. What is left is per row (b, i) and memory-bound:
+//   forward:  out = sum_r p[r] s2[r], p = softmax(s1) (one online-softmax pass over the row);
+//   backward: ds2 = dout * p, ds1 = dout * p * (s2 - out), written in the dtype for the
+//             gradient GEMMs (dfeat = q^T ds per batch, dq = ds feat^T over all batches).
+// One warp owns a row, so nothing is shared between warps: no shared memory, no atomics, the
+// same bits on every run.
 #include "common.cuh"
 
 namespace zeromamba {
@@ -19,273 +16,152 @@ namespace cuda {
 namespace slp {
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kFChunk = 32;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;  // rows per block
+// Elements of a row each lane keeps in registers between the backward's two sweeps: rows up to
+// 32 * kCached = 256 regions (the model's R = 196 = 14 x 14) are read from memory once.
+constexpr int kCached = 8;
 constexpr float kMinusInf = -1e30f;  // finite: fast-math exp of (kMinusInf - m) is a clean 0
 
-template <int kAttr, int kRegions>
-struct ScoreSmem {
-  static_assert(kAttr * kRegions == kThreads, "one score per thread");
-  float q1[kAttr][kFChunk + 1];  // +1: the kAttr rows a warp reads fall in distinct banks
-  float q2[kAttr][kFChunk + 1];
-  float feat[kFChunk][kRegions];
-};
+// Online softmax state of a (part of a) row: running max m, sum of exp(s1 - m) l, and
+// acc = sum of exp(s1 - m) * s2.
+struct RowStats {
+  float m = kMinusInf, l = 0.f, acc = 0.f;
 
-// Thread (i, r) = (tid / kRegions, tid % kRegions) gets s1 = q1[i0 + i] . feat_b[:, r0 + r] and
-// s2 likewise (0 outside the A x R range). All threads must call it.
-template <typename T, int kAttr, int kRegions>
-__device__ __forceinline__ void score_tile(const SlpParams& p, const T* feat_b, int i0, int r0,
-                           ScoreSmem<kAttr, kRegions>& sm, float& s1, float& s2) {
-  const T* q1 = static_cast<const T*>(p.q1);
-  const T* q2 = static_cast<const T*>(p.q2);
-  const int i = threadIdx.x / kRegions, r = threadIdx.x % kRegions;
-  s1 = 0.f;
-  s2 = 0.f;
-  for (int f0 = 0; f0 < p.F; f0 += kFChunk) {
-    for (int idx = threadIdx.x; idx < kAttr * kFChunk; idx += kThreads) {
-      const int ii = idx / kFChunk, ff = idx % kFChunk;
-      const bool ok = i0 + ii < p.n_attr && f0 + ff < p.F;
-      const int64_t o = static_cast<int64_t>(i0 + ii) * p.F + f0 + ff;
-      sm.q1[ii][ff] = ok ? to_float(q1[o]) : 0.f;
-      sm.q2[ii][ff] = ok ? to_float(q2[o]) : 0.f;
-    }
-    for (int idx = threadIdx.x; idx < kFChunk * kRegions; idx += kThreads) {
-      const int ff = idx / kRegions, rr = idx % kRegions;
-      const bool ok = f0 + ff < p.F && r0 + rr < p.R;
-      sm.feat[ff][rr] = ok ? to_float(feat_b[static_cast<int64_t>(f0 + ff) * p.R + r0 + rr]) : 0.f;
-    }
-    __syncthreads();
-#pragma unroll 8
-    for (int ff = 0; ff < kFChunk; ++ff) {
-      const float fv = sm.feat[ff][r];
-      s1 += sm.q1[i][ff] * fv;
-      s2 += sm.q2[i][ff] * fv;
-    }
-    __syncthreads();
-  }
-}
-
-// Reductions over the kWidth consecutive lanes that hold one attribute's regions.
-template <int kWidth>
-__device__ __forceinline__ float group_max(float v) {
-#pragma unroll
-  for (int o = kWidth / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-template <int kWidth>
-__device__ __forceinline__ float group_sum(float v) {
-#pragma unroll
-  for (int o = kWidth / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-constexpr int kFwdAttr = 16, kFwdRegions = 8;
-
-// Grid: ceil(A / kFwdAttr) * b blocks on x (batch-major). Writes out (dtype) and/or, for the backward, the fp32 output
-// and log-sum-exp of s1 per (b, i).
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    slp_fwd_kernel(SlpParams p, void* out, float* out_f32, float* lse) {
-  __shared__ ScoreSmem<kFwdAttr, kFwdRegions> sm;
-  const int n_tiles = (p.n_attr + kFwdAttr - 1) / kFwdAttr;
-  const int b = static_cast<int>(blockIdx.x / n_tiles);
-  const int i0 = static_cast<int>(blockIdx.x % n_tiles) * kFwdAttr;
-  const int i = i0 + threadIdx.x / kFwdRegions, rl = threadIdx.x % kFwdRegions;
-  const T* feat_b = static_cast<const T*>(p.feat) + static_cast<int64_t>(b) * p.F * p.R;
-  float m = kMinusInf, l = 0.f, acc = 0.f;  // running max, sum of exp, sum of exp * s2
-  for (int r0 = 0; r0 < p.R; r0 += kFwdRegions) {
-    float s1, s2;
-    score_tile<T>(p, feat_b, i0, r0, sm, s1, s2);
-    const bool valid = r0 + rl < p.R;
-    const float m_new = fmaxf(m, group_max<kFwdRegions>(valid ? s1 : kMinusInf));
-    const float e = valid ? __expf(s1 - m_new) : 0.f;
+  __device__ __forceinline__ void add(float s1, float s2) {
+    const float m_new = fmaxf(m, s1);
     const float scale = __expf(m - m_new);
-    l = l * scale + group_sum<kFwdRegions>(e);
-    acc = acc * scale + group_sum<kFwdRegions>(e * s2);
+    const float e = __expf(s1 - m_new);
+    l = l * scale + e;
+    acc = acc * scale + e * s2;
     m = m_new;
   }
-  if (rl == 0 && i < p.n_attr) {
-    const int64_t o = static_cast<int64_t>(b) * p.n_attr + i;
-    const float v = acc / l;
-    if (out != nullptr) static_cast<T*>(out)[o] = from_float<T>(v);
-    if (out_f32 != nullptr) out_f32[o] = v;
-    if (lse != nullptr) lse[o] = m + __logf(l);
-  }
-}
 
-constexpr int kBwdAttr = 8, kBwdRegions = 16;
-
-// Workspace layout of the backward (floats).
-struct BwdLayout {
-  int64_t out, lse, dq1, dq2, dfeat, total;
-  __host__ __device__ explicit BwdLayout(const SlpParams& p) {
-    const int64_t bA = static_cast<int64_t>(p.batch) * p.n_attr;
-    const int64_t AF = static_cast<int64_t>(p.n_attr) * p.F;
-    out = 0;
-    lse = bA;
-    dq1 = 2 * bA;
-    dq2 = dq1 + AF;
-    dfeat = dq2 + AF;
-    total = dfeat + static_cast<int64_t>(p.batch) * p.F * p.R;
+  // Merges the 32 lanes' states; every lane gets the row's.
+  __device__ __forceinline__ void warp_merge() {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {
+      const float m_o = __shfl_xor_sync(0xffffffffu, m, o);
+      const float l_o = __shfl_xor_sync(0xffffffffu, l, o);
+      const float acc_o = __shfl_xor_sync(0xffffffffu, acc, o);
+      const float m_new = fmaxf(m, m_o);
+      const float a = __expf(m - m_new), b = __expf(m_o - m_new);
+      l = l * a + l_o * b;
+      acc = acc * a + acc_o * b;
+      m = m_new;
+    }
   }
 };
 
-// The (kBwdAttr x kBwdRegions) tile of ds1 and ds2 of batch b into shared memory.
-template <typename T>
-__device__ __forceinline__ void grad_score_tile(const SlpBwdParams& p, const BwdLayout& ws, const T* feat_b, int b,
-                                int i0, int r0, ScoreSmem<kBwdAttr, kBwdRegions>& sm,
-                                float (&ds1)[kBwdAttr][kBwdRegions],
-                                float (&ds2)[kBwdAttr][kBwdRegions]) {
-  float s1, s2;
-  score_tile<T>(p, feat_b, i0, r0, sm, s1, s2);
-  const int ii = threadIdx.x / kBwdRegions, rl = threadIdx.x % kBwdRegions;
-  const int i = i0 + ii;
-  float g1 = 0.f, g2 = 0.f;
-  if (i < p.n_attr && r0 + rl < p.R) {
-    const int64_t o = static_cast<int64_t>(b) * p.n_attr + i;
-    const float dout = to_float(static_cast<const T*>(p.dout)[o]);
-    const float prob = __expf(s1 - p.workspace[ws.lse + o]);
-    g2 = dout * prob;
-    g1 = g2 * (s2 - p.workspace[ws.out + o]);
+// The row (b, i) this warp owns; false for the warps past the last row.
+struct Row {
+  int b, i;
+  bool valid;
+  __device__ __forceinline__ explicit Row(const SlpScores& p) {
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+    valid = row < static_cast<int64_t>(p.batch) * p.n_attr;
+    b = valid ? static_cast<int>(row / p.n_attr) : 0;
+    i = valid ? static_cast<int>(row % p.n_attr) : 0;
   }
-  ds1[ii][rl] = g1;
-  ds2[ii][rl] = g2;
-  __syncthreads();
+  // s1 and s2 of this row in S (b, 2A, R).
+  __device__ __forceinline__ const float* s1(const SlpScores& p) const {
+    return p.scores + (static_cast<int64_t>(b) * 2 * p.n_attr + i) * p.R;
+  }
+  __device__ __forceinline__ const float* s2(const SlpScores& p) const {
+    return s1(p) + static_cast<int64_t>(p.n_attr) * p.R;
+  }
+};
+
+// Grid: ceil(b * A / kWarps) blocks of kWarps warps, one row each. out (b, A) in dtype.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) slp_fwd_kernel(SlpFwdParams p) {
+  const Row row(p);
+  if (!row.valid) return;  // whole warps only: no barrier or shuffle mixes rows
+  const int lane = threadIdx.x % 32;
+  const float* s1 = row.s1(p);
+  const float* s2 = row.s2(p);
+  RowStats st;
+  for (int r = lane; r < p.R; r += 32) st.add(s1[r], s2[r]);
+  st.warp_merge();
+  if (lane == 0) {
+    static_cast<T*>(p.out)[static_cast<int64_t>(row.b) * p.n_attr + row.i] =
+        from_float<T>(st.acc / st.l);
+  }
 }
 
-// dq1, dq2. Grid (ceil(A / kBwdAttr), batch splits <= 65,535): a block runs batches blockIdx.y,
-// blockIdx.y + gridDim.y, ...; with one split (deterministic) it owns its rows of dq.
+// Grid as the forward. ds (2A, b, R) in dtype: ds1 of row (b, i) at ((i * b_total + b) * R),
+// ds2 at (((A + i) * b_total + b) * R), so that dq is one GEMM over (b, r).
 template <typename T>
-__global__ void __launch_bounds__(kThreads) slp_dq_kernel(SlpBwdParams p) {
-  __shared__ ScoreSmem<kBwdAttr, kBwdRegions> sm;
-  __shared__ float ds1[kBwdAttr][kBwdRegions], ds2[kBwdAttr][kBwdRegions];
-  const BwdLayout ws(p);
-  const int i0 = blockIdx.x * kBwdAttr;
-  const bool atomic = gridDim.y > 1;
-  for (int b = blockIdx.y; b < p.batch; b += gridDim.y) {
-    const T* feat_b = static_cast<const T*>(p.feat) + static_cast<int64_t>(b) * p.F * p.R;
-    for (int r0 = 0; r0 < p.R; r0 += kBwdRegions) {
-      grad_score_tile<T>(p, ws, feat_b, b, i0, r0, sm, ds1, ds2);
-      const int nr = min(kBwdRegions, p.R - r0);
-      for (int idx = threadIdx.x; idx < kBwdAttr * p.F; idx += kThreads) {
-        const int ii = idx / p.F, f = idx - ii * p.F;
-        if (i0 + ii >= p.n_attr) break;  // idx only grows
-        const T* feat_f = feat_b + static_cast<int64_t>(f) * p.R + r0;
-        float v1 = 0.f, v2 = 0.f;
-        for (int rr = 0; rr < nr; ++rr) {
-          const float fv = to_float(feat_f[rr]);
-          v1 += ds1[ii][rr] * fv;
-          v2 += ds2[ii][rr] * fv;
-        }
-        const int64_t o = static_cast<int64_t>(i0 + ii) * p.F + f;
-        if (atomic) {
-          atomicAdd(p.workspace + ws.dq1 + o, v1);
-          atomicAdd(p.workspace + ws.dq2 + o, v2);
-        } else {
-          p.workspace[ws.dq1 + o] += v1;
-          p.workspace[ws.dq2 + o] += v2;
-        }
-      }
-      __syncthreads();  // ds1 / ds2 are rewritten by the next tile
+__global__ void __launch_bounds__(kThreads) slp_bwd_kernel(SlpBwdParams p) {
+  const Row row(p);
+  if (!row.valid) return;
+  const int lane = threadIdx.x % 32;
+  const float* s1 = row.s1(p);
+  const float* s2 = row.s2(p);
+  // Sweep 1: the row's softmax statistics and out, the first kCached elements of every lane
+  // kept in registers for sweep 2.
+  float c1[kCached], c2[kCached];
+  RowStats st;
+#pragma unroll
+  for (int k = 0; k < kCached; ++k) {
+    const int r = lane + 32 * k;
+    c1[k] = r < p.R ? s1[r] : kMinusInf;
+    c2[k] = r < p.R ? s2[r] : 0.f;
+    st.add(c1[k], c2[k]);  // a kMinusInf entry adds exp(-1e30 - m) = 0
+  }
+  for (int r = lane + 32 * kCached; r < p.R; r += 32) st.add(s1[r], s2[r]);
+  st.warp_merge();
+  const float out = st.acc / st.l;
+  const float lse = st.m + __logf(st.l);
+  const float dout = to_float(static_cast<const T*>(p.dout)[static_cast<int64_t>(row.b) * p.n_attr + row.i]);
+  // Sweep 2: p = exp(s1 - lse); ds2 = dout p, ds1 = ds2 (s2 - out).
+  T* ds1 = static_cast<T*>(p.ds) + (static_cast<int64_t>(row.i) * p.batch + row.b) * p.R;
+  T* ds2 = ds1 + static_cast<int64_t>(p.n_attr) * p.batch * p.R;
+#pragma unroll
+  for (int k = 0; k < kCached; ++k) {
+    const int r = lane + 32 * k;
+    if (r < p.R) {
+      const float g2 = dout * __expf(c1[k] - lse);
+      ds1[r] = from_float<T>(g2 * (c2[k] - out));
+      ds2[r] = from_float<T>(g2);
     }
   }
-}
-
-// dfeat. Grid: ceil(R / kBwdRegions) * b blocks on x (batch-major): a block owns dfeat[b, :, its regions] and runs over
-// every attribute tile, accumulating in its fp32 workspace slice, then stores it once.
-template <typename T>
-__global__ void __launch_bounds__(kThreads) slp_dfeat_kernel(SlpBwdParams p) {
-  __shared__ ScoreSmem<kBwdAttr, kBwdRegions> sm;
-  __shared__ float ds1[kBwdAttr][kBwdRegions], ds2[kBwdAttr][kBwdRegions];
-  const BwdLayout ws(p);
-  const int n_tiles = (p.R + kBwdRegions - 1) / kBwdRegions;
-  const int b = static_cast<int>(blockIdx.x / n_tiles);
-  const int r0 = static_cast<int>(blockIdx.x % n_tiles) * kBwdRegions;
-  const int nr = min(kBwdRegions, p.R - r0);
-  const T* feat_b = static_cast<const T*>(p.feat) + static_cast<int64_t>(b) * p.F * p.R;
-  const T* q1 = static_cast<const T*>(p.q1);
-  const T* q2 = static_cast<const T*>(p.q2);
-  float* acc = p.workspace + ws.dfeat + static_cast<int64_t>(b) * p.F * p.R;
-  for (int i0 = 0; i0 < p.n_attr; i0 += kBwdAttr) {
-    grad_score_tile<T>(p, ws, feat_b, b, i0, r0, sm, ds1, ds2);
-    const int na = min(kBwdAttr, p.n_attr - i0);
-    for (int idx = threadIdx.x; idx < p.F * kBwdRegions; idx += kThreads) {
-      const int f = idx / kBwdRegions, rr = idx % kBwdRegions;
-      if (rr >= nr) continue;
-      float v = 0.f;
-      for (int ii = 0; ii < na; ++ii) {
-        const int64_t o = static_cast<int64_t>(i0 + ii) * p.F + f;
-        v += to_float(q1[o]) * ds1[ii][rr] + to_float(q2[o]) * ds2[ii][rr];
-      }
-      const int64_t o = static_cast<int64_t>(f) * p.R + r0 + rr;
-      acc[o] = i0 == 0 ? v : acc[o] + v;  // the same thread owns (f, rr) for every tile
-    }
-    __syncthreads();
-  }
-  for (int idx = threadIdx.x; idx < p.F * kBwdRegions; idx += kThreads) {
-    const int f = idx / kBwdRegions, rr = idx % kBwdRegions;
-    if (rr >= nr) continue;
-    const int64_t o = static_cast<int64_t>(f) * p.R + r0 + rr;
-    static_cast<T*>(p.dfeat)[static_cast<int64_t>(b) * p.F * p.R + o] = from_float<T>(acc[o]);
+  for (int r = lane + 32 * kCached; r < p.R; r += 32) {
+    const float g2 = dout * __expf(s1[r] - lse);
+    ds1[r] = from_float<T>(g2 * (s2[r] - out));
+    ds2[r] = from_float<T>(g2);
   }
 }
 
-template <typename T>
-__global__ void store_dq_kernel(SlpBwdParams p) {
-  const BwdLayout ws(p);
-  const int64_t n = static_cast<int64_t>(p.n_attr) * p.F;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    static_cast<T*>(p.dq1)[i] = from_float<T>(p.workspace[ws.dq1 + i]);
-    static_cast<T*>(p.dq2)[i] = from_float<T>(p.workspace[ws.dq2 + i]);
-  }
-}
-
-int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Blocks of the forward kernel; 0 when the grid would exceed gridDim.x's limit.
-unsigned fwd_blocks(const SlpParams& p) {
-  const int64_t blocks = cdiv(p.n_attr, kFwdAttr) * p.batch;
+// Blocks of either kernel; 0 when the grid would exceed gridDim.x's limit.
+unsigned row_blocks(const SlpScores& p) {
+  const int64_t blocks = (static_cast<int64_t>(p.batch) * p.n_attr + kWarps - 1) / kWarps;
   return blocks > kMaxGridX ? 0u : static_cast<unsigned>(blocks);
 }
 
 template <typename T>
 cudaError_t launch_fwd(const SlpFwdParams& p) {
-  if (fwd_blocks(p) == 0) return cudaErrorInvalidValue;
-  ZM_LAUNCH(slp_fwd_kernel<T>, fwd_blocks(p), kThreads, 0, p.stream)(p, p.out, nullptr, nullptr);
+  if (row_blocks(p) == 0) return cudaErrorInvalidValue;
+  ZM_LAUNCH(slp_fwd_kernel<T>, row_blocks(p), kThreads, 0, p.stream)(p);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_bwd(const SlpBwdParams& p) {
-  const BwdLayout ws(p);
-  const int64_t dfeat_blocks = cdiv(p.R, kBwdRegions) * p.batch;
-  if (fwd_blocks(p) == 0 || dfeat_blocks > kMaxGridX) return cudaErrorInvalidValue;
-  ZM_LAUNCH(slp_fwd_kernel<T>, fwd_blocks(p), kThreads, 0, p.stream)(
-      p, nullptr, p.workspace + ws.out, p.workspace + ws.lse);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
-  err = cudaMemsetAsync(p.workspace + ws.dq1, 0, 2 * sizeof(float) * p.n_attr * p.F, p.stream);
-  if (err != cudaSuccess) return err;
-  const int splits = p.deterministic ? 1 : std::min(p.batch, kMaxGridY);
-  const dim3 dq_grid(static_cast<unsigned>(cdiv(p.n_attr, kBwdAttr)), splits);
-  ZM_LAUNCH(slp_dq_kernel<T>, dq_grid, kThreads, 0, p.stream)(p);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  ZM_LAUNCH(slp_dfeat_kernel<T>, static_cast<unsigned>(dfeat_blocks), kThreads, 0, p.stream)(p);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  const int64_t n = static_cast<int64_t>(p.n_attr) * p.F;
-  const unsigned store_blocks = static_cast<unsigned>(std::min<int64_t>(cdiv(n, 256), 4096));
-  ZM_LAUNCH(store_dq_kernel<T>, store_blocks, 256, 0, p.stream)(p);
+  if (row_blocks(p) == 0) return cudaErrorInvalidValue;
+  ZM_LAUNCH(slp_bwd_kernel<T>, row_blocks(p), kThreads, 0, p.stream)(p);
   return cudaGetLastError();
 }
+
+// An empty problem launches nothing; R >= 1 is the caller's contract (a softmax needs a region).
+bool empty(const SlpScores& p) { return p.batch == 0 || p.n_attr == 0; }
 
 }  // namespace
 }  // namespace slp
 
-int64_t slp_bwd_workspace_floats(const SlpBwdParams& p) { return slp::BwdLayout(p).total; }
-
 cudaError_t slp_fwd(const SlpFwdParams& p) {
-  if (p.batch == 0 || p.n_attr == 0) return cudaSuccess;
+  if (slp::empty(p)) return cudaSuccess;
+  if (p.R < 1) return cudaErrorInvalidValue;
   switch (p.dtype) {
     case DType::kFloat32:
       return slp::launch_fwd<float>(p);
@@ -298,16 +174,8 @@ cudaError_t slp_fwd(const SlpFwdParams& p) {
 }
 
 cudaError_t slp_bwd(const SlpBwdParams& p) {
-  if (p.F == 0) return cudaSuccess;  // every gradient is empty
-  const size_t elem = p.dtype == DType::kFloat32 ? 4 : 2;  // fp16 and bf16: 2 bytes
-  if (p.n_attr == 0) {  // out does not depend on feat
-    return cudaMemsetAsync(p.dfeat, 0, elem * p.batch * p.F * p.R, p.stream);
-  }
-  if (p.batch == 0) {  // dq = 0; dfeat is empty
-    const size_t bytes = elem * p.n_attr * p.F;
-    cudaError_t err = cudaMemsetAsync(p.dq1, 0, bytes, p.stream);
-    return err == cudaSuccess ? cudaMemsetAsync(p.dq2, 0, bytes, p.stream) : err;
-  }
+  if (slp::empty(p)) return cudaSuccess;
+  if (p.R < 1) return cudaErrorInvalidValue;
   switch (p.dtype) {
     case DType::kFloat32:
       return slp::launch_bwd<float>(p);

@@ -20,7 +20,7 @@ using zeromamba::cuda::ScanFwdParams;
 using zeromamba::cuda::ScanParams;
 using zeromamba::cuda::SlpBwdParams;
 using zeromamba::cuda::SlpFwdParams;
-using zeromamba::cuda::SlpParams;
+using zeromamba::cuda::SlpScores;
 
 // ints: dtype, batch, channels, groups, d_state, H, W, n_dir, delta_softplus, out/dy float32,
 // deterministic, then 14 strides: u (b, c, h, w), delta (b, k, c, h, w), B/C (b, g, n, h, w).
@@ -78,30 +78,14 @@ ScanBwdParams scan_bwd_params(const long long* v, void* const* ptr) {
   return p;
 }
 
-// ints: dtype, batch, n_attr, F, R, deterministic; ptrs: feat, q1, q2, then out (fwd) or dout,
-// dfeat, dq1, dq2, workspace (bwd).
-void fill_slp(SlpParams& p, const long long* v, void* const* ptr) {
+// ints: dtype, batch, n_attr, R; ptrs: S (b, 2A, R) fp32, then out (fwd) or dout, ds (bwd).
+void fill_slp(SlpScores& p, const long long* v, void* const* ptr) {
   p.dtype = static_cast<DType>(v[0]);
   p.batch = static_cast<int>(v[1]);
   p.n_attr = static_cast<int>(v[2]);
-  p.F = static_cast<int>(v[3]);
-  p.R = static_cast<int>(v[4]);
-  p.feat = ptr[0];
-  p.q1 = ptr[1];
-  p.q2 = ptr[2];
+  p.R = static_cast<int>(v[3]);
+  p.scores = static_cast<const float*>(ptr[0]);
   p.stream = nullptr;
-}
-
-SlpBwdParams slp_bwd_params(const long long* v, void* const* ptr) {
-  SlpBwdParams p{};
-  fill_slp(p, v, ptr);
-  p.deterministic = v[5] != 0;
-  p.dout = ptr[3];
-  p.dfeat = ptr[4];
-  p.dq1 = ptr[5];
-  p.dq2 = ptr[6];
-  p.workspace = static_cast<float*>(ptr[7]);
-  return p;
 }
 
 template <typename F>
@@ -126,10 +110,6 @@ long long zm_emu_scan_bwd_workspace(const long long* v, void* const* ptr) {
   return zeromamba::cuda::scan_bwd_workspace_floats(scan_bwd_params(v, ptr));
 }
 
-long long zm_emu_slp_bwd_workspace(const long long* v, void* const* ptr) {
-  return zeromamba::cuda::slp_bwd_workspace_floats(slp_bwd_params(v, ptr));
-}
-
 int zm_emu_scan_fwd(const long long* v, void* const* ptr, char* err, int err_len) {
   return guarded(err, err_len, [&] { return zeromamba::cuda::scan_fwd(scan_fwd_params(v, ptr)); });
 }
@@ -142,12 +122,18 @@ int zm_emu_slp_fwd(const long long* v, void* const* ptr, char* err, int err_len)
   return guarded(err, err_len, [&] {
     SlpFwdParams p{};
     fill_slp(p, v, ptr);
-    p.out = ptr[3];
+    p.out = ptr[1];
     return zeromamba::cuda::slp_fwd(p);
   });
 }
 
 int zm_emu_slp_bwd(const long long* v, void* const* ptr, char* err, int err_len) {
-  return guarded(err, err_len, [&] { return zeromamba::cuda::slp_bwd(slp_bwd_params(v, ptr)); });
+  return guarded(err, err_len, [&] {
+    SlpBwdParams p{};
+    fill_slp(p, v, ptr);
+    p.dout = ptr[1];
+    p.ds = ptr[2];
+    return zeromamba::cuda::slp_bwd(p);
+  });
 }
 }
