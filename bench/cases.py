@@ -27,6 +27,7 @@ GPU_SS2D = [
     (32, 1536, 14, 14, 1),
 ]
 CPU_SCAN = [(2, 768, 3136, 1, 1)]  # (b, d, L, N, G)
+CPU_SCAN_WIDE = (1, 768, 1024, 16, 1)  # Mamba's d_state = 16: the mambapy ratio's shape dependence
 CPU_SLP = [(4, 312, 768, 196)]  # (b, A, F, R): the CUB shape scaled to CPU
 GPU_SLP = [(32, 312, 768, 196)]
 # --quick: tiny shapes (odd, non-power-of-two L) for the smoke test.

@@ -85,13 +85,13 @@ def test_bench_ops_cpu_quick(bench_ops, tmp_path, monkeypatch):
     # The impls of a case compute the same function (fp32, same inputs).
     assert all(v < 1e-4 for r in rows for k, v in r.items() if k.startswith("rel_diff_vs_"))
 
-    # 8 interleaved comparisons (ss2d: fwd, bwd vs floor, mambapy, N=16 per state; scan: fwd,
-    # bwd vs floor, mambapy; slp vs einsum) + reference and two memory ratios.
-    assert len(result["interleaved"]) == 8
+    # 9 interleaved comparisons (ss2d: fwd, bwd vs floor, mambapy, N=16 per state; scan: fwd,
+    # bwd vs floor, mambapy at two shapes; slp vs einsum) + reference and two memory ratios.
+    assert len(result["interleaved"]) == 9
     assert all(
         e["rounds"] == 3 and e["min"] <= e["median"] <= e["max"] for e in result["interleaved"]
     )
-    assert len(result["ratios"]) == 11
+    assert len(result["ratios"]) == 12
     assert all(k["value"] is None or k["value"] > 0 for k in result["ratios"])
     for text in (
         "## ss2d_scan",

@@ -1,13 +1,14 @@
 // The CPU selective-scan core (see scan.h): forward and backward, templated on the compute type
-// and on d_state (N = 1 is its own specialisation; other N run a loop of runtime length <= 16).
-// The kernels themselves are in scan_kernels.h, compiled here once per instruction set.
+// and on d_state (d_state = 1 is its own specialisation; others run a loop of runtime length <=
+// kMaxDState). The kernels themselves are in scan_kernels.h, compiled here once per instruction
+// set.
 //
 // Work split: a work item is (b, group g, a block of lane groups); a lane group is V channels of
-// one group scanned together. The K directions of a channel are done by the same item, so y / dx
-// accumulate race-free in a per-thread buffer. In the backward, dB / dC (summed over the channels
-// of a group) go into per-item partial buffers that are reduced in a fixed order afterwards, and
-// dA / dD / ddelta_bias into per-batch partials: results are deterministic for a given thread
-// count, no atomics.
+// one group scanned together. The n_dir directions of a channel are done by the same item, so y /
+// dx accumulate race-free in a per-thread buffer. In the backward, dB / dC (summed over the
+// channels of a group) go into per-item partial buffers that are reduced in a fixed order
+// afterwards, and dA / dD / ddelta_bias into per-batch partials: results are deterministic for a
+// given thread count, no atomics.
 //
 // Per direction, softplus and exp(dt A) are first computed for all positions in one vectorised
 // pass (independent elements); the sequential walk over the direction's order is then only
@@ -27,7 +28,6 @@
 namespace zeromamba::cpu {
 namespace {
 
-constexpr int kMaxN = 16;                  // largest d_state
 constexpr int64_t kChunkBudget = 1 << 18;  // elements of a thread's backward chunk buffers
 
 // One copy of the kernels per instruction set, V = lanes (channels) per step, one fp32 vector:
@@ -75,8 +75,8 @@ Isa best_isa() {
 }
 
 void check(const ScanProblem& pb) {
-  TORCH_CHECK(pb.N >= 1 && pb.N <= kMaxN, "zeromamba: d_state N must be in 1..", kMaxN, ", got ",
-              pb.N);
+  TORCH_CHECK(pb.d_state >= 1 && pb.d_state <= kMaxDState, "zeromamba: d_state must be in 1..",
+              kMaxDState, ", got ", pb.d_state);
   TORCH_CHECK(pb.compute == at::kFloat || pb.compute == at::kDouble,
               "zeromamba: scan compute dtype must be float32 or float64");
 }
@@ -96,9 +96,9 @@ void scan_forward(const ScanProblem& pb, const LaneTensor& y) {
 void scan_backward(const ScanProblem& pb, const LaneTensor& dy, const ScanGrads& grads) {
   check(pb);
   if (pb.batch == 0 || pb.channels == 0 || pb.L == 0) {  // empty sums
-    const int64_t rows = pb.K * pb.channels;
+    const int64_t rows = pb.n_dir * pb.channels;
     for (void* t : {grads.dA, grads.dD, grads.dbias}) {
-      const int64_t n = t == grads.dA ? rows * pb.N : rows;
+      const int64_t n = t == grads.dA ? rows * pb.d_state : rows;
       if (pb.compute == at::kFloat) {
         std::fill_n(static_cast<float*>(t), n, 0.0f);
       } else {

@@ -54,15 +54,16 @@ void unstage_lanes(const acc_t* src, const LaneTensor& t, int64_t b, int64_t k, 
   });
 }
 
-// dst[p * N + n] = t[b, k, g, n, p].
+// dst[p * d_state + n] = t[b, k, g, n, p].
 template <typename acc_t>
-void stage_states(acc_t* dst, const StateTensor& t, int64_t b, int64_t k, int64_t g, int64_t N,
-                  int64_t L) {
+void stage_states(acc_t* dst, const StateTensor& t, int64_t b, int64_t k, int64_t g,
+                  int64_t d_state, int64_t L) {
   with_storage_type(t.dtype, [&](auto tag) {
     using src_t = decltype(tag);
     const src_t* src = static_cast<const src_t*>(t.data) + b * t.sb + k * t.sk + g * t.sg;
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t p = 0; p < L; ++p) dst[p * N + n] = static_cast<acc_t>(src[n * t.sn + p * t.sp]);
+    for (int64_t n = 0; n < d_state; ++n)
+      for (int64_t p = 0; p < L; ++p)
+        dst[p * d_state + n] = static_cast<acc_t>(src[n * t.sn + p * t.sp]);
   });
 }
 
@@ -76,68 +77,67 @@ constexpr int64_t kAhead = 8;
 
 // The per-lane parameters of direction k for lanes c0 .. c0 + nl - 1 (padding lanes get zeros,
 // which keep their state at 0 because their u and dy are 0).
-template <typename acc_t, int kN>
+template <typename acc_t, int kDState>
 struct LaneParams {
-  static constexpr int NA = kN ? kN : kMaxN;
-  acc_t A[NA][V];
+  static constexpr int kStates = kDState ? kDState : kMaxDState;
+  acc_t A[kStates][V];
   acc_t bias[V];
 
-  LaneParams(const ScanProblem& pb, int64_t k, int64_t c0, int nl, int64_t N) {
+  LaneParams(const ScanProblem& pb, int64_t k, int64_t c0, int nl, int64_t d_state) {
     const acc_t* Ap = static_cast<const acc_t*>(pb.A);
     const acc_t* bp = static_cast<const acc_t*>(pb.bias);
     for (int l = 0; l < V; ++l) {
       const int64_t row = k * pb.channels + c0 + l;
-      for (int64_t n = 0; n < N; ++n) A[n][l] = l < nl ? Ap[row * N + n] : acc_t(0);
+      for (int64_t n = 0; n < d_state; ++n) A[n][l] = l < nl ? Ap[row * d_state + n] : acc_t(0);
       bias[l] = (l < nl && bp != nullptr) ? bp[row] : acc_t(0);
     }
   }
 };
 
-// dt (after bias and softplus) and its derivative d dt / d delta for the V lanes at one step.
-template <typename acc_t, int kN>
-inline void lane_dt(const acc_t* delta, const LaneParams<acc_t, kN>& lp, bool softplus,
-                    acc_t* dt, acc_t* sig) {
-  if (softplus) {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) dt[l] = Math<acc_t>::softplus(delta[l] + lp.bias[l], &sig[l]);
-  } else {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      dt[l] = delta[l] + lp.bias[l];
-      sig[l] = acc_t(1);
-    }
-  }
-}
-
 // Before a direction is walked, its transcendentals are computed in one pass over the whole
 // [p][lane] buffer (independent elements, so the vector units stay busy), leaving the sequential
-// walk only multiply-adds: delta is replaced by dt in place, sig (if given) gets d dt / d delta,
-// and for N = 1 a1 gets exp(dt A).
-template <typename acc_t, int kN>
-void prepare_direction(acc_t* delta, acc_t* sig, acc_t* a1, const LaneParams<acc_t, kN>& lp,
+// walk only multiply-adds: delta is replaced by dt (after bias and softplus) in place, sig (the
+// backward's, when kSig) gets d dt / d delta, and for d_state = 1 a1 gets exp(dt A). The forward
+// skips the derivative at compile time: it costs a vector division.
+template <bool kSig, typename acc_t, int kDState>
+void prepare_direction(acc_t* delta, acc_t* sig, acc_t* a1, const LaneParams<acc_t, kDState>& lp,
                        bool softplus, int64_t L) {
   for (int64_t p = 0; p < L; ++p) {
-    acc_t sg[V];
-    lane_dt(&delta[p * V], lp, softplus, &delta[p * V], sg);
-    if (sig != nullptr) std::copy(sg, sg + V, &sig[p * V]);
-    if constexpr (kN == 1) {
+    acc_t* dt = &delta[p * V];
+    if (softplus) {
 #pragma omp simd
-      for (int l = 0; l < V; ++l) a1[p * V + l] = Math<acc_t>::exp(delta[p * V + l] * lp.A[0][l]);
+      for (int l = 0; l < V; ++l) {
+        if constexpr (kSig) {
+          dt[l] = Math<acc_t>::softplus(dt[l] + lp.bias[l], &sig[p * V + l]);
+        } else {
+          dt[l] = Math<acc_t>::softplus(dt[l] + lp.bias[l]);
+        }
+      }
+    } else {
+#pragma omp simd
+      for (int l = 0; l < V; ++l) {
+        dt[l] += lp.bias[l];
+        if constexpr (kSig) sig[p * V + l] = acc_t(1);
+      }
+    }
+    if constexpr (kDState == 1) {
+#pragma omp simd
+      for (int l = 0; l < V; ++l) a1[p * V + l] = Math<acc_t>::exp(dt[l] * lp.A[0][l]);
     }
   }
 }
 
-// h <- exp(dt A) h + dt u B for the V lanes at one step. For N = 1, a1 is the precomputed
+// h <- exp(dt A) h + dt u B for the V lanes at one step. For d_state = 1, a1 is the precomputed
 // exp(dt A); otherwise it is computed here and kept in a_out when given. The new h goes to h_out
 // when given (layouts [n][lane]).
-template <typename acc_t, int kN>
+template <typename acc_t, int kDState>
 inline void lane_step(acc_t (*h)[V], const acc_t* dt, const acc_t* u, const acc_t* Bp,
-                      const LaneParams<acc_t, kN>& lp, int64_t N_rt, const acc_t* a1,
+                      const LaneParams<acc_t, kDState>& lp, int64_t d_state_rt, const acc_t* a1,
                       acc_t* a_out, acc_t* h_out) {
-  const int64_t N = kN ? kN : N_rt;
-  for (int64_t n = 0; n < N; ++n) {
+  const int64_t d_state = kDState ? kDState : d_state_rt;
+  for (int64_t n = 0; n < d_state; ++n) {
     const acc_t bn = Bp[n];
-    if constexpr (kN == 1) {
+    if constexpr (kDState == 1) {
 #pragma omp simd
       for (int l = 0; l < V; ++l) h[n][l] = a1[l] * h[n][l] + dt[l] * u[l] * bn;
     } else if (a_out != nullptr) {
@@ -161,27 +161,32 @@ template <typename acc_t>
 struct Buffers {
   std::vector<acc_t> u, delta, acc, a1, Bs, Cs;  // acc: y (forward) or du (backward)
   std::vector<acc_t> dy, dd, sig, hc, ac, hck;    // backward
-  // delta holds dt once a direction is prepared; a1 = exp(dt A) when N = 1.
+  // delta holds dt once a direction is prepared; a1 = exp(dt A) when d_state = 1.
 
-  Buffers(int64_t L, int64_t N, bool backward, int64_t T, int64_t chunks)
-      : u(L * V), delta(L * V), acc(L * V), a1(N == 1 ? L * V : 0), Bs(L * N), Cs(L * N) {
+  Buffers(int64_t L, int64_t d_state, bool backward, int64_t T, int64_t chunks)
+      : u(L * V),
+        delta(L * V),
+        acc(L * V),
+        a1(d_state == 1 ? L * V : 0),
+        Bs(L * d_state),
+        Cs(L * d_state) {
     if (!backward) return;
     dy.resize(L * V);
     dd.resize(L * V);
     sig.resize(L * V);
-    hc.resize(T * N * V);
-    ac.resize(N == 1 ? 0 : T * N * V);
-    hck.resize(chunks * N * V);
+    hc.resize(T * d_state * V);
+    ac.resize(d_state == 1 ? 0 : T * d_state * V);
+    hck.resize(chunks * d_state * V);
   }
 };
 
 // Row p of the [p][lane] buffers and of the [p][n] state buffers B, C.
 template <typename acc_t>
-inline void prefetch_rows(int64_t p, int64_t N, const Buffers<acc_t>& buf,
+inline void prefetch_rows(int64_t p, int64_t d_state, const Buffers<acc_t>& buf,
                           std::initializer_list<const acc_t*> lanes) {
   for (const acc_t* b : lanes) __builtin_prefetch(b + p * V);
-  __builtin_prefetch(buf.Bs.data() + p * N);
-  __builtin_prefetch(buf.Cs.data() + p * N);
+  __builtin_prefetch(buf.Bs.data() + p * d_state);
+  __builtin_prefetch(buf.Cs.data() + p * d_state);
 }
 
 struct Split {  // work items (b, g, block of lane groups)
@@ -189,58 +194,58 @@ struct Split {  // work items (b, g, block of lane groups)
   int64_t items(const ScanProblem& pb) const { return pb.batch * pb.groups * blocks; }
 };
 
-// Sum of D over the K direction rows of each lane (D multiplies the same u in every direction).
+// Sum of D over the n_dir direction rows of each lane (D multiplies the same u in every direction).
 template <typename acc_t>
 void d_sum(const ScanProblem& pb, int64_t c0, int nl, acc_t* out) {
   const acc_t* D = static_cast<const acc_t*>(pb.D);
   for (int l = 0; l < V; ++l) {
     out[l] = 0;
     if (D == nullptr || l >= nl) continue;
-    for (int64_t k = 0; k < pb.K; ++k) out[l] += D[k * pb.channels + c0 + l];
+    for (int64_t k = 0; k < pb.n_dir; ++k) out[l] += D[k * pb.channels + c0 + l];
   }
 }
 
 // ---------------------------------------------------------------------------- forward
 
-template <typename acc_t, int kN>
+template <typename acc_t, int kDState>
 void forward_impl(const ScanProblem& pb, const LaneTensor& y) {
-  const int64_t L = pb.L, N = kN ? kN : pb.N;
-  const int64_t cpg = pb.channels / pb.groups;
-  const int64_t lane_groups = (cpg + V - 1) / V;
+  const int64_t L = pb.L, d_state = kDState ? kDState : pb.d_state;
+  const int64_t channels_per_group = pb.channels / pb.groups;
+  const int64_t lane_groups = (channels_per_group + V - 1) / V;
   at::parallel_for(0, pb.batch * pb.groups * lane_groups, 1, [&](int64_t begin, int64_t end) {
-    Buffers<acc_t> buf(L, N, false, 0, 0);
+    Buffers<acc_t> buf(L, d_state, false, 0, 0);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / (pb.groups * lane_groups);
       const int64_t g = (item / lane_groups) % pb.groups;
       const int64_t j = item % lane_groups;
-      const int64_t c0 = g * cpg + j * V;
-      const int nl = static_cast<int>(std::min<int64_t>(V, cpg - j * V));
+      const int64_t c0 = g * channels_per_group + j * V;
+      const int nl = static_cast<int>(std::min<int64_t>(V, channels_per_group - j * V));
       stage_lanes(buf.u.data(), pb.u, b, 0, c0, nl, L);
       acc_t dsum[V];
       d_sum(pb, c0, nl, dsum);
       for (int64_t p = 0; p < L; ++p)
         for (int l = 0; l < V; ++l) buf.acc[p * V + l] = buf.u[p * V + l] * dsum[l];
-      for (int64_t k = 0; k < pb.K; ++k) {
+      for (int64_t k = 0; k < pb.n_dir; ++k) {
         stage_lanes(buf.delta.data(), pb.delta, b, k, c0, nl, L);
-        stage_states(buf.Bs.data(), pb.B, b, k, g, N, L);
-        stage_states(buf.Cs.data(), pb.C, b, k, g, N, L);
-        const LaneParams<acc_t, kN> lp(pb, k, c0, nl, N);
-        prepare_direction(buf.delta.data(), static_cast<acc_t*>(nullptr), buf.a1.data(), lp,
-                          pb.softplus, L);
+        stage_states(buf.Bs.data(), pb.B, b, k, g, d_state, L);
+        stage_states(buf.Cs.data(), pb.C, b, k, g, d_state, L);
+        const LaneParams<acc_t, kDState> lp(pb, k, c0, nl, d_state);
+        prepare_direction<false>(buf.delta.data(), static_cast<acc_t*>(nullptr), buf.a1.data(),
+                                 lp, pb.softplus, L);
         const int32_t* pos = pb.pos != nullptr ? pb.pos + k * L : nullptr;
-        acc_t h[LaneParams<acc_t, kN>::NA][V] = {};
+        acc_t h[LaneParams<acc_t, kDState>::kStates][V] = {};
         for (int64_t t = 0; t < L; ++t) {
           const int64_t p = pos != nullptr ? pos[t] : t;
           if (pos != nullptr && t + kAhead < L)
-            prefetch_rows<acc_t>(pos[t + kAhead], N, buf,
+            prefetch_rows<acc_t>(pos[t + kAhead], d_state, buf,
                                  {buf.delta.data(), buf.u.data(), buf.acc.data(),
-                                  kN == 1 ? buf.a1.data() : buf.delta.data()});
+                                  kDState == 1 ? buf.a1.data() : buf.delta.data()});
           acc_t yv[V] = {};
-          lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * N], lp, N,
-                    kN == 1 ? &buf.a1[p * V] : nullptr, static_cast<acc_t*>(nullptr),
+          lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * d_state], lp, d_state,
+                    kDState == 1 ? &buf.a1[p * V] : nullptr, static_cast<acc_t*>(nullptr),
                     static_cast<acc_t*>(nullptr));
-          const acc_t* Cp = &buf.Cs[p * N];
-          for (int64_t n = 0; n < N; ++n) {
+          const acc_t* Cp = &buf.Cs[p * d_state];
+          for (int64_t n = 0; n < d_state; ++n) {
 #pragma omp simd
             for (int l = 0; l < V; ++l) yv[l] += Cp[n] * h[n][l];
           }
@@ -255,37 +260,40 @@ void forward_impl(const ScanProblem& pb, const LaneTensor& y) {
 
 // ---------------------------------------------------------------------------- backward
 
-template <typename acc_t, int kN>
+template <typename acc_t, int kDState>
 void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads& gr) {
-  constexpr int NA = LaneParams<acc_t, kN>::NA;
-  const int64_t L = pb.L, N = kN ? kN : pb.N, K = pb.K, rows = pb.K * pb.channels;
-  const int64_t cpg = pb.channels / pb.groups;
+  constexpr int kStates = LaneParams<acc_t, kDState>::kStates;
+  const int64_t L = pb.L, d_state = kDState ? kDState : pb.d_state, n_dir = pb.n_dir,
+                rows = pb.n_dir * pb.channels;
+  const int64_t channels_per_group = pb.channels / pb.groups;
   Split split;
-  split.lane_groups = (cpg + V - 1) / V;
+  split.lane_groups = (channels_per_group + V - 1) / V;
   // Enough blocks per (b, g) to feed every thread; each block owns a dB / dC partial.
   const int64_t bg = pb.batch * pb.groups;
   split.blocks = std::clamp<int64_t>((at::get_num_threads() + bg - 1) / bg, 1, split.lane_groups);
   const int64_t items = split.items(pb);
-  // Chunk length: its states (and, for N > 1, exp(dt A)) fit the budget.
-  const int64_t T = std::clamp<int64_t>(kChunkBudget / (V * (N == 1 ? 1 : 2 * N)), 1, L);
+  // Chunk length: its states (and, for d_state > 1, exp(dt A)) fit the budget.
+  const int64_t T =
+      std::clamp<int64_t>(kChunkBudget / (V * (d_state == 1 ? 1 : 2 * d_state)), 1, L);
   const int64_t chunks = (L + T - 1) / T;
 
-  std::vector<acc_t> dBp(items * K * L * N, acc_t(0)), dCp(items * K * L * N, acc_t(0));
-  std::vector<acc_t> dAp(pb.batch * rows * N), dDp(pb.batch * rows), dbp(pb.batch * rows);
+  std::vector<acc_t> dBp(items * n_dir * L * d_state, acc_t(0)),
+      dCp(items * n_dir * L * d_state, acc_t(0));
+  std::vector<acc_t> dAp(pb.batch * rows * d_state), dDp(pb.batch * rows), dbp(pb.batch * rows);
 
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    Buffers<acc_t> buf(L, N, true, T, chunks);
+    Buffers<acc_t> buf(L, d_state, true, T, chunks);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / (pb.groups * split.blocks);
       const int64_t g = (item / split.blocks) % pb.groups;
       const int64_t j = item % split.blocks;
-      acc_t* dBi = &dBp[item * K * L * N];
-      acc_t* dCi = &dCp[item * K * L * N];
+      acc_t* dBi = &dBp[item * n_dir * L * d_state];
+      acc_t* dCi = &dCp[item * n_dir * L * d_state];
       const int64_t lg_begin = j * split.lane_groups / split.blocks;
       const int64_t lg_end = (j + 1) * split.lane_groups / split.blocks;
       for (int64_t lg = lg_begin; lg < lg_end; ++lg) {
-        const int64_t c0 = g * cpg + lg * V;
-        const int nl = static_cast<int>(std::min<int64_t>(V, cpg - lg * V));
+        const int64_t c0 = g * channels_per_group + lg * V;
+        const int nl = static_cast<int>(std::min<int64_t>(V, channels_per_group - lg * V));
         stage_lanes(buf.u.data(), pb.u, b, 0, c0, nl, L);
         stage_lanes(buf.dy.data(), dyT, b, 0, c0, nl, L);
         acc_t dsum[V], dD[V] = {};
@@ -295,56 +303,59 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
             buf.acc[p * V + l] = buf.dy[p * V + l] * dsum[l];
             dD[l] += buf.dy[p * V + l] * buf.u[p * V + l];
           }
-        for (int64_t k = 0; k < K; ++k) {
+        for (int64_t k = 0; k < n_dir; ++k) {
           stage_lanes(buf.delta.data(), pb.delta, b, k, c0, nl, L);
-          stage_states(buf.Bs.data(), pb.B, b, k, g, N, L);
-          stage_states(buf.Cs.data(), pb.C, b, k, g, N, L);
-          const LaneParams<acc_t, kN> lp(pb, k, c0, nl, N);
-          prepare_direction(buf.delta.data(), buf.sig.data(), buf.a1.data(), lp, pb.softplus, L);
+          stage_states(buf.Bs.data(), pb.B, b, k, g, d_state, L);
+          stage_states(buf.Cs.data(), pb.C, b, k, g, d_state, L);
+          const LaneParams<acc_t, kDState> lp(pb, k, c0, nl, d_state);
+          prepare_direction<true>(buf.delta.data(), buf.sig.data(), buf.a1.data(), lp, pb.softplus,
+                                  L);
           const int32_t* pos = pb.pos != nullptr ? pb.pos + k * L : nullptr;
           auto position = [&](int64_t t) -> int64_t { return pos != nullptr ? pos[t] : t; };
-          auto a1_at = [&](int64_t p) { return kN == 1 ? &buf.a1[p * V] : nullptr; };
-          acc_t h[NA][V] = {};
+          auto a1_at = [&](int64_t p) { return kDState == 1 ? &buf.a1[p * V] : nullptr; };
+          acc_t h[kStates][V] = {};
           // States at chunk starts (the start of chunk 0 is the zero state).
-          std::fill(buf.hck.begin(), buf.hck.begin() + N * V, acc_t(0));
+          std::fill(buf.hck.begin(), buf.hck.begin() + d_state * V, acc_t(0));
           for (int64_t t = 0; chunks > 1 && t < (chunks - 1) * T; ++t) {
             const int64_t p = position(t);
-            lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * N], lp, N, a1_at(p),
-                      static_cast<acc_t*>(nullptr),
-                      (t + 1) % T == 0 ? &buf.hck[(t + 1) / T * N * V] : nullptr);
+            lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * d_state], lp, d_state,
+                      a1_at(p), static_cast<acc_t*>(nullptr),
+                      (t + 1) % T == 0 ? &buf.hck[(t + 1) / T * d_state * V] : nullptr);
           }
-          acc_t ga[NA][V] = {};  // a_{t+1} * dh_{t+1}: the part of dh_t that flows back in time
-          acc_t dA[NA][V] = {}, dbias[V] = {};
+          acc_t ga[kStates][V] =
+              {};  // a_{t+1} * dh_{t+1}: the part of dh_t that flows back in time
+          acc_t dA[kStates][V] = {}, dbias[V] = {};
           for (int64_t ci = chunks - 1; ci >= 0; --ci) {
             const int64_t t0 = ci * T, t1 = std::min(L, t0 + T);
-            const acc_t* h0 = &buf.hck[ci * N * V];
-            for (int64_t n = 0; n < N; ++n) std::copy(h0 + n * V, h0 + n * V + V, h[n]);
+            const acc_t* h0 = &buf.hck[ci * d_state * V];
+            for (int64_t n = 0; n < d_state; ++n) std::copy(h0 + n * V, h0 + n * V + V, h[n]);
             for (int64_t t = t0; t < t1; ++t) {
               const int64_t p = position(t), i = t - t0;
               if (pos != nullptr && t + kAhead < t1)
-                prefetch_rows<acc_t>(pos[t + kAhead], N, buf,
+                prefetch_rows<acc_t>(pos[t + kAhead], d_state, buf,
                                      {buf.delta.data(), buf.u.data(),
-                                      kN == 1 ? buf.a1.data() : buf.u.data()});
-              lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * N], lp, N, a1_at(p),
-                        kN == 1 ? nullptr : &buf.ac[i * N * V], &buf.hc[i * N * V]);
+                                      kDState == 1 ? buf.a1.data() : buf.u.data()});
+              lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * d_state], lp, d_state,
+                        a1_at(p), kDState == 1 ? nullptr : &buf.ac[i * d_state * V],
+                        &buf.hc[i * d_state * V]);
             }
             for (int64_t t = t1 - 1; t >= t0; --t) {
               const int64_t p = position(t), i = t - t0;
               if (pos != nullptr && t - kAhead >= t0)
-                prefetch_rows<acc_t>(pos[t - kAhead], N, buf,
+                prefetch_rows<acc_t>(pos[t - kAhead], d_state, buf,
                                      {buf.delta.data(), buf.u.data(), buf.dy.data(),
                                       buf.sig.data(), buf.acc.data(), buf.dd.data(),
-                                      kN == 1 ? buf.a1.data() : buf.u.data()});
-              const acc_t* hprev = i > 0 ? &buf.hc[(i - 1) * N * V] : h0;
-              const acc_t* hcur = &buf.hc[i * N * V];
-              const acc_t* a = kN == 1 ? a1_at(p) : &buf.ac[i * N * V];
+                                      kDState == 1 ? buf.a1.data() : buf.u.data()});
+              const acc_t* hprev = i > 0 ? &buf.hc[(i - 1) * d_state * V] : h0;
+              const acc_t* hcur = &buf.hc[i * d_state * V];
+              const acc_t* a = kDState == 1 ? a1_at(p) : &buf.ac[i * d_state * V];
               const acc_t* dt = &buf.delta[p * V];
               const acc_t* dy = &buf.dy[p * V];
               const acc_t* u = &buf.u[p * V];
-              const acc_t* Bp = &buf.Bs[p * N];
-              const acc_t* Cp = &buf.Cs[p * N];
+              const acc_t* Bp = &buf.Bs[p * d_state];
+              const acc_t* Cp = &buf.Cs[p * d_state];
               acc_t dBu[V] = {}, ddt[V] = {};
-              if constexpr (kN == 1) {
+              if constexpr (kDState == 1) {
                 const acc_t bn = Bp[0], cn = Cp[0], *An = lp.A[0];
                 acc_t sum_dB = 0, sum_dC = 0;
 #pragma omp simd reduction(+ : sum_dB, sum_dC)
@@ -361,7 +372,7 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
                 dBi[k * L + p] += sum_dB;
                 dCi[k * L + p] += sum_dC;
               }
-              for (int64_t n = 0; kN != 1 && n < N; ++n) {
+              for (int64_t n = 0; kDState != 1 && n < d_state; ++n) {
                 const acc_t bn = Bp[n], cn = Cp[n], *An = lp.A[n];
                 acc_t sum_dB = 0, sum_dC = 0;
 #pragma omp simd reduction(+ : sum_dB, sum_dC)
@@ -375,8 +386,8 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
                   dA[n][l] += dh * dt[l] * ah;
                   ga[n][l] = a[n * V + l] * dh;
                 }
-                dBi[(k * L + p) * N + n] += sum_dB;
-                dCi[(k * L + p) * N + n] += sum_dC;
+                dBi[(k * L + p) * d_state + n] += sum_dB;
+                dCi[(k * L + p) * d_state + n] += sum_dC;
               }
               const acc_t* sig = &buf.sig[p * V];
 #pragma omp simd
@@ -391,7 +402,7 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
           unstage_lanes(buf.dd.data(), gr.ddelta, b, k, c0, nl, L);
           for (int l = 0; l < nl; ++l) {
             const int64_t row = b * rows + k * pb.channels + c0 + l;
-            for (int64_t n = 0; n < N; ++n) dAp[row * N + n] = dA[n][l];
+            for (int64_t n = 0; n < d_state; ++n) dAp[row * d_state + n] = dA[n][l];
             dbp[row] = dbias[l];
             dDp[row] = dD[l];
           }
@@ -403,18 +414,21 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
 
   // dB / dC: sum the blocks' partials in block order.
   const int64_t blocks = split.blocks;
-  at::parallel_for(0, pb.batch * K * pb.groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, pb.batch * n_dir * pb.groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t b = idx / (K * pb.groups), k = (idx / pb.groups) % K, g = idx % pb.groups;
+      const int64_t b = idx / (n_dir * pb.groups), k = (idx / pb.groups) % n_dir,
+                    g = idx % pb.groups;
       for (const auto& [part, out] : {std::pair{&dBp, &gr.dB}, std::pair{&dCp, &gr.dC}}) {
         with_storage_type(out->dtype, [&](auto tag) {
           using dst_t = decltype(tag);
           dst_t* dst = static_cast<dst_t*>(out->data) + b * out->sb + k * out->sk + g * out->sg;
-          const acc_t* first = part->data() + ((b * pb.groups + g) * blocks * K + k) * L * N;
+          const acc_t* first =
+              part->data() + ((b * pb.groups + g) * blocks * n_dir + k) * L * d_state;
           for (int64_t p = 0; p < L; ++p)
-            for (int64_t n = 0; n < N; ++n) {
+            for (int64_t n = 0; n < d_state; ++n) {
               acc_t s = 0;
-              for (int64_t j = 0; j < blocks; ++j) s += first[j * K * L * N + p * N + n];
+              for (int64_t j = 0; j < blocks; ++j)
+                s += first[j * n_dir * L * d_state + p * d_state + n];
               dst[n * out->sn + p * out->sp] = static_cast<dst_t>(s);
             }
         });
@@ -426,10 +440,10 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
   acc_t* dD = static_cast<acc_t*>(gr.dD);
   acc_t* dbias = static_cast<acc_t*>(gr.dbias);
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t n = 0; n < N; ++n) {
+    for (int64_t n = 0; n < d_state; ++n) {
       acc_t s = 0;
-      for (int64_t b = 0; b < pb.batch; ++b) s += dAp[(b * rows + r) * N + n];
-      dA[r * N + n] = s;
+      for (int64_t b = 0; b < pb.batch; ++b) s += dAp[(b * rows + r) * d_state + n];
+      dA[r * d_state + n] = s;
     }
     acc_t sD = 0, sb = 0;
     for (int64_t b = 0; b < pb.batch; ++b) {
@@ -444,10 +458,10 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
 template <typename F>
 void dispatch(const ScanProblem& pb, F&& f) {
   if (pb.compute == at::kFloat) {
-    pb.N == 1 ? f(float{}, std::integral_constant<int, 1>{})
+    pb.d_state == 1 ? f(float{}, std::integral_constant<int, 1>{})
               : f(float{}, std::integral_constant<int, 0>{});
   } else {
-    pb.N == 1 ? f(double{}, std::integral_constant<int, 1>{})
+    pb.d_state == 1 ? f(double{}, std::integral_constant<int, 1>{})
               : f(double{}, std::integral_constant<int, 0>{});
   }
 }

@@ -49,12 +49,13 @@ struct Params {
 };
 
 Params params(const at::Tensor& A, const std::optional<at::Tensor>& D,
-              const std::optional<at::Tensor>& bias, int64_t rows, int64_t N,
+              const std::optional<at::Tensor>& bias, int64_t rows, int64_t d_state,
               at::ScalarType act) {
   const auto ct = compute_dtype(act);
   check_param(A, "A", act);
-  check_shape(A, "A", {rows, N});
-  TORCH_CHECK(N >= 1 && N <= 16, "d_state N = A.shape[1] must be in 1..16, got ", N);
+  check_shape(A, "A", {rows, d_state});
+  TORCH_CHECK(d_state >= 1 && d_state <= kMaxDState, "d_state N = A.shape[1] must be in 1..",
+              kMaxDState, ", got ", d_state);
   Params p;
   p.A = A.to(ct).contiguous();
   if (D.has_value()) {
@@ -131,30 +132,30 @@ ScanArgs scan_args(const at::Tensor& u_in, const at::Tensor& delta_in, const at:
   check_dtype(u_in, "u");
   const auto act = u_in.scalar_type();
   const int64_t b = u_in.size(0), d = u_in.size(1), L = u_in.size(2);
-  const int64_t G = B_in.size(1), N = A.dim() == 2 ? A.size(1) : 0;
+  const int64_t G = B_in.size(1), d_state = A.dim() == 2 ? A.size(1) : 0;
   TORCH_CHECK(G >= 1 && d % G == 0, "B has G = ", G, " groups, which must divide d = ", d);
   ScanArgs s;
-  s.p = params(A, D, bias, d, N, act);
+  s.p = params(A, D, bias, d, d_state, act);
   for (auto [t, name] : {std::pair{&u_in, "u"}, {&delta_in, "delta"}, {&B_in, "B"}, {&C_in, "C"}})
     check_activation(*t, name, act);
   check_shape(delta_in, "delta", {b, d, L});
-  check_shape(B_in, "B", {b, G, N, L});
-  check_shape(C_in, "C", {b, G, N, L});
+  check_shape(B_in, "B", {b, G, d_state, L});
+  check_shape(C_in, "C", {b, G, d_state, L});
   s.u = u_in.contiguous();
   s.delta = delta_in.contiguous();
   s.B = B_in.contiguous();
   s.C = C_in.contiguous();
   ScanProblem& pb = s.pb;
   pb.batch = b;
-  pb.K = 1;
+  pb.n_dir = 1;
   pb.channels = d;
   pb.groups = G;
-  pb.N = N;
+  pb.d_state = d_state;
   pb.L = L;
   pb.u = lanes(s.u, d * L, 0, L, 1);
   pb.delta = lanes(s.delta, d * L, 0, L, 1);
-  pb.B = states(s.B, G * N * L, 0, N * L, L, 1);
-  pb.C = states(s.C, G * N * L, 0, N * L, L, 1);
+  pb.B = states(s.B, G * d_state * L, 0, d_state * L, L, 1);
+  pb.C = states(s.C, G * d_state * L, 0, d_state * L, L, 1);
   set_params(pb, s.p);
   pb.softplus = delta_softplus;
   pb.compute = compute_dtype(act);
@@ -180,9 +181,9 @@ Grads7 selective_scan_bwd(const at::Tensor& dy_in, const at::Tensor& u, const at
   ScanArgs s = scan_args(u, delta, A, B, C, D, delta_bias, delta_softplus);
   check_dy(dy_in, u.sizes(), u.scalar_type());
   const at::Tensor dy = dy_in.contiguous();
-  const int64_t d = s.pb.channels, L = s.pb.L, G = s.pb.groups, N = s.pb.N;
+  const int64_t d = s.pb.channels, L = s.pb.L, G = s.pb.groups, d_state = s.pb.d_state;
   const LaneTensor lane_layout = lanes(dy, d * L, 0, L, 1);
-  const StateTensor state_layout = states(s.B, G * N * L, 0, N * L, L, 1);
+  const StateTensor state_layout = states(s.B, G * d_state * L, 0, d_state * L, L, 1);
   return run_backward(s.pb, lane_layout, s.u, s.delta, A, s.B, s.C, lane_layout, lane_layout,
                       state_layout, state_layout);
 }
@@ -225,19 +226,19 @@ Ss2dArgs ss2d_args(const at::Tensor& x_in, const at::Tensor& delta_in, const at:
   const int64_t c = channel_last ? x_in.size(3) : x_in.size(1);
   const int64_t H = channel_last ? x_in.size(1) : x_in.size(2);
   const int64_t W = channel_last ? x_in.size(2) : x_in.size(3);
-  const int64_t L = H * W, N = A.dim() == 2 ? A.size(1) : 0;
+  const int64_t L = H * W, d_state = A.dim() == 2 ? A.size(1) : 0;
   Ss2dArgs s;
-  s.p = params(A, D, bias, 4 * c, N, act);
+  s.p = params(A, D, bias, 4 * c, d_state, act);
   for (auto [t, name] : {std::pair{&x_in, "x"}, {&delta_in, "delta"}, {&B_in, "B"}, {&C_in, "C"}})
     check_activation(*t, name, act);
   if (channel_last) {
     check_shape(delta_in, "delta", {b, 4, H, W, c});
-    check_shape(B_in, "B", {b, 4, H, W, N});
-    check_shape(C_in, "C", {b, 4, H, W, N});
+    check_shape(B_in, "B", {b, 4, H, W, d_state});
+    check_shape(C_in, "C", {b, 4, H, W, d_state});
   } else {
     check_shape(delta_in, "delta", {b, 4, c, H, W});
-    check_shape(B_in, "B", {b, 4, N, H, W});
-    check_shape(C_in, "C", {b, 4, N, H, W});
+    check_shape(B_in, "B", {b, 4, d_state, H, W});
+    check_shape(C_in, "C", {b, 4, d_state, H, W});
   }
   s.x = x_in.contiguous();
   s.delta = delta_in.contiguous();
@@ -247,18 +248,18 @@ Ss2dArgs ss2d_args(const at::Tensor& x_in, const at::Tensor& delta_in, const at:
   if (channel_last) {
     s.x_layout = lanes(s.x, L * c, 0, 1, c);
     s.delta_layout = lanes(s.delta, 4 * L * c, L * c, 1, c);
-    s.bc_layout = states(s.B, 4 * L * N, L * N, 0, 1, N);
+    s.bc_layout = states(s.B, 4 * L * d_state, L * d_state, 0, 1, d_state);
   } else {
     s.x_layout = lanes(s.x, c * L, 0, L, 1);
     s.delta_layout = lanes(s.delta, 4 * c * L, c * L, L, 1);
-    s.bc_layout = states(s.B, 4 * N * L, N * L, 0, L, 1);
+    s.bc_layout = states(s.B, 4 * d_state * L, d_state * L, 0, L, 1);
   }
   ScanProblem& pb = s.pb;
   pb.batch = b;
-  pb.K = 4;
+  pb.n_dir = 4;
   pb.channels = c;
   pb.groups = 1;
-  pb.N = N;
+  pb.d_state = d_state;
   pb.L = L;
   pb.pos = s.pos.data();
   pb.u = s.x_layout;
