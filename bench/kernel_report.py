@@ -248,8 +248,12 @@ def op_row(backend: str, op: str, pass_: str, shape: dict, layout: str, detail: 
         if backend == "triton":
             ideal = sum(ln["ideal_sectors"] for ln in ls)
             row["sectors_over_ideal"] = sum(ln["sectors"] for ln in ls) / ideal if ideal else None
-            row["not_charged_issue"] = sorted({ln["kernel"] for ln in ls if not ln["issue_modeled"]})
-            row["approximated_layouts"] = sorted({a for ln in ls for a in ln.get("approximated", [])})
+            row["not_charged_issue"] = sorted(
+                {ln["kernel"] for ln in ls if not ln["issue_modeled"]}
+            )
+            row["approximated_layouts"] = sorted(
+                {a for ln in ls for a in ln.get("approximated", [])}
+            )
     elif any(ln["issue_modeled"] for ln in ls) and op != "slp_project":
         # without the traffic model (--no-triton-traffic): bytes at the op's minimum, a lower
         # bound; the issue limit of its straight-line kernels (looping helper kernels, the

@@ -13,8 +13,8 @@ triton = pytest.importorskip("triton")
 tl = triton.language
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from kernel_static.triton_layouts import default_layout, memory_ops, thread_map  # noqa: E402
-from kernel_static.triton_traffic import TrafficRecorder, fast_scans  # noqa: E402
+from kernel_static.triton_layouts import default_layout, memory_ops, thread_map
+from kernel_static.triton_traffic import TrafficRecorder, fast_scans
 
 
 @triton.jit
@@ -84,7 +84,7 @@ def _run(fn, grid, tensors, ttgir, num_warps=4, **kwargs):
 def test_layout_parse_and_thread_map():
     g = (
         "#blocked = " + _blocked([1, 4], [4, 8], [4, 1], [1, 0]) + "\n"
-        '    %3 = tt.load %2 : tensor<16x32x!tt.ptr<bf16>, #blocked> loc(#loc3)\n'
+        "    %3 = tt.load %2 : tensor<16x32x!tt.ptr<bf16>, #blocked> loc(#loc3)\n"
         '#loc2 = loc("k.py":7:9)\n#loc3 = loc("v"(#loc2))\n'
     )
     (op,) = memory_ops(g)
@@ -140,7 +140,9 @@ def test_atomic_count_and_replicated_stores_issue_once():
     # a 256-element block on a 512-thread layout: every element is held by two threads
     lay = _blocked([1], [32], [16], [0])
     ptr = "tensor<256x!tt.ptr<f32>, LAYOUT>"
-    g = _ttgir(_atomic, [("tt.atomic_rmw", "tl.atomic_add", ptr, lay), ("tt.load", "tl.load", ptr, lay)])
+    g = _ttgir(
+        _atomic, [("tt.atomic_rmw", "tl.atomic_add", ptr, lay), ("tt.load", "tl.load", ptr, lay)]
+    )
     t = _run(_atomic, (3,), [x, y], g, num_warps=16, BLOCK=B)
     torch.testing.assert_close(y, 3 * x)
     a, ld = t.kinds["atomic"], t.kinds["load"]

@@ -20,9 +20,7 @@ _WRITE_ONLY = {"zero_", "fill_", "copy_", "zeros", "zeros_like", "full", "full_l
 
 
 def _is_view(func) -> bool:
-    return any(
-        r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns
-    )
+    return any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -113,7 +113,7 @@ def _parse_layout(text: str, aliases: dict[str, str]) -> Layout | None:
 
 def _locations(ttgir: str) -> dict[str, tuple[str, int] | None]:
     """#locN -> (file, line) of the innermost source location (callee of a callsite)."""
-    raw = dict(re.findall(r"^(#loc\d*) = loc\((.*)\)\s*$", ttgir, flags=re.M))
+    raw = dict(re.findall(r"^(#loc\d*) = loc\((.*)\)\s*$", ttgir, flags=re.MULTILINE))
     out: dict[str, tuple[str, int] | None] = {}
 
     def resolve(ref: str, depth: int = 0) -> tuple[str, int] | None:
@@ -148,11 +148,13 @@ def _tensor_type(text: str) -> tuple[tuple, int, str] | None:
 
 def memory_ops(ttgir: str) -> list[MemoryOp]:
     """Every memory instruction of a kernel's TTGIR with its source line and layout."""
-    aliases = dict(re.findall(r"^(#\w+) = (#ttg\.\w+<\{.*\}>)\s*$", ttgir, flags=re.M))
+    aliases = dict(re.findall(r"^(#\w+) = (#ttg\.\w+<\{.*\}>)\s*$", ttgir, flags=re.MULTILINE))
     locs = _locations(ttgir)
     ops = []
     for line in ttgir.splitlines():
-        m = re.search(r"=\s*(tt\.load|tt\.store|tt\.atomic_rmw|tt\.atomic_cas)\b|^\s*(tt\.store)\b", line)
+        m = re.search(
+            r"=\s*(tt\.load|tt\.store|tt\.atomic_rmw|tt\.atomic_cas)\b|^\s*(tt\.store)\b", line
+        )
         if m is None:
             continue
         name = m.group(1) or m.group(2)

@@ -44,7 +44,11 @@ def constexprs(launch: tk.Launch) -> dict:
 
 def real_launch(launch: tk.Launch) -> dict:
     """What the model needs of a launch at the real shape (JSON): name, grid, constexprs."""
-    return {"name": launch.name, "grid": [int(g) for g in launch.grid], "constexprs": constexprs(launch)}
+    return {
+        "name": launch.name,
+        "grid": [int(g) for g in launch.grid],
+        "constexprs": constexprs(launch),
+    }
 
 
 class _Runner:

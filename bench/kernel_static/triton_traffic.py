@@ -166,7 +166,12 @@ class TrafficRecorder:
         self._alloc = _Allocations(tensors)
         saved = {
             k: getattr(b, k)
-            for k in ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")
+            for k in (
+                "create_masked_load",
+                "create_masked_store",
+                "create_atomic_rmw",
+                "create_atomic_cas",
+            )
         }
 
         def load(ptrs, mask, *a, **kw):
@@ -268,7 +273,9 @@ def _count(ins: _Instruction, addr: np.ndarray, active: np.ndarray, elem: int, a
         vec = 1
     g = r // vec
 
-    def per_request(x: np.ndarray) -> np.ndarray:  # (warps, lanes, groups, vec) -> (requests, lanes*vec)
+    def per_request(
+        x: np.ndarray,
+    ) -> np.ndarray:  # (warps, lanes, groups, vec) -> (requests, lanes*vec)
         return x.reshape(w, ln, g, vec).transpose(0, 2, 1, 3).reshape(w * g, ln * vec)
 
     live_r = per_request(live)
