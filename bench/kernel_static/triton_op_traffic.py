@@ -5,9 +5,9 @@ As for the CUDA kernels (``traffic.py``), each op runs at a shape that keeps eve
 quantity of the real one (the whole map or sequence, N, F, R) and shrinks only the number of
 programs: batch and channels (scans) or batch (slp_project). Each launch is then scaled by the
 ratio of its program count at the real shape to the emulated one. That is exact when both
-launches run the same specialisation, so the emulated launches' constexprs (tile sizes, flags)
-are checked against the real launches'; where they differ (a tile sized from the channel count)
-the emulated channel count doubles until they agree. The interpreter runs every program of every
+launches run the same specialisation on programs of equal work, so the emulated channel count
+starts at one and doubles until every launch has the real launch's constexprs (tile sizes,
+flags), checked on meta tensors before anything runs. The interpreter runs every program of every
 launch, so the counts at the emulated shape are exact for the layouts the TTGIR gives.
 """
 
@@ -31,10 +31,40 @@ _GROW = {"ss2d_scan": "C", "selective_scan": "d", "slp_project": "A"}
 
 
 def emulated_shape(op: str, shape: dict, layout: str) -> dict:
-    """The starting scaled-down shape: the CUDA model's, with one batch."""
-    s = traffic.emulated_shape(op, shape, layout)
+    """The smallest shape tried: batch 1 and one channel (16 channel-last, so a position's bf16
+    channels fill a sector as at the real C); slp_project keeps every attribute, so its last
+    partial attribute tile is the real one."""
+    s = dict(shape)
     s["b"] = 1
+    if op == "ss2d_scan":
+        s["C"] = min(shape["C"], 16 if layout == "channel_last" else 1)
+    elif op == "selective_scan":
+        s["d"], s["G"] = 1, 1
     return s
+
+
+def _same(log: list, real: list[dict]) -> bool:
+    return len(log) == len(real) and all(
+        a.name == b["name"] and constexprs(a) == b["constexprs"] for a, b in zip(log, real)
+    )
+
+
+def matching_shape(op: str, pass_: str, shape: dict, dtype, layout: str, real: list[dict]):
+    """The smallest emulated shape whose launches have the real launches' constexprs, growing
+    the channel count by doubling (checked on meta tensors: nothing runs)."""
+    s = emulated_shape(op, shape, layout)
+    grow = _GROW[op]
+    while True:
+        log = tk.op_launches(op, pass_, tk.meta_inputs(op, s, dtype, layout))
+        if _same(log, real):
+            return s
+        if s[grow] >= shape[grow]:
+            raise RuntimeError(
+                f"{op} {pass_}: no scaled-down shape up to {s} launches the real shape's "
+                f"kernels with the same constexprs ({[ln.name for ln in log]} vs "
+                f"{[ln['name'] for ln in real]})"
+            )
+        s[grow] = min(shape[grow], 2 * s[grow])
 
 
 def constexprs(launch: tk.Launch) -> dict:
@@ -106,27 +136,16 @@ def triton_traffic(
     Returns {"emulated_shape", "launches": [{"kernel", "grid", "scale", requests, sectors,
     ideal_sectors, lines, bytes_l2, atomics (scaled), "kinds", "sites" (emulated shape),
     "approximated"}]}."""
-    emu = emulated_shape(op, shape, layout)
-    grow = _GROW[op]
+    emu = matching_shape(op, pass_, shape, dtype, layout, real)
 
     def ttgir_of(index, fn):
         if index < len(real) and real[index]["name"] == getattr(fn, "__name__", ""):
             return ttgir[index]
         return None
 
-    while True:
-        log, counts = run_emulated(op, pass_, emu, dtype, layout, ttgir_of)
-        same = len(log) == len(real) and all(
-            a.name == b["name"] and constexprs(a) == b["constexprs"] for a, b in zip(log, real)
-        )
-        if same or emu[grow] >= shape[grow]:
-            break
-        emu[grow] = min(shape[grow], 2 * emu[grow])
-    if not same:
-        raise RuntimeError(
-            f"{op} {pass_}: the launches at the emulated shape {emu} don't match the real "
-            f"shape's ({[ln.name for ln in log]} vs {[ln['name'] for ln in real]})"
-        )
+    log, counts = run_emulated(op, pass_, emu, dtype, layout, ttgir_of)
+    if not _same(log, real):
+        raise RuntimeError(f"{op} {pass_}: the interpreter run at {emu} launched other kernels")
     rows = []
     for ln, c, r in zip(log, counts, real):
         f = tk.Launch(None, tuple(r["grid"]), (), {}).programs / ln.programs
