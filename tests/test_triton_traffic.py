@@ -94,6 +94,15 @@ def test_layout_parse_and_thread_map():
     # every element held exactly once; lane 1 of warp 0 holds elements 4..7 of row 0
     assert sorted(flat.reshape(-1).tolist()) == list(range(512))
     assert flat[0, 1].tolist() == [4, 5, 6, 7]
+    # a pipelined loop's cp.async is a load of its source pointers
+    g2 = (
+        "#blocked = " + _blocked([1, 4], [4, 8], [4, 1], [1, 0]) + "\n"
+        "    %q = ttg.async_copy_global_to_local %p, %s mask %m other %c {contiguity = 4 : i32} : "
+        "tensor<32x16x!tt.ptr<bf16>, #blocked> -> <32x16xbf16, #shared, #smem, mutable> loc(#loc3)\n"
+        '#loc3 = loc("k.py":9:9)\n'
+    )
+    (cp,) = memory_ops(g2)
+    assert (cp.kind, cp.line, cp.shape, cp.layout.spt) == ("load", 9, (32, 16), (1, 4))
     # the default layout of a (64, 32) block: lanes along the last dimension
     d = default_layout((64, 32), 4)
     assert d.tpw == (1, 32) and d.wpc == (4, 1)
@@ -132,6 +141,18 @@ def test_column_read_wastes_8x_in_fp32():
     ld, st = t.kinds["load"], t.kinds["store"]
     assert (ld.requests, ld.sectors, ld.ideal_sectors) == (1, 32, 4)  # 8x the ideal
     assert (st.requests, st.sectors, st.ideal_sectors) == (1, 4, 4)  # y's column is contiguous
+
+
+def test_a_block_loaded_in_two_layouts_counts_both():
+    R, BR, BC = 64, 32, 1
+    x, y = torch.randn(BR, R), torch.empty(BR, BC)
+    col = _blocked([1, 1], [32, 1], [1, 1], [0, 1])
+    one = _blocked([1, 1], [1, 32], [1, 1], [1, 0])  # all lanes on the size-1 dimension
+    ptr = "tensor<32x1x!tt.ptr<f32>, LAYOUT>"
+    g = _ttgir(_column, [("tt.load", "tl.load", ptr, col), ("tt.load", "tl.load", ptr, one)])
+    t = _run(_column, (1,), [x, y, R], g, num_warps=1, BR=BR, BC=BC)
+    # column layout: 1 request of 32 sectors; the other: 32 registers, 32 one-sector requests
+    assert (t.kinds["load"].requests, t.kinds["load"].sectors) == (1 + 32, 32 + 32)
 
 
 def test_atomic_count_and_replicated_stores_issue_once():

@@ -7,7 +7,8 @@ the coalescing pass, ``sizePerThread`` along ``order[0]`` is the vector width of
 ``#ttg.slice<{dim, parent}>`` (a block reduced along ``dim`` of its parent's layout) or
 ``#ttg.linear<{register, lane, warp}>`` (an element's coordinates are the XOR of one basis
 vector per set bit of the register, lane and warp index). :func:`memory_ops` finds every
-``tt.load`` / ``tt.store`` / ``tt.atomic_rmw`` / ``tt.atomic_cas`` with its source line (the
+``tt.load`` (or the ``ttg.async_copy_global_to_local`` a pipelined loop makes of it) /
+``tt.store`` / ``tt.atomic_rmw`` / ``tt.atomic_cas`` with its source line (the
 TTGIR's ``loc`` records); :func:`thread_map` turns a layout and a block shape into the flat
 element index each (warp, lane, register) holds. Where a layout can't be read (an MMA or
 dot-operand layout, or an op with no TTGIR line), :func:`default_layout` stands in: Triton's own
@@ -25,6 +26,7 @@ import numpy as np
 
 MEMORY_OPS = {
     "tt.load": "load",
+    "ttg.async_copy_global_to_local": "load",  # a pipelined loop's cp.async
     "tt.store": "store",
     "tt.atomic_rmw": "atomic",
     "tt.atomic_cas": "atomic",
@@ -153,7 +155,9 @@ def memory_ops(ttgir: str) -> list[MemoryOp]:
     ops = []
     for line in ttgir.splitlines():
         m = re.search(
-            r"=\s*(tt\.load|tt\.store|tt\.atomic_rmw|tt\.atomic_cas)\b|^\s*(tt\.store)\b", line
+            r"=\s*(tt\.load|ttg\.async_copy_global_to_local|tt\.atomic_rmw|tt\.atomic_cas)\b"
+            r"|^\s*(tt\.store)\b",
+            line,
         )
         if m is None:
             continue

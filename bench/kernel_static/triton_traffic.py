@@ -21,9 +21,10 @@ thread of which warp holds each element. Then, as in the CUDA emulator's model
   is replicated across warps, each warp loading its copy); stores and atomics issue once per
   element (Triton masks the replicas); ``atomics`` counts per-element atomic operations.
 
-A memory op whose layout the TTGIR doesn't give (no TTGIR, an MMA layout, an op whose line
-holds several ops of the same kind with different shapes) takes ``triton_layouts.default_layout``
-and is counted under ``approximated``.
+An access the TTGIR has in several layouts (the compiler loads a block twice rather than convert
+its layout) is counted once per layout: the GPU runs both loads. A memory op whose layout the
+TTGIR doesn't give (no TTGIR, an MMA layout) takes ``triton_layouts.default_layout`` and is
+counted under ``approximated``.
 """
 
 from __future__ import annotations
@@ -214,16 +215,24 @@ class TrafficRecorder:
             f = f.f_back
         return "", -1
 
-    def _instruction(self, kind: str, site: tuple, shape: tuple) -> _Instruction:
+    def _instructions(self, kind: str, site: tuple, shape: tuple) -> list[_Instruction]:
+        """The compiled instructions of one source access: one per distinct layout among the
+        TTGIR ops of its line, kind and shape (the compiler may load a block twice in two
+        layouts rather than convert it; copies in one layout are a pipelined loop's prologue
+        and body, one access each); the default layout if there are none."""
         key = (site, kind, shape)
-        ins = self._instr.get(key)
-        if ins is None:
-            cands = [o for o in self._ops.get((*site, kind), []) if o.shape == shape]
-            layouts = {o.layout for o in cands}
-            op = cands[0] if len(layouts) == 1 else None
-            ins = _Instruction(op, kind, shape, self._current.num_warps)
-            self._instr[key] = ins
-        return ins
+        found = self._instr.get(key)
+        if found is None:
+            ops = {}
+            for o in self._ops.get((*site, kind), []):
+                if o.shape == shape and o.layout is not None:
+                    ops.setdefault(o.layout, o)
+            nw = self._current.num_warps
+            found = [_Instruction(o, kind, shape, nw) for o in ops.values()] or [
+                _Instruction(None, kind, shape, nw)
+            ]
+            self._instr[key] = found
+        return found
 
     def _record(self, kind: str, ptrs, mask) -> None:
         lt = self._current
@@ -243,10 +252,10 @@ class TrafficRecorder:
                 c.requests = c.sectors = c.ideal_sectors = c.lines = n
                 c.atomics = 1 if kind == "atomic" else 0
         else:
-            ins = self._instruction(kind, site, shape)
-            if ins.approximated:
-                lt.approximated.add(f"{Path(site[0]).name}:{site[1]} {kind}")
-            c = _count(ins, addr.reshape(-1), active.reshape(-1), elem, self._alloc)
+            for ins in self._instructions(kind, site, shape):
+                if ins.approximated:
+                    lt.approximated.add(f"{Path(site[0]).name}:{site[1]} {kind}")
+                c.add(_count(ins, addr.reshape(-1), active.reshape(-1), elem, self._alloc))
         lt.total.add(c)
         lt.kinds[kind].add(c)
         lt.sites[f"{Path(site[0]).name}:{site[1]} {kind}"].add(c)
