@@ -7,8 +7,10 @@ programs: batch and channels (scans) or batch (slp_project). Each launch is then
 ratio of its program count at the real shape to the emulated one. That is exact when both
 launches run the same specialisation on programs of equal work, so the emulated channel count
 starts at one and doubles until every launch has the real launch's constexprs (tile sizes,
-flags), checked on meta tensors before anything runs. The interpreter runs every program of every
-launch, so the counts at the emulated shape are exact for the layouts the TTGIR gives.
+flags), checked on meta tensors before anything runs. Along a grid axis of more than
+``PROGRAMS_PER_AXIS`` programs (the chunks of a long map) only the first, the last and evenly
+spaced inner programs run, each weighted by the programs it stands for: exact when the inner
+programs do equal work, as the chunks of a scan do.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import torch
 
 from . import traffic
 from . import triton_kernels as tk
-from .triton_traffic import TrafficRecorder, fast_scans
+from .triton_traffic import TrafficRecorder, fast_scans, sampled_programs
 
+# programs run per grid axis (first, last and evenly spaced inner ones; see
+# triton_traffic.sampled_programs); 0 runs every program
+PROGRAMS_PER_AXIS = 8
 # the channel-like size an op's emulated shape grows along when specialisations differ
 _GROW = {"ss2d_scan": "C", "selective_scan": "d", "slp_project": "A"}
 
@@ -84,8 +89,8 @@ def real_launch(launch: tk.Launch) -> dict:
 class _Runner:
     """``wrap(fn)[grid](*args, **kwargs)`` that runs ``fn`` in the interpreter, recording."""
 
-    def __init__(self, recorder: TrafficRecorder, log: list, ttgir):
-        self.recorder, self.log, self.ttgir = recorder, log, ttgir
+    def __init__(self, recorder: TrafficRecorder, log: list, ttgir, per_axis: int):
+        self.recorder, self.log, self.ttgir, self.per_axis = recorder, log, ttgir, per_axis
 
     def __call__(self, fn):
         return _Launcher(self, fn)
@@ -109,25 +114,37 @@ class _Launcher:
             r.log.append(tk.Launch(fn, tuple(grid), args, kwargs))
             tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
             nw = int(kwargs.get("num_warps", 4))
-            with r.recorder.launch(fn, grid, nw, tensors, r.ttgir(index, fn)):
-                interp[tuple(grid)](*args, **kwargs)
+            with (
+                r.recorder.launch(fn, grid, nw, tensors, r.ttgir(index, fn)),
+                sampled_programs(grid, r.per_axis, r.recorder) as sample,
+            ):
+                interp[sample](*args, **kwargs)
 
         return launch
 
 
-def run_emulated(op: str, pass_: str, emu: dict, dtype, layout: str, ttgir) -> tuple[list, list]:
+def run_emulated(
+    op: str, pass_: str, emu: dict, dtype, layout: str, ttgir, per_axis: int = PROGRAMS_PER_AXIS
+) -> tuple[list, list]:
     """(launches, LaunchTraffic per launch) of one op pass run in the interpreter at ``emu``;
     ``ttgir(index, fn)`` gives the TTGIR of the index-th launch (None: default layouts)."""
     inputs = traffic.emulator_inputs(op, pass_, emu, dtype, layout)
     inputs.setdefault("channel_last", layout == "channel_last")
     rec, log = TrafficRecorder(), []
-    with tk.launching(_Runner(rec, log, ttgir)), fast_scans():
+    with tk.launching(_Runner(rec, log, ttgir, per_axis)), fast_scans():
         tk.call_op(op, pass_, inputs)
     return log, rec.launches
 
 
 def triton_traffic(
-    op: str, pass_: str, shape: dict, dtype, layout: str, real: list[dict], ttgir: list[str]
+    op: str,
+    pass_: str,
+    shape: dict,
+    dtype,
+    layout: str,
+    real: list[dict],
+    ttgir: list[str],
+    per_axis: int = PROGRAMS_PER_AXIS,
 ) -> dict:
     """Per-launch traffic of the triton backend at ``shape``; runs kernels, so the process must
     have TRITON_INTERPRET=1 set before triton was imported (see :func:`triton_traffic_batch`).
@@ -143,7 +160,7 @@ def triton_traffic(
             return ttgir[index]
         return None
 
-    log, counts = run_emulated(op, pass_, emu, dtype, layout, ttgir_of)
+    log, counts = run_emulated(op, pass_, emu, dtype, layout, ttgir_of, per_axis)
     if not _same(log, real):
         raise RuntimeError(f"{op} {pass_}: the interpreter run at {emu} launched other kernels")
     rows = []
@@ -189,7 +206,7 @@ def _main(argv: list[str]) -> int:
         out.append(
             triton_traffic(
                 j["op"], j["pass"], j["shape"], dtypes[j.get("dtype", "bf16")], j["layout"],
-                j["real"], j["ttgir"],
+                j["real"], j["ttgir"], j.get("per_axis", PROGRAMS_PER_AXIS),
             )
         )  # fmt: skip
     Path(argv[1]).write_text(json.dumps(out))

@@ -52,9 +52,9 @@ class Counts:
     lines: int = 0
     atomics: int = 0
 
-    def add(self, other: Counts) -> None:
+    def add(self, other: Counts, weight: float = 1) -> None:
         for k in ("requests", "sectors", "ideal_sectors", "lines", "atomics"):
-            setattr(self, k, getattr(self, k) + getattr(other, k))
+            setattr(self, k, getattr(self, k) + weight * getattr(other, k))
 
 
 @dataclass
@@ -145,6 +145,7 @@ class TrafficRecorder:
         self._instr: dict = {}
         self._files: set[str] = set()
         self._paths: dict[str, str] = {}  # code file name -> resolved path
+        self.weight = 1.0  # real programs the running program stands for (sampled_programs)
 
     # ------------------------------------------------------------------ launches
     @contextmanager
@@ -256,9 +257,10 @@ class TrafficRecorder:
                 if ins.approximated:
                     lt.approximated.add(f"{Path(site[0]).name}:{site[1]} {kind}")
                 c.add(_count(ins, addr.reshape(-1), active.reshape(-1), elem, self._alloc))
-        lt.total.add(c)
-        lt.kinds[kind].add(c)
-        lt.sites[f"{Path(site[0]).name}:{site[1]} {kind}"].add(c)
+        w = self.weight
+        lt.total.add(c, w)
+        lt.kinds[kind].add(c, w)
+        lt.sites[f"{Path(site[0]).name}:{site[1]} {kind}"].add(c, w)
 
 
 def _np_dtype(ptrs) -> np.dtype:
@@ -351,3 +353,56 @@ def fast_scans():
         yield
     finally:
         ScanOps.generic_scan = saved
+
+
+def _axis_sample(n: int, k: int) -> tuple[list[int], list[float]]:
+    """At most ``k`` program indices of an axis of ``n`` and the programs each stands for: the
+    first and the last (the tails) alone, evenly spaced inner ones sharing the rest."""
+    if k <= 0 or n <= k:
+        return list(range(n)), [1.0] * n
+    inner = [round(1 + i * (n - 3) / (k - 3)) for i in range(k - 2)] if k > 2 else []
+    inner = sorted(set(inner))
+    return [0, *inner, n - 1], [1.0, *[(n - 2) / len(inner)] * len(inner), 1.0]
+
+
+@contextmanager
+def sampled_programs(grid: tuple, per_axis: int, recorder: TrafficRecorder):
+    """Run only a sample of a launch's programs: yields the grid to launch, whose program
+    (i, j, k) runs as the real program of the sample, with the real grid size, and weighs its
+    counts by the programs it stands for (``_axis_sample``). Exact when the inner programs of an
+    axis do equal work, as a scan's channel blocks and chunks do; ``per_axis`` <= 0: every
+    program."""
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle
+    from triton.runtime.interpreter import interpreter_builder as b
+
+    grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
+    samples = [_axis_sample(n, per_axis) for n in grid]
+    saved = {
+        k: getattr(b, k)
+        for k in ("set_grid_idx", "create_get_program_id", "create_get_num_programs")
+    }
+    real_idx = [0, 0, 0]
+
+    def set_grid_idx(x, y, z):
+        saved["set_grid_idx"](x, y, z)
+        w = 1.0
+        for a, i in enumerate((x, y, z)):
+            real_idx[a] = samples[a][0][i]
+            w *= samples[a][1][i]
+        recorder.weight = w
+
+    def program_id(axis):
+        return TensorHandle(np.array([real_idx[axis]], dtype=np.int32), tl.int32)
+
+    def num_programs(axis):
+        return TensorHandle(np.array([grid[axis]], dtype=np.int32), tl.int32)
+
+    b.set_grid_idx, b.create_get_program_id = set_grid_idx, program_id
+    b.create_get_num_programs = num_programs
+    try:
+        yield tuple(len(s[0]) for s in samples)
+    finally:
+        for k, v in saved.items():
+            setattr(b, k, v)
+        recorder.weight = 1.0
