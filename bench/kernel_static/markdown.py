@@ -159,8 +159,10 @@ ASSUMPTIONS = f"""\
   element (replicated blocks load once per replica); stores and atomics once per element.
   "x ideal" after sectors/request is sectors over the distinct bytes' sectors (1.00x: no wasted
   transfer; 8x: an fp32 column read). Instructions whose layout the TTGIR doesn't give use
-  Triton's default layout and are listed in `kernels.json` (`approximated_layouts`). Counts
-  scale per launch by real over emulated program count. The torch calls of the launcher
+  Triton's default layout and are listed in `kernels.json` (`approximated_layouts`). A block
+  the compiler loads in two layouts counts twice. Counts scale per launch by real over emulated
+  program count; along grid axes of more than 8 programs only the first, last and evenly spaced
+  inner programs run, weighted by the programs they stand for. The torch calls of the launcher
   (zeroed accumulators, partial-sum reductions, casts) are charged their streaming bytes, seen
   on meta tensors at the real shape.
 * **Time** (Triton) per launch = max(bytes moved / 3.35 TB/s, issue), the issue limit as for
