@@ -54,9 +54,12 @@ def _line(fn, text: str) -> int:
     return first + next(i for i, s in enumerate(src) if text in s)
 
 
-def _ttgir(fn, ops: list[tuple[str, str, str, str]]) -> str:
-    """A TTGIR with one memory op per (op, marker text in the source, pointer type, layout)."""
+def _ttgir(fn, ops: list[tuple[str, str, str, str]], elsewhere: bool = False) -> str:
+    """A TTGIR with one memory op per (op, marker text in the source, pointer type, layout);
+    ``elsewhere``: its locations name another copy of the source (Triton's cache does)."""
     file = inspect.getsourcefile(fn.fn)
+    if elsewhere:
+        file = f"/another/checkout/{Path(file).name}"
     lines, locs = [], []
     for k, (op, marker, ptr, layout) in enumerate(ops):
         lines.append(f"#l{k} = {layout}")
@@ -135,9 +138,12 @@ def test_column_read_wastes_8x_in_fp32():
     # a (32, 1) block, one element per lane down the column: 32 sectors per request
     lay = _blocked([1, 1], [32, 1], [1, 1], [0, 1])
     ptr = "tensor<32x1x!tt.ptr<f32>, LAYOUT>"
-    g = _ttgir(_column, [("tt.load", "tl.load", ptr, lay), ("tt.store", "tl.store", ptr, lay)])
-    t = _run(_column, (1,), [x, y, R], g, num_warps=1, BR=BR, BC=BC)
+    ops = [("tt.load", "tl.load", ptr, lay), ("tt.store", "tl.store", ptr, lay)]
+    t = _run(
+        _column, (1,), [x, y, R], _ttgir(_column, ops, elsewhere=True), num_warps=1, BR=BR, BC=BC
+    )
     assert torch.equal(y[:, 0], x[:, 0])
+    assert not t.approximated
     ld, st = t.kinds["load"], t.kinds["store"]
     assert (ld.requests, ld.sectors, ld.ideal_sectors) == (1, 32, 4)  # 8x the ideal
     assert (st.requests, st.sectors, st.ideal_sectors) == (1, 4, 4)  # y's column is contiguous

@@ -36,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import triton
 
 from .triton_layouts import MemoryOp, default_layout, memory_ops, thread_map
 
 SECTOR, LINE, VECTOR_BYTES = 32, 128, 16
+_TRITON_DIR = str(Path(triton.__file__).resolve().parent)
 KINDS = ("load", "store", "atomic")
 COUNTS = ("requests", "sectors", "ideal_sectors", "lines", "bytes_l2", "atomics")
 
@@ -143,7 +145,7 @@ class TrafficRecorder:
         self._alloc: _Allocations | None = None
         self._ops: dict = {}
         self._instr: dict = {}
-        self._files: set[str] = set()
+        self._own, self._names = "", set()
         self._paths: dict[str, str] = {}  # code file name -> resolved path
         self.weight = 1.0  # real programs the running program stands for (sampled_programs)
 
@@ -155,14 +157,15 @@ class TrafficRecorder:
         from triton.runtime.interpreter import interpreter_builder as b
 
         py = getattr(fn, "fn", fn)
-        self._files = {str(Path(py.__code__.co_filename).resolve())}
+        # TTGIR locations are matched by file name and line: a TTGIR from Triton's cache names
+        # the path the same source was first compiled from
+        self._own = str(Path(py.__code__.co_filename).resolve())
+        self._names = {Path(self._own).name}
         self._ops = defaultdict(list)
         for op in memory_ops(ttgir) if ttgir else []:
-            self._ops[(str(Path(op.file).resolve()) if op.file else "", op.line, op.kind)].append(
-                op
-            )
+            self._ops[(Path(op.file).name, op.line, op.kind)].append(op)
             if op.file:
-                self._files.add(str(Path(op.file).resolve()))
+                self._names.add(Path(op.file).name)
         self._instr = {}
         self._current = LaunchTraffic(py.__name__, tuple(grid), num_warps)
         self._alloc = _Allocations(tensors)
@@ -204,14 +207,17 @@ class TrafficRecorder:
 
     # ------------------------------------------------------------------ accesses
     def _site(self) -> tuple[str, int]:
-        """(file, line) of the innermost kernel frame on the stack."""
+        """(file, line) of the innermost kernel frame on the stack: the kernel's own file, or a
+        file of the TTGIR's locations outside the triton package."""
         f = sys._getframe(1)
         while f is not None:
             name = f.f_code.co_filename
             path = self._paths.get(name)
             if path is None:
                 path = self._paths[name] = str(Path(name).resolve())
-            if path in self._files:
+            if path == self._own or (
+                Path(path).name in self._names and not path.startswith(_TRITON_DIR)
+            ):
                 return path, f.f_lineno
             f = f.f_back
         return "", -1
@@ -225,7 +231,7 @@ class TrafficRecorder:
         found = self._instr.get(key)
         if found is None:
             ops = {}
-            for o in self._ops.get((*site, kind), []):
+            for o in self._ops.get((Path(site[0]).name, site[1], kind), []):
                 if o.shape == shape and o.layout is not None:
                     ops.setdefault(o.layout, o)
             nw = self._current.num_warps
