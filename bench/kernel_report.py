@@ -28,6 +28,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,11 +38,20 @@ if str(HERE) not in sys.path:
 
 import bench_ops
 import torch
-from kernel_static import cost_model, cuda_kernels, min_bytes, slp_model, traffic
+from kernel_static import (
+    cost_model,
+    cuda_kernels,
+    min_bytes,
+    slp_model,
+    torch_glue,
+    traffic,
+    triton_op_traffic,
+)
 from kernel_static import triton_kernels as tk
 
 DTYPE, IN_BYTES, OUT_BYTES = torch.bfloat16, 2, 4
 LAYOUTS = ("channel_first", "channel_last")
+TRITON_COUNTS = ("requests", "sectors", "ideal_sectors", "lines", "bytes_l2", "atomics")
 
 
 def cases(subset: str) -> list[tuple[str, dict, str]]:
@@ -191,10 +201,17 @@ def _shape_text(s: dict) -> str:
 
 
 def triton_op(op: str, pass_: str, shape: dict, layout: str, tc: tk.TritonCompiler) -> dict:
+    """The launches of one triton op pass at the real shape, compiled for sm_90, with the torch
+    calls of the launcher around them (``kernel_static/torch_glue.py``) and the traffic model's
+    job for them (``kernel_static/triton_op_traffic.py``)."""
     inputs = tk.meta_inputs(op, shape, DTYPE, layout)
+    glue = torch_glue.GlueRecorder()
+    with glue:
+        real = tk.op_launches(op, pass_, inputs)
+    used_by = f"{op} {pass_} {_shape_text(shape)} {layout}"
+    compiled = [tc.get(ln, used_by=used_by) for ln in real]
     launches = []
-    for ln in tk.op_launches(op, pass_, inputs):
-        c = tc.get(ln, used_by=f"{op} {pass_} {_shape_text(shape)} {layout}")
+    for ln, c in zip(real, compiled):
         loops = tk.sass.loops(c.code)
         static = sum(1 for i in c.code if i.base != "NOP")
         # straight-line kernels: every warp of every program issues each instruction once
@@ -220,7 +237,37 @@ def triton_op(op: str, pass_: str, shape: dict, layout: str, tc: tk.TritonCompil
                 "issue_modeled": warp_instr is not None,
             }
         )
-    return {"launches": launches}
+    job = {
+        "op": op,
+        "pass": pass_,
+        "shape": shape,
+        "layout": layout,
+        "real": [triton_op_traffic.real_launch(ln) for ln in real],
+        "ttgir": [c.ttgir for c in compiled],
+    }
+    return {"launches": launches, "glue": glue.calls, "job": job}
+
+
+def with_traffic(detail: dict, t: dict) -> dict:
+    """A triton op's detail with its modeled traffic: each launch's time is the longest of its
+    memory time (bytes moved at HBM bandwidth) and its issue time; the launcher's torch calls
+    are charged their bytes."""
+    launches = []
+    for ln, moved in zip(detail["launches"], t["launches"]):
+        m = cost_model.mem_ms(moved["bytes_l2"])
+        ms, bound = (m, "memory")
+        if ln["issue_ms"] is not None and ln["issue_ms"] > m:
+            ms, bound = ln["issue_ms"], "issue"
+        row = {**ln, **{k: moved[k] for k in (*TRITON_COUNTS, "scale", "approximated")}}
+        row.update(sites=moved["sites"], modeled_ms=ms, bound=bound, mem_ms=m)
+        launches.append(row)
+    for g in torch_glue.glue_launches(detail["glue"]):
+        m = cost_model.mem_ms(g["bytes_l2"])
+        launches.append(
+            {**g, "modeled_ms": m, "bound": "memory", "mem_ms": m, "issue_ms": None}
+            | {"issue_modeled": False, "approximated": []}
+        )
+    return {"launches": launches, "emulated_shape": t["emulated_shape"]}
 
 
 # --------------------------------------------------------------------------- assembly
@@ -263,7 +310,7 @@ def op_row(backend: str, op: str, pass_: str, shape: dict, layout: str, detail: 
         "modeled": "modeled, not measured",
     }
     ls = detail["launches"]
-    if backend in ("cuda", "einsum", "einsum-bf16"):
+    if backend in ("cuda", "einsum", "einsum-bf16") or "emulated_shape" in detail:
         req = sum(ln["requests"] for ln in ls)
         row["bytes_moved"] = sum(ln["bytes_l2"] for ln in ls)
         row["sectors_per_request"] = sum(ln["sectors"] for ln in ls) / req if req else None
@@ -272,10 +319,21 @@ def op_row(backend: str, op: str, pass_: str, shape: dict, layout: str, detail: 
         row["bound"] = max(ls, key=lambda ln: ln["modeled_ms"])["bound"]
         row["modeled_issue_ms"] = sum(ln["issue_ms"] or 0.0 for ln in ls)
         row["flops"] = sum(ln.get("flops", 0.0) for ln in ls)
+        if backend == "triton":
+            ideal = sum(ln["ideal_sectors"] for ln in ls)
+            row["sectors_over_ideal"] = sum(ln["sectors"] for ln in ls) / ideal if ideal else None
+            # looping kernels: bytes only, no issue limit (their time is a lower bound)
+            row["issue_not_modeled"] = sorted(
+                {ln["kernel"] for ln in ls if not ln["issue_modeled"]}
+                - {ln["kernel"] for ln in ls if ln["kernel"].startswith("torch ")}
+            )
+            row["approximated_layouts"] = sorted(
+                {a for ln in ls for a in ln.get("approximated", [])}
+            )
     elif any(ln["issue_modeled"] for ln in ls) and op != "slp_project":
-        # no traffic model of Triton's code: bytes at the op's minimum, a lower bound; the issue
-        # limit of its straight-line kernels (looping helper kernels, the chunk-carry combine,
-        # are not charged)
+        # without the traffic model (--no-triton-traffic): bytes at the op's minimum, a lower
+        # bound; the issue limit of its straight-line kernels (looping helper kernels, the
+        # chunk-carry combine, are not charged)
         issue = sum(ln["issue_ms"] for ln in ls if ln["issue_modeled"])
         row["modeled_issue_ms"] = issue
         row["modeled_ms_h100"] = max(issue, floor_ms)
@@ -289,10 +347,29 @@ def op_row(backend: str, op: str, pass_: str, shape: dict, layout: str, detail: 
     return row
 
 
+def triton_over_cuda(rows: list[dict]) -> None:
+    """Adds to each triton row its modeled time over the CUDA row's of the same case."""
+    cuda = {_case(r): r for r in rows if r["backend"] == "cuda"}
+    for r in rows:
+        c = cuda.get(_case(r))
+        if r["backend"] == "triton" and c and c["modeled_ms_h100"] and r["modeled_ms_h100"]:
+            r["modeled_triton_over_cuda"] = r["modeled_ms_h100"] / c["modeled_ms_h100"]
+
+
+def _case(r: dict) -> tuple:
+    return (r["op"], r["pass"], repr(sorted(r["shape"].items())), r["layout"])
+
+
 def build(
-    subset: str, triton: bool, ops: bool, log=print, cuda_sources: list[Path] | None = None
+    subset: str,
+    triton: bool,
+    ops: bool,
+    log=print,
+    cuda_sources: list[Path] | None = None,
+    triton_traffic: bool = True,
 ) -> dict:
-    """The report dict; ``cuda_sources`` replaces csrc/cuda/*.cu (tests compile a tiny kernel)."""
+    """The report dict; ``cuda_sources`` replaces csrc/cuda/*.cu (tests compile a tiny kernel);
+    ``triton_traffic``: run the Triton traffic model (interpreter runs)."""
     log("compiling csrc/cuda for sm_90 (nvcc) ...")
     objects = cuda_kernels.compile_all(sources=cuda_sources)
     kernels = cuda_kernels.kernel_records(objects)
@@ -300,7 +377,7 @@ def build(
     consts = cuda_kernels.scan_constants()
     tile = consts["threads"] * consts["items"]
     tc = tk.TritonCompiler() if triton else None
-    rows = []
+    rows, pending = [], []
     if ops:
         for op, shape, layout in cases(subset):
             for pass_ in ("fwd", "bwd"):
@@ -310,9 +387,20 @@ def build(
                 if tc is not None:
                     log(f"triton {op} {pass_} {shape} {layout}: compiling for sm_90 ...")
                     detail = triton_op(op, pass_, shape, layout, tc)
-                    rows.append(op_row("triton", op, pass_, shape, layout, detail))
+                    pending.append((len(rows), (op, pass_, shape, layout), detail))
+                    rows.append(None)
             if op == "slp_project":
                 rows += slp_einsum_rows(shape)
+    if pending and triton_traffic:
+        log(f"triton traffic model: {len(pending)} op passes in the interpreter ...")
+        t0 = time.perf_counter()
+        traffic_of = triton_op_traffic.triton_traffic_batch([d["job"] for _, _, d in pending])
+        log(f"  ... {time.perf_counter() - t0:.0f} s")
+    for n, (i, case, detail) in enumerate(pending):
+        if triton_traffic:
+            detail = with_traffic(detail, traffic_of[n])
+        rows[i] = op_row("triton", *case, detail)
+    triton_over_cuda(rows)
     for k in kernels:
         k.pop("mangled", None)
     return {
@@ -334,6 +422,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-triton", action="store_true", help="skip the Triton compiles")
     ap.add_argument("--no-ops", action="store_true", help="kernels table only (no emulation)")
     ap.add_argument(
+        "--no-triton-traffic",
+        action="store_true",
+        help="skip the Triton traffic model (its interpreter runs)",
+    )
+    ap.add_argument(
         "--render", type=Path, help="only rewrite kernels.md from this kernels.json (no build)"
     )
     args = ap.parse_args(argv)
@@ -342,7 +435,12 @@ def main(argv=None) -> int:
     if args.render is not None:
         report = json.loads(args.render.read_text())
     else:
-        report = build(args.subset, not args.no_triton, not args.no_ops)
+        report = build(
+            args.subset,
+            not args.no_triton,
+            not args.no_ops,
+            triton_traffic=not args.no_triton_traffic,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps(report, indent=1) + "\n")
     md = markdown(report)

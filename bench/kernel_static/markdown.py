@@ -56,6 +56,7 @@ def ops_table(rows: list[dict]) -> list[str]:
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    # sectors/request with the Triton model's waste over ideal sectors, e.g. "3.87 (2.44x)"
     for r in rows:
         moved, mn = r["bytes_moved"], r["bytes_min"]
         ratio = None if moved is None else moved / mn
@@ -64,7 +65,8 @@ def ops_table(rows: list[dict]) -> list[str]:
         out.append(
             f"| {r['backend']} | {r['op']} | {r['pass']} | {_shape(r['shape'])} | {r['layout']} "
             f"| {mn / 1e6:.0f} | {_f(None if moved is None else moved / 1e6)} "
-            f"| {_f(ratio, '{:.2f}x')} | {_f(r['sectors_per_request'], '{:.2f}')} "
+            f"| {_f(ratio, '{:.2f}x')} | {_f(r['sectors_per_request'], '{:.2f}')}"
+            f"{_f(r.get('sectors_over_ideal'), ' ({:.2f}x ideal)', '')} "
             f"| {_f(None if r['atomics'] is None else r['atomics'] / 1e6, '{:.1f}')} "
             f"| {_f(ms, '{:.3f}')} ({_f(r.get('modeled_issue_ms'), '{:.3f}')}) "
             f"| {_f(None if frac is None else 100 * frac, '{:.1f}%')} "
@@ -86,6 +88,33 @@ def slp_table(rows: list[dict]) -> list[str]:
             f"| {r['backend']} | {r['peer']} | {_shape(r['shape'])} | {r['fwd_bwd_ms']:.4f} "
             f"| {r['peer_fwd_bwd_ms']:.4f} | {r['speedup']:.2f}x | {r['saved_bytes'] / 1e6:.3f} "
             f"| {r['peer_saved_bytes'] / 1e6:.1f} | {r['memory_ratio']:.0f}x |"
+        )
+    return out
+
+
+def ratio_table(rows: list[dict]) -> list[str]:
+    """Triton over CUDA modeled time per op, pass, layout and shape (target: <= 1.5x)."""
+    out = [
+        (
+            "| op | pass | shape | layout | Triton ms | CUDA ms | Triton / CUDA | within 1.5x "
+            "| Triton kernels charged bytes only |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    cuda = {
+        (r["op"], r["pass"], repr(r["shape"]), r["layout"]): r
+        for r in rows
+        if r["backend"] == "cuda"
+    }
+    for r in rows:
+        q = r.get("modeled_triton_over_cuda")
+        if r["backend"] != "triton" or q is None:
+            continue
+        c = cuda[(r["op"], r["pass"], repr(r["shape"]), r["layout"])]
+        out.append(
+            f"| {r['op']} | {r['pass']} | {_shape(r['shape'])} | {r['layout']} "
+            f"| {r['modeled_ms_h100']:.3f} | {c['modeled_ms_h100']:.3f} | {q:.2f}x "
+            f"| {'yes' if q <= 1.5 else 'no'} | {', '.join(r.get('issue_not_modeled', [])) or '-'} |"
         )
     return out
 
@@ -143,11 +172,27 @@ ASSUMPTIONS = f"""\
 * **Fraction of copy bandwidth** = (bytes min / 3.35 TB/s) / modeled time: the fraction of the
   copy roofline the op would reach on the minimal-bytes count of docs/design.md §5.1. A measured device copy
   reaches ~90% of 3.35 TB/s, so measured fractions of *measured* copy bandwidth will read higher.
-* **Triton ops**: no traffic model of Triton's compiled code exists yet, so their time uses the
-  op's minimal bytes (a lower bound) and the issue limit of its straight-line kernels (every warp
-  issues each SASS instruction once per program: the scan passes); the chunk-carry combine
-  kernel loops and is not charged; the SLP kernels loop over R and get no time. The
-  Triton rows are therefore optimistic lower bounds, not comparable one-to-one with CUDA's.
+* **Bytes moved** (Triton): the ops' launchers run at a scaled-down shape (batch 1, the CUDA
+  model's channel counts, doubled until every launch has the real launch's tile sizes and flags)
+  in Triton's CPU interpreter, whose load, store and atomic entry points are wrapped to record
+  each memory instruction's block of addresses and mask per program. The instruction's source
+  line finds it in the kernel's sm_90 TTGIR, whose `#blocked` / `#linear` / `#slice` layout
+  gives the (warp, lane, register) of every element; a warp request is one vector register group
+  (at most 16 bytes, when contiguous) of a warp's lanes, and moves its distinct 32-byte sectors,
+  the CUDA model's rule (no L1/L2 reuse credit). Loads issue from every thread holding an
+  element (replicated blocks load once per replica); stores and atomics once per element.
+  "x ideal" after sectors/request is sectors over the distinct bytes' sectors (1.00x: no wasted
+  transfer; 8x: an fp32 column read). Instructions whose layout the TTGIR doesn't give use
+  Triton's default layout and are listed in `kernels.json` (`approximated_layouts`). A block
+  the compiler loads in two layouts counts twice. Counts scale per launch by real over emulated
+  program count; along grid axes of more than 8 programs only the first, last and evenly spaced
+  inner programs run, weighted by the programs they stand for. The torch calls of the launcher
+  (zeroed accumulators, partial-sum reductions, casts) are charged their streaming bytes, seen
+  on meta tensors at the real shape.
+* **Time** (Triton) per launch = max(bytes moved / 3.35 TB/s, issue), the issue limit as for
+  CUDA with every warp issuing each SASS instruction once per program for straight-line kernels
+  (the scan passes); kernels with loops (the chunk-carry combine, the SLP kernels) are charged
+  their bytes only, so their times are lower bounds. No pipe limit for the SLP `tl.dot` tiles.
 * Not modeled: L1/L2 hit rates, bank conflicts, atomic contention (atomics are counted, their
   sectors charged), tail effects beyond the resident-warp count, clocks below boost.
 """
@@ -171,6 +216,10 @@ def markdown(report: dict) -> str:
         "## slp_project against the einsum form (modeled, not measured)",
         "",
         *slp_table(report.get("slp_vs_einsum", [])),
+        "",
+        "## Triton over CUDA, modeled time (target <= 1.5x)",
+        "",
+        *ratio_table(report["ops"]),
         "",
         "## Kernels (sm_90)",
         "",

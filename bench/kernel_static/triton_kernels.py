@@ -57,52 +57,75 @@ class _Recorder:
         return launch
 
 
-@contextmanager
-def recording():
-    """Within the block, the Triton launchers of ``zeromamba.kernels`` record their launches into
-    the yielded list instead of running them."""
-    from zeromamba.kernels import scan, slp_project
+def _launcher_modules() -> list:
+    """The modules of ``zeromamba.kernels`` that launch kernels through ``wrap_triton``."""
+    import importlib
+    import pkgutil
 
-    log: list[Launch] = []
-    saved = {m: m.wrap_triton for m in (scan, slp_project)}
+    import zeromamba.kernels as pkg
+
+    mods = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        m = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        if hasattr(m, "wrap_triton"):
+            mods.append(m)
+    return mods
+
+
+@contextmanager
+def launching(wrap):
+    """Within the block, the Triton launchers of ``zeromamba.kernels`` call ``wrap(fn)[grid](...)``
+    instead of ``wrap_triton(fn)[grid](...)``."""
+    saved = {m: m.wrap_triton for m in _launcher_modules()}
     try:
         for m in saved:
-            m.wrap_triton = lambda fn: _Recorder(fn, log)
-        yield log
+            m.wrap_triton = wrap
+        yield
     finally:
         for m, w in saved.items():
             m.wrap_triton = w
 
 
+@contextmanager
+def recording():
+    """Within the block, the Triton launchers of ``zeromamba.kernels`` record their launches into
+    the yielded list instead of running them."""
+    log: list[Launch] = []
+    with launching(lambda fn: _Recorder(fn, log)):
+        yield log
+
+
 def op_launches(op: str, pass_: str, inputs: dict) -> list[Launch]:
     """The launches the triton backend makes for one op pass on ``inputs`` (meta tensors)."""
+    with recording() as log:
+        call_op(op, pass_, inputs)
+    return log
+
+
+def call_op(op: str, pass_: str, inputs: dict):
+    """Run the triton backend's launcher of one op pass on ``inputs`` (``meta_inputs``' keys);
+    returns its outputs."""
     from zeromamba.kernels import selective_scan, slp_project, ss2d_scan
 
-    with recording() as log:
-        if op == "ss2d_scan":
-            i = inputs
-            common = (i["x"], i["delta"], i["A"], i["B"], i["C"], i["D"], i["delta_bias"], True)
-            if pass_ == "fwd":
-                ss2d_scan.launch_fwd(*common, i["channel_last"], True)
-            else:
-                ss2d_scan.launch_bwd(i["dy"], *common, i["channel_last"])
-        elif op == "selective_scan":
-            i = inputs
-            common = (i["u"], i["delta"], i["A"], i["B"], i["C"], i["D"], i["delta_bias"], True)
-            if pass_ == "fwd":
-                selective_scan.launch_fwd(*common, True)
-            else:
-                selective_scan.launch_bwd(i["dy"], *common)
-        elif op == "slp_project":
-            i = inputs
-            args = (i["feat"], i["q1"], i["q2"])
-            if pass_ == "fwd":
-                slp_project.slp_project_fwd._init_fn(*args)
-            else:
-                slp_project.slp_project_bwd._init_fn(i["dout"], *args)
-        else:
-            raise ValueError(f"op must be ss2d_scan, selective_scan or slp_project, got {op!r}")
-    return log
+    if op == "ss2d_scan":
+        i = inputs
+        common = (i["x"], i["delta"], i["A"], i["B"], i["C"], i["D"], i["delta_bias"], True)
+        if pass_ == "fwd":
+            return ss2d_scan.launch_fwd(*common, i["channel_last"], True)
+        return ss2d_scan.launch_bwd(i["dy"], *common, i["channel_last"])
+    if op == "selective_scan":
+        i = inputs
+        common = (i["u"], i["delta"], i["A"], i["B"], i["C"], i["D"], i["delta_bias"], True)
+        if pass_ == "fwd":
+            return selective_scan.launch_fwd(*common, True)
+        return selective_scan.launch_bwd(i["dy"], *common)
+    if op == "slp_project":
+        i = inputs
+        args = (i["feat"], i["q1"], i["q2"])
+        if pass_ == "fwd":
+            return slp_project.slp_project_fwd._init_fn(*args)
+        return slp_project.slp_project_bwd._init_fn(i["dout"], *args)
+    raise ValueError(f"op must be ss2d_scan, selective_scan or slp_project, got {op!r}")
 
 
 # --------------------------------------------------------------------------- compile
@@ -118,6 +141,7 @@ class Compiled:
     ptxas: sass.PtxasInfo | None
     code: list[sass.Instr]
     constexprs: dict
+    ttgir: str = ""  # the layouts of its memory ops (triton_layouts)
 
 
 def _jit(fn):
@@ -201,6 +225,7 @@ def compile_launch(launch: Launch, workdir: Path) -> Compiled:
         info,
         sass.parse_sass(code).get(fname, []),
         names,
+        k.asm.get("ttgir", ""),
     )
 
 
