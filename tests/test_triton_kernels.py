@@ -42,10 +42,8 @@ def _assert_close(out: dict, ref: dict) -> None:
     assert all(e <= tol for e in errs.values()), f"rel errors {errs} > {tol}"
 
 
-def test_selective_scan_chunk_carries(monkeypatch):
-    """Ten chunks, a ragged last one, and (COMBINE_BLOCK = 4) three folding steps of the
-    chunk combine, forward and backward."""
-    monkeypatch.setattr(scan, "COMBINE_BLOCK", 4)
+def test_selective_scan_chunk_carries():
+    """Ten chunks and a ragged last one, forward and backward."""
     kw = scan_inputs(2, 4, 37, 3, 2, seed=5)  # N = 3: padded states
     dy = torch.randn(2, 4, 37, dtype=torch.float64)
     y_ref, g_ref = _reference_grads(reference.selective_scan, kw, dy)
@@ -57,9 +55,8 @@ def test_selective_scan_chunk_carries(monkeypatch):
 
 
 @pytest.mark.parametrize("channel_last", [False, True])
-def test_ss2d_scan_chunk_carries(channel_last, monkeypatch):
+def test_ss2d_scan_chunk_carries(channel_last):
     """Each of the four directions crosses chunk boundaries in its own order (H != W, odd)."""
-    monkeypatch.setattr(scan, "COMBINE_BLOCK", 4)
     kw = ss2d_inputs(1, 2, 5, 7, 4, channel_last=channel_last, seed=2)
     dy = torch.randn(kw["x"].shape, dtype=torch.float64)
     y_ref, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
