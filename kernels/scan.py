@@ -48,11 +48,16 @@ from torch.library import wrap_triton
 from ._alloc import empty
 from ._common import LN2, LOG2E, next_pow2
 
-# Register budget of one scan tile (BLOCK_C * N_PAD * BLOCK_T fp32 values, about eight live in
-# the backward): 1024 keeps the backward free of spills on sm_90 (docs/design.md §4.7).
-TILE_ELEMS = 1024
+# Register budget of one scan tile (BLOCK_C * N_PAD * BLOCK_T fp32 values). ptxas for sm_90
+# (Triton 3.9): the forward at 1024 with 8 warps takes 64-78 registers; the backward holds about
+# twice as many live tiles and at 1024 took 141-168 registers (N = 1) with spills in the
+# channel-last layout, at 256 with 4 warps 91-96, no spills. For N = 16 the backward keeps 1024
+# (128 registers with 8 warps): smaller tiles would leave one channel per block, and the dB / dC
+# sums over channel blocks would grow with the channel count.
+FWD_TILE_ELEMS = 1024
+BWD_TILE_ELEMS = {1: 256}  # by N_PAD; 1024 otherwise
 MAX_CHUNK = 64
-MIN_CHUNK = 16  # large N trades chunk length for channels: fewer blocks adding into dB / dC
+MIN_CHUNK = 16
 
 
 class Strides(NamedTuple):
@@ -102,16 +107,19 @@ class _Config:
         return (p.n_groups * self.n_cb, p.batch)
 
 
-def _config(p: Problem, chunk: int | None) -> _Config:
+def _config(p: Problem, chunk: int | None, backward: bool) -> _Config:
+    """Tile sizes: BLOCK_T steps per chunk (16 channels' worth of the tile, 16 to 64 steps) and
+    BLOCK_C channels filling the rest of the tile budget."""
     n_pad = next_pow2(p.d_state)
+    tile = BWD_TILE_ELEMS.get(n_pad, 1024) if backward else FWD_TILE_ELEMS
     if chunk is None:
-        block_t = min(MAX_CHUNK, next_pow2(p.L), max(MIN_CHUNK, TILE_ELEMS // (16 * n_pad)))
+        block_t = min(MAX_CHUNK, next_pow2(p.L), max(MIN_CHUNK, tile // (16 * n_pad)))
     else:
         block_t = chunk
     if block_t != next_pow2(block_t):
         raise ValueError(f"chunk must be a power of two, got {chunk}")
-    block_c = min(next_pow2(p.channels), max(1, TILE_ELEMS // (n_pad * block_t)))
-    num_warps = 8 if block_c * block_t >= 1024 else 4
+    block_c = min(next_pow2(p.channels), max(1, tile // (n_pad * block_t)))
+    num_warps = 8 if block_c * n_pad * block_t >= 1024 else 4
     return _Config(
         n_pad,
         block_c,
@@ -174,29 +182,34 @@ def _fwd_kernel(
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     FOUR_WAY: tl.constexpr,
+    OFF64: tl.constexpr,
     ADD_Y: tl.constexpr,
 ):  # fmt: skip
     """Grid (n_groups * n_cb, batch). Walk the chunks of L in order and write y (ADD_Y: add
     with relaxed atomics into a zeroed fp32 buffer shared by the four directions)."""
     grp = (tl.program_id(0) // n_cb).to(tl.int64)
-    cl = (tl.program_id(0) % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)  # channel within group
+    c0 = (tl.program_id(0) % n_cb).to(tl.int64) * BLOCK_C  # first channel of the block
     bi = tl.program_id(1).to(tl.int64)
-    cmask = cl < channels
-    cl = cl.to(tl.int64)
-    r = grp * channels + cl
+    cl = tl.arange(0, BLOCK_C)  # channel within the block
+    cmask = c0 + cl < channels
+    r = grp * channels + c0 + cl
     n = tl.arange(0, N_PAD)
     nmask = n < N
+    if OFF64:
+        cl = cl.to(tl.int64)
+        n = n.to(tl.int64)
     sm = cmask[:, None] & nmask[None, :]
     A2 = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0) * LOG2E  # log2 units
     if HAS_BIAS:
         bias = tl.load(bias_ptr + r, mask=cmask, other=0.0)
     if HAS_D:
         Dr = tl.load(D_ptr + r, mask=cmask, other=0.0)
-    u_row = u_ptr + bi * u_sb + grp * u_sg + cl * u_sc
-    delta_row = delta_ptr + bi * delta_sb + grp * delta_sg + cl * delta_sc
-    y_row = y_ptr + bi * y_sb + grp * y_sg + cl * y_sc
-    B_base = B_ptr + bi * B_sb + grp * B_sg + n.to(tl.int64) * B_sc
-    C_base = C_ptr + bi * C_sb + grp * C_sg + n.to(tl.int64) * C_sc
+    # int64 bases of this program's tiles; offsets within a tile stay int32 unless OFF64
+    u_base = u_ptr + bi * u_sb + grp * u_sg + c0 * u_sc
+    delta_base = delta_ptr + bi * delta_sb + grp * delta_sg + c0 * delta_sc
+    y_base = y_ptr + bi * y_sb + grp * y_sg + c0 * y_sc
+    B_base = B_ptr + bi * B_sb + grp * B_sg
+    C_base = C_ptr + bi * C_sb + grp * C_sg
     first = (tl.arange(0, BLOCK_T) == 0)[None, None, :]
     last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[None, None, :]
     h_prev = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
@@ -208,18 +221,22 @@ def _fwd_kernel(
         if FOUR_WAY:
             s = tl.where(grp >= 2, L - 1 - t, t)
             col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W).to(tl.int64)
-            ww = tl.where(col, s // H, s % W).to(tl.int64)
+            hh = tl.where(col, s % H, s // W)
+            ww = tl.where(col, s // H, s % W)
         else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int64)
-            ww = t.to(tl.int64)
+            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
+            ww = t
+        if OFF64:
+            hh, ww = hh.to(tl.int64), ww.to(tl.int64)
         m2 = cmask[:, None] & tmask[None, :]
         mnt = nmask[:, None] & tmask[None, :]
-        u = tl.load(u_row[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0).to(
-            tl.float32
-        )
+        u = tl.load(
+            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
+        ).to(tl.float32)
         z = tl.load(
-            delta_row[:, None] + (hh * delta_sh + ww * delta_sw)[None, :], mask=m2, other=0.0
+            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
+            mask=m2,
+            other=0.0,
         ).to(tl.float32)
         if HAS_BIAS:
             z += bias[:, None]
@@ -228,9 +245,9 @@ def _fwd_kernel(
         else:
             dt = z
         dt = tl.where(m2, dt, 0.0)  # masked steps are the identity of the scan
-        Bt = tl.load(B_base[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0).to(
-            tl.float32
-        )  # (N_PAD, BLOCK_T), shared by the group
+        Bt = tl.load(
+            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
+        ).to(tl.float32)  # (N_PAD, BLOCK_T), shared by the group
         bx = (dt * u)[:, None, :] * Bt[None, :, :]  # (BLOCK_C, N_PAD, BLOCK_T)
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
         a_cum, h = tl.associative_scan((dA, bx), 2, _pair)
@@ -242,13 +259,13 @@ def _fwd_kernel(
             h += tl.sum(tl.where(first, dA, 0.0), axis=2)[:, :, None] * 0.0
         # masked tail steps are identities, so the last column is the chunk's end state
         h_prev = tl.sum(tl.where(last, h, 0.0), axis=2)
-        Ct = tl.load(C_base[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0).to(
-            tl.float32
-        )
+        Ct = tl.load(
+            C_base + (n * C_sc)[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0
+        ).to(tl.float32)
         y = tl.sum(Ct[None, :, :] * h, axis=1)
         if HAS_D:
             y += Dr[:, None] * u
-        y_ptrs = y_row[:, None] + (hh * y_sh + ww * y_sw)[None, :]
+        y_ptrs = y_base + (cl * y_sc)[:, None] + (hh * y_sh + ww * y_sw)[None, :]
         if ADD_Y:
             tl.atomic_add(y_ptrs, y, mask=m2, sem="relaxed")
         else:
@@ -278,6 +295,7 @@ def _bwd_kernel(
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     FOUR_WAY: tl.constexpr,
+    OFF64: tl.constexpr,
     ADD_DU: tl.constexpr,
     ADD_DBC: tl.constexpr,
 ):  # fmt: skip
@@ -288,29 +306,35 @@ def _bwd_kernel(
     the per-batch partials of dA (b, rows, N), dD and d delta_bias (b, rows)."""
     grp = (tl.program_id(0) // n_cb).to(tl.int64)
     cb = (tl.program_id(0) % n_cb).to(tl.int64)
-    cl = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    c0 = cb * BLOCK_C  # first channel of the block
     bi = tl.program_id(1).to(tl.int64)
-    cmask = cl < channels
-    r = grp * channels + cl
+    cl = tl.arange(0, BLOCK_C)  # channel within the block
+    cmask = c0 + cl < channels
+    r = grp * channels + c0 + cl
     n = tl.arange(0, N_PAD)
     nmask = n < N
+    if OFF64:
+        cl = cl.to(tl.int64)
+        n = n.to(tl.int64)
     sm = cmask[:, None] & nmask[None, :]
     A = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0)
     A2 = A * LOG2E
     bias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + r, mask=cmask, other=0.0)
-    n64 = n.to(tl.int64)
-    dy_row = dy_ptr + bi * dy_sb + grp * dy_sg + cl * dy_sc
-    u_row = u_ptr + bi * u_sb + grp * u_sg + cl * u_sc
-    delta_row = delta_ptr + bi * delta_sb + grp * delta_sg + cl * delta_sc
-    du_row = du_ptr + bi * du_sb + grp * du_sg + cl * du_sc
-    ddelta_row = ddelta_ptr + bi * ddelta_sb + grp * ddelta_sg + cl * ddelta_sc
-    B_base = B_ptr + bi * B_sb + grp * B_sg + n64 * B_sc
-    C_base = C_ptr + bi * C_sb + grp * C_sg + n64 * C_sc
-    dB_base = dB_ptr + cb * dB_block_stride + bi * dB_sb + grp * dB_sg + n64 * dB_sc
-    dC_base = dC_ptr + cb * dB_block_stride + bi * dC_sb + grp * dC_sg + n64 * dC_sc
-    hs_rows = hs_ptr + ((bi * rows + r) * n_chunks * N)[:, None] + n64[None, :]  # hs[bi, r, 0]
+    # int64 bases of this program's tiles; offsets within a tile stay int32 unless OFF64
+    dy_base = dy_ptr + bi * dy_sb + grp * dy_sg + c0 * dy_sc
+    u_base = u_ptr + bi * u_sb + grp * u_sg + c0 * u_sc
+    delta_base = delta_ptr + bi * delta_sb + grp * delta_sg + c0 * delta_sc
+    du_base = du_ptr + bi * du_sb + grp * du_sg + c0 * du_sc
+    ddelta_base = ddelta_ptr + bi * ddelta_sb + grp * ddelta_sg + c0 * ddelta_sc
+    B_base = B_ptr + bi * B_sb + grp * B_sg
+    C_base = C_ptr + bi * C_sb + grp * C_sg
+    dB_base = dB_ptr + cb * dB_block_stride + bi * dB_sb + grp * dB_sg
+    dC_base = dC_ptr + cb * dB_block_stride + bi * dC_sb + grp * dC_sg
+    # hs[bi, r, j, n]: (BLOCK_C, N_PAD) offsets of chunk 0
+    hs_base = hs_ptr + (bi * rows + grp * channels + c0) * n_chunks * N
+    hs_tile = (cl * (n_chunks * N))[:, None] + n[None, :]
     first = (tl.arange(0, BLOCK_T) == 0)[None, None, :]
 
     # Walk 1, forward: the state at every chunk start, from the chunk's closed form
@@ -323,27 +347,31 @@ def _bwd_kernel(
         if FOUR_WAY:
             s = tl.where(grp >= 2, L - 1 - t, t)
             col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W).to(tl.int64)
-            ww = tl.where(col, s // H, s % W).to(tl.int64)
+            hh = tl.where(col, s % H, s // W)
+            ww = tl.where(col, s // H, s % W)
         else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int64)
-            ww = t.to(tl.int64)
+            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
+            ww = t
+        if OFF64:
+            hh, ww = hh.to(tl.int64), ww.to(tl.int64)
         m2 = cmask[:, None] & tmask[None, :]
         mnt = nmask[:, None] & tmask[None, :]
-        tl.store(hs_rows + j * N, h_start, mask=sm)
-        u = tl.load(u_row[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0).to(
-            tl.float32
-        )
+        tl.store(hs_base + (j * N + hs_tile), h_start, mask=sm)
+        u = tl.load(
+            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
+        ).to(tl.float32)
         z = tl.load(
-            delta_row[:, None] + (hh * delta_sh + ww * delta_sw)[None, :], mask=m2, other=0.0
+            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
+            mask=m2,
+            other=0.0,
         ).to(tl.float32)
         z += bias[:, None]
         if SOFTPLUS:
             z = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
         dt = tl.where(m2, z, 0.0)
-        Bt = tl.load(B_base[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0).to(
-            tl.float32
-        )
+        Bt = tl.load(
+            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
+        ).to(tl.float32)
         after = tl.cumsum(dt, axis=1, reverse=True) - dt
         decay = tl.exp2(tl.sum(dt, axis=1)[:, None] * A2)
         h_start = decay * h_start + tl.sum(
@@ -367,26 +395,30 @@ def _bwd_kernel(
             s = tl.where(grp >= 2, L - 1 - t, t)
             s1 = tl.where(grp >= 2, s - 1, s + 1)
             col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W).to(tl.int64)
-            ww = tl.where(col, s // H, s % W).to(tl.int64)
-            hh1 = tl.where(col, s1 % H, s1 // W).to(tl.int64)
-            ww1 = tl.where(col, s1 // H, s1 % W).to(tl.int64)
+            hh = tl.where(col, s % H, s // W)
+            ww = tl.where(col, s // H, s % W)
+            hh1 = tl.where(col, s1 % H, s1 // W)
+            ww1 = tl.where(col, s1 // H, s1 % W)
         else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int64)
-            ww = t.to(tl.int64)
+            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
+            ww = t
             hh1 = hh
-            ww1 = ww + 1
+            ww1 = t + 1
+        if OFF64:
+            hh, ww, hh1, ww1 = hh.to(tl.int64), ww.to(tl.int64), hh1.to(tl.int64), ww1.to(tl.int64)
         m2 = cmask[:, None] & tmask[None, :]
         m2n = cmask[:, None] & ((t + 1) < L)[None, :]
         mnt = nmask[:, None] & tmask[None, :]
-        dy = tl.load(dy_row[:, None] + (hh * dy_sh + ww * dy_sw)[None, :], mask=m2, other=0.0).to(
-            tl.float32
-        )
-        u = tl.load(u_row[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0).to(
-            tl.float32
-        )
+        dy = tl.load(
+            dy_base + (cl * dy_sc)[:, None] + (hh * dy_sh + ww * dy_sw)[None, :], mask=m2, other=0.0
+        ).to(tl.float32)
+        u = tl.load(
+            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
+        ).to(tl.float32)
         z = tl.load(
-            delta_row[:, None] + (hh * delta_sh + ww * delta_sw)[None, :], mask=m2, other=0.0
+            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
+            mask=m2,
+            other=0.0,
         ).to(tl.float32)
         z += bias[:, None]
         if SOFTPLUS:
@@ -397,24 +429,26 @@ def _bwd_kernel(
         # dt_{t+1} (0 past the end); the next step's delta was just read by this or the
         # previous chunk, so this second load is served by the cache
         z1 = tl.load(
-            delta_row[:, None] + (hh1 * delta_sh + ww1 * delta_sw)[None, :], mask=m2n, other=0.0
+            delta_base + (cl * delta_sc)[:, None] + (hh1 * delta_sh + ww1 * delta_sw)[None, :],
+            mask=m2n,
+            other=0.0,
         ).to(tl.float32)
         z1 += bias[:, None]
         if SOFTPLUS:
             z1 = tl.where(z1 > 20.0, z1, tl.log2(1.0 + tl.exp2(z1 * LOG2E)) * LN2)
         dt_next = tl.where(m2n, z1, 0.0)
-        Bt = tl.load(B_base[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0).to(
-            tl.float32
-        )
-        Ct = tl.load(C_base[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0).to(
-            tl.float32
-        )
+        Bt = tl.load(
+            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
+        ).to(tl.float32)
+        Ct = tl.load(
+            C_base + (n * C_sc)[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0
+        ).to(tl.float32)
         dtu = dt * u
         bx = dtu[:, None, :] * Bt[None, :, :]
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
         a_cum, h = tl.associative_scan((dA, bx), 2, _pair)
         if j > 0:
-            h_start = tl.load(hs_rows + j * N, mask=sm, other=0.0)
+            h_start = tl.load(hs_base + (j * N + hs_tile), mask=sm, other=0.0)
             h += a_cum * h_start[:, :, None]
         else:  # as in the forward: a NaN or Inf exp(dt_0 A) reaches h
             h += tl.sum(tl.where(first, dA, 0.0), axis=2)[:, :, None] * 0.0
@@ -435,11 +469,11 @@ def _bwd_kernel(
             ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp2(-z * LOG2E)))
         ddt = tl.where(m2, ddt, 0.0)
         tl.store(
-            ddelta_row[:, None] + (hh * ddelta_sh + ww * ddelta_sw)[None, :],
+            ddelta_base + (cl * ddelta_sc)[:, None] + (hh * ddelta_sh + ww * ddelta_sw)[None, :],
             ddt.to(ddelta_ptr.dtype.element_ty),
             mask=m2,
         )
-        du_ptrs = du_row[:, None] + (hh * du_sh + ww * du_sw)[None, :]
+        du_ptrs = du_base + (cl * du_sc)[:, None] + (hh * du_sh + ww * du_sw)[None, :]
         if ADD_DU:
             tl.atomic_add(du_ptrs, du, mask=m2, sem="relaxed")
         else:
@@ -447,8 +481,8 @@ def _bwd_kernel(
         # dB_t, dC_t: sums over this block's channels; the other blocks add theirs
         dB_t = tl.sum(gh * dtu[:, None, :], axis=0)
         dC_t = tl.sum(h * dy[:, None, :], axis=0)
-        dB_ptrs = dB_base[:, None] + (hh * dB_sh + ww * dB_sw)[None, :]
-        dC_ptrs = dC_base[:, None] + (hh * dC_sh + ww * dC_sw)[None, :]
+        dB_ptrs = dB_base + (n * dB_sc)[:, None] + (hh * dB_sh + ww * dB_sw)[None, :]
+        dC_ptrs = dC_base + (n * dC_sc)[:, None] + (hh * dC_sh + ww * dC_sw)[None, :]
         if ADD_DBC:
             tl.atomic_add(dB_ptrs, dB_t, mask=mnt, sem="relaxed")
             tl.atomic_add(dC_ptrs, dC_t, mask=mnt, sem="relaxed")
@@ -459,7 +493,7 @@ def _bwd_kernel(
         acc_dD += tl.sum(dy * u, axis=1)
         acc_dbias += tl.sum(ddt, axis=1)
         j -= 1
-    tl.store(dA_ptr + ((bi * rows + r) * N)[:, None] + n64[None, :], acc_dA, mask=sm)
+    tl.store(dA_ptr + ((bi * rows + r) * N)[:, None] + n[None, :], acc_dA, mask=sm)
     tl.store(dD_ptr + bi * rows + r, acc_dD, mask=cmask)
     tl.store(dbias_ptr + bi * rows + r, acc_dbias, mask=cmask)
 
@@ -491,6 +525,16 @@ def _sizes(p: Problem, cfg: _Config) -> dict:
         "n_cb": cfg.n_cb,
         "n_chunks": cfg.n_chunks,
     }
+
+
+def _off64(p: Problem, cfg: _Config, tiles: list[tuple[Strides, int]]) -> bool:
+    """Whether an offset within one program's tile (channels or states x steps, relative to the
+    program's int64 base) can pass 2^31 for any of ``tiles`` ((strides, extent of the channel
+    slot)); the kernels then compute those offsets in int64 too (OFF64)."""
+    span = max(
+        (ext - 1) * abs(s.c) + p.H * abs(s.h) + p.W * abs(s.w) for s, ext in tiles
+    )  # H, W rather than H - 1, W - 1: the backward also forms the address of step t + 1
+    return span >= 2**31
 
 
 def _params(A: Tensor, D: Tensor | None, delta_bias: Tensor | None) -> dict:
@@ -525,7 +569,7 @@ def forward(
 ) -> Tensor:
     """y, shaped and laid out like u, in ``out_dtype``. ``chunk`` (a power of two) overrides
     the chunk length."""
-    cfg = _config(p, chunk)
+    cfg = _config(p, chunk, backward=False)
     if p.n_dir == 1:
         y = empty(u.shape, out_dtype, u.device)
         y_strides, add = p.x_strides(y), False
@@ -535,15 +579,19 @@ def forward(
     else:
         y = torch.zeros(u.shape, dtype=torch.float32, device=u.device)
         y_strides, add = p.x_strides(y), True
+    xs, ds, bs, cs = p.x_strides(u), p.delta_strides(delta), p.bc_strides(B), p.bc_strides(C)
+    c, n = cfg.block_c, cfg.n_pad
+    off64 = _off64(p, cfg, [(xs, c), (ds, c), (bs, n), (cs, n), (y_strides, c)])
     wrap_triton(_fwd_kernel)[cfg.grid(p)](
-        **tensor_args("u", u, p.x_strides(u)),
-        **tensor_args("delta", delta, p.delta_strides(delta)),
-        **tensor_args("B", B, p.bc_strides(B)),
-        **tensor_args("C", C, p.bc_strides(C)),
+        **tensor_args("u", u, xs),
+        **tensor_args("delta", delta, ds),
+        **tensor_args("B", B, bs),
+        **tensor_args("C", C, cs),
         **tensor_args("y", y, y_strides),
         **_params(A, D, delta_bias),
         **_sizes(p, cfg),
         **_flags(cfg, p, D, delta_bias, softplus),
+        OFF64=off64,
         ADD_Y=add,
     )
     if p.n_dir > 1 and not add:
@@ -566,7 +614,7 @@ def backward(
 ) -> tuple[Tensor, ...]:
     """(du, ddelta, dB, dC, dA, dD, ddelta_bias) in the dtypes of u, delta, B, C, A, A, A;
     du like u, ddelta like delta, dB and dC shaped like B, dD and ddelta_bias (rows,)."""
-    cfg = _config(p, chunk)
+    cfg = _config(p, chunk, backward=True)
     dev = u.device
     f32 = torch.float32
     det = deterministic()
@@ -591,16 +639,27 @@ def backward(
     dA = empty((p.batch, p.rows, p.d_state), f32, dev)
     dD, dbias = (empty((p.batch, p.rows), f32, dev) for _ in range(2))
     hs = torch.empty((p.batch, p.rows, cfg.n_chunks, p.d_state), dtype=f32, device=dev)
+    strides = {
+        "dy": p.x_strides(dy),
+        "u": p.x_strides(u),
+        "delta": p.delta_strides(delta),
+        "B": p.bc_strides(B),
+        "C": p.bc_strides(C),
+        "du": du_strides,
+        "ddelta": p.delta_strides(ddelta),
+        "dB": p.bc_strides(dB0),
+        "dC": p.bc_strides(dC0),
+    }
+    tensors = {"dy": dy, "u": u, "delta": delta, "B": B, "C": C, "du": du, "ddelta": ddelta}
+    tensors.update(dB=dB0, dC=dC0)
+    ext = {k: cfg.n_pad if k in ("B", "C", "dB", "dC") else cfg.block_c for k in strides}
+    off64 = _off64(p, cfg, [(strides[k], ext[k]) for k in strides])
     wrap_triton(_bwd_kernel)[cfg.grid(p)](
-        **tensor_args("dy", dy, p.x_strides(dy)),
-        **tensor_args("u", u, p.x_strides(u)),
-        **tensor_args("delta", delta, p.delta_strides(delta)),
-        **tensor_args("B", B, p.bc_strides(B)),
-        **tensor_args("C", C, p.bc_strides(C)),
-        **tensor_args("du", du, du_strides),
-        **tensor_args("ddelta", ddelta, p.delta_strides(ddelta)),
-        **tensor_args("dB", dB0, p.bc_strides(dB0)),
-        **tensor_args("dC", dC0, p.bc_strides(dC0)),
+        **{
+            k: v
+            for name, t in tensors.items()
+            for k, v in tensor_args(name, t, strides[name]).items()
+        },
         dB_block_stride=block_stride,
         **_params(A, D, delta_bias),
         dA_ptr=dA,
@@ -609,6 +668,7 @@ def backward(
         hs_ptr=hs,
         **_sizes(p, cfg),
         **_flags(cfg, p, D, delta_bias, softplus),
+        OFF64=off64,
         ADD_DU=add_du,
         ADD_DBC=add_dbc,
     )
