@@ -133,9 +133,9 @@ def _config(p: Problem, chunk: int | None, backward: bool) -> _Config:
 def deterministic() -> bool:
     """Deterministic mode, as the CUDA backend reads it: $ZEROMAMBA_DETERMINISTIC=1 or
     ``torch.use_deterministic_algorithms(True)``."""
-    env = os.environ.get("ZEROMAMBA_DETERMINISTIC", "0").strip().lower()
     return (
-        env not in ("", "0", "false", "no", "off") or torch.are_deterministic_algorithms_enabled()
+        os.environ.get("ZEROMAMBA_DETERMINISTIC") == "1"
+        or torch.are_deterministic_algorithms_enabled()
     )
 
 
