@@ -1,37 +1,43 @@
-"""The chunked selective-scan core (Triton), shared by ``selective_scan`` and ``ss2d_scan``.
+"""The Triton scan core shared by ``selective_scan`` and ``ss2d_scan`` (docs/design.md §4.7).
 
-Model. ``rows`` scan rows (the d channels of selective_scan, the 4C direction-channels of
-ss2d_scan) form ``groups`` groups of ``cpg`` consecutive rows: a selective_scan group shares B/C
-(G groups), an ss2d group is one direction k (B[:, k], C[:, k]). Every row scans L = H*W steps;
-step t of a row in group g sits at a spatial position (h, w) found by index arithmetic (row-major
-for selective_scan, where H = 1 and W = L; direction g's order for ss2d). Every tensor is
-addressed by five strides (batch, group, channel-or-state, h, w), so any input layout and any
-stride pattern is read in place: no cross-scan copy, no .contiguous() copy.
+Model (vocabulary of docs/design.md §1). ``n_groups`` B/C groups of ``channels`` consecutive
+channels each make the ``rows`` = n_groups * channels rows of A, D, delta_bias: a
+``selective_scan`` group is one of its G groups, an ``ss2d_scan`` group is direction k (which has
+its own B[:, k], C[:, k]; ``n_dir`` = 4 tells the directions apart from B/C groups). Every row
+scans L = H*W steps; step t sits at a spatial position (h, w) found by index arithmetic
+(row-major for selective_scan, where H = 1 and W = L; direction k's order for ss2d). Every tensor
+is addressed by five strides (batch, group, channel-or-state, h, w), so any input layout and any
+strided view is read in place: no cross-scan copy, no .contiguous() copy.
 
-Grid of the scan kernels: (groups * channel blocks, chunks of L, batch). A program scans
-BLOCK_C rows x N_PAD states over one chunk of BLOCK_T steps as a register tile with
-``tl.associative_scan`` (pairs (a, b) -> h = a h_prev + b), in fp32 with exp2 forms
-(dA = exp2(dt A log2 e), softplus = log2(1 + exp2(z log2 e)) ln 2, identity above 20).
-Long sequences are cut into chunks:
+One launch per pass. A program owns ``BLOCK_C`` channels of one group of one batch element and
+walks the sequence in chunks of ``BLOCK_T`` steps, in order, with the state (BLOCK_C x N_PAD) in
+registers: each chunk is scanned as a register tile with ``tl.associative_scan`` over the affine
+pairs (a, b) -> h = a h_prev + b (a = exp(dt A), b = dt B u), and the cumulative product of the
+a's carries the previous chunk's end state in. Everything is read once per pass. In fp32 with
+exp2 forms (dA = exp2(dt A log2 e), softplus = log2(1 + exp2(z log2 e)) ln 2, identity above 20).
 
-* forward: pass 1 writes each chunk's (sum of dt, local end state); ``_combine_kernel`` folds
-  the chunks in order ((a1, b1) then (a2, b2) -> (a1 a2, a2 b1 + b2), where the product of
-  exp(dt A) over a chunk is exp(A sum dt)), leaving every chunk's true end state; pass 2 rescans
-  each chunk from its predecessor's end state and writes y.
-* backward: the same for the adjoint dh (g), scanned in reverse: g_t = a_{t+1} g_{t+1} + C_t dy_t.
-  Pass 2 recomputes h from the forward chunk carries (no per-step h is stored) and forms every
-  gradient.
+* forward: walks chunks 0 .. n-1 and writes y.
+* backward: first walks forward without writing y, saving the state at every chunk start (a
+  small fp32 scratch, closed form per chunk: no scan needed), then walks chunks n-1 .. 0 with the
+  adjoint g in registers (g_t = a_{t+1} g_{t+1} + C_t dy_t, a reverse associative scan),
+  recomputing h in each chunk from its saved start state, and forms every gradient.
 
-ss2d's four directions add into the same y (and dx): those programs accumulate with
-``tl.atomic_add`` into a zeroed fp32 buffer, so on a GPU the low bits of y and dx depend on the
-order of the four adds. Every other reduction (dA, dD, d delta_bias over batch and chunks; dB, dC
-over channel blocks) goes through per-program partial buffers summed by torch: deterministic.
+Reductions. The four ss2d directions add into one y (and dx); dB and dC add over channel
+blocks. By default those adds are relaxed atomics (``sem="relaxed"``: plain reductions, no
+fences) into zeroed fp32 buffers, so on a GPU the low bits depend on the order of the adds.
+Deterministic mode ($ZEROMAMBA_DETERMINISTIC=1 or ``torch.use_deterministic_algorithms(True)``,
+as for the CUDA backend) writes per-direction and per-channel-block partials with plain stores
+and sums them in a fixed order: no atomics, bitwise repeatable. dA, dD and d delta_bias are
+always per-batch partials summed by torch. Offsets are int64 throughout: partial buffers and
+large maps pass 2^31 elements.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -42,35 +48,50 @@ from torch.library import wrap_triton
 from ._alloc import empty
 from ._common import LN2, LOG2E, next_pow2
 
-# Register budget of one scan tile (BLOCK_C * N_PAD * BLOCK_T fp32 values, about eight live in
-# the backward). ptxas for sm_90: 1024 with 8 warps for N = 1 (16 x 1 x 64) needs 64 (forward)
-# and 111 (backward) registers per thread, no spills; 2048 spilled in the backward.
-TILE_ELEMS = 1024
+# Register budget of one scan tile (BLOCK_C * N_PAD * BLOCK_T fp32 values). ptxas for sm_90
+# (Triton 3.9): the forward at 1024 with 8 warps takes 64-78 registers; the backward holds about
+# twice as many live tiles and at 1024 took 141-168 registers (N = 1) with spills in the
+# channel-last layout, at 256 with 4 warps 91-96, no spills. For N = 16 the backward keeps 1024
+# (128 registers with 8 warps): smaller tiles would leave one channel per block, and the dB / dC
+# sums over channel blocks would grow with the channel count.
+FWD_TILE_ELEMS = 1024
+BWD_TILE_ELEMS = {1: 256}  # by N_PAD; 1024 otherwise
 MAX_CHUNK = 64
-COMBINE_BLOCK = 64  # chunks folded per step of _combine_kernel's loop
-COMBINE_ELEMS = 512  # (rows x N_PAD x chunks) per combine tile: 72 registers for 8 x 1 x 64
+MIN_CHUNK = 16
+
+
+class Strides(NamedTuple):
+    """Element strides of a tensor along (batch, group, channel or state, h, w)."""
+
+    b: int
+    g: int
+    c: int
+    h: int
+    w: int
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One scan problem: sizes and how each tensor kind maps to (batch, group, channel|state,
-    h, w) strides."""
+    """One scan problem: sizes and how each tensor kind maps to its five strides."""
 
     batch: int
     H: int
     W: int
-    rows: int
-    cpg: int  # rows per group
-    groups: int
-    N: int
-    four_way: bool  # groups are ss2d directions adding into one y
-    x_strides: Callable[[Tensor], tuple]  # u / x / y / dy / du
-    delta_strides: Callable[[Tensor], tuple]  # delta / ddelta
-    bc_strides: Callable[[Tensor], tuple]  # B / C / dB / dC (channel slot = state n)
+    n_dir: int  # 1 (selective_scan) or 4 (ss2d_scan: the directions add into one y)
+    n_groups: int  # B/C groups: G for selective_scan, the 4 directions for ss2d_scan
+    channels: int  # channels per group
+    d_state: int  # N
+    x_strides: Callable[[Tensor], Strides]  # u / x / y / dy / du
+    delta_strides: Callable[[Tensor], Strides]  # delta / ddelta
+    bc_strides: Callable[[Tensor], Strides]  # B / C / dB / dC (channel slot = state n)
 
     @property
     def L(self) -> int:
         return self.H * self.W
+
+    @property
+    def rows(self) -> int:
+        return self.n_groups * self.channels
 
 
 @dataclass(frozen=True)
@@ -79,28 +100,63 @@ class _Config:
     block_c: int
     block_t: int
     n_cb: int  # channel blocks per group
-    nch: int  # chunks of L
+    n_chunks: int
     num_warps: int
 
     def grid(self, p: Problem) -> tuple:
-        return (p.groups * self.n_cb, self.nch, p.batch)
+        return (p.n_groups * self.n_cb, p.batch)
 
 
-def _config(p: Problem, chunk: int | None) -> _Config:
-    n_pad = next_pow2(p.N)
-    block_t = chunk if chunk is not None else min(MAX_CHUNK, next_pow2(p.L))
+def _config(p: Problem, chunk: int | None, backward: bool) -> _Config:
+    """Tile sizes: BLOCK_T steps per chunk (16 channels' worth of the tile, 16 to 64 steps) and
+    BLOCK_C channels filling the rest of the tile budget."""
+    n_pad = next_pow2(p.d_state)
+    tile = BWD_TILE_ELEMS.get(n_pad, 1024) if backward else FWD_TILE_ELEMS
+    if chunk is None:
+        block_t = min(MAX_CHUNK, next_pow2(p.L), max(MIN_CHUNK, tile // (16 * n_pad)))
+    else:
+        block_t = chunk
     if block_t != next_pow2(block_t):
         raise ValueError(f"chunk must be a power of two, got {chunk}")
-    block_c = min(next_pow2(p.cpg), max(1, TILE_ELEMS // (n_pad * block_t)))
-    num_warps = 8 if block_c * block_t >= 1024 else 4
+    block_c = min(next_pow2(p.channels), max(1, tile // (n_pad * block_t)))
+    num_warps = 8 if block_c * n_pad * block_t >= 1024 else 4
     return _Config(
-        n_pad, block_c, block_t, triton.cdiv(p.cpg, block_c), triton.cdiv(p.L, block_t), num_warps
+        n_pad,
+        block_c,
+        block_t,
+        triton.cdiv(p.channels, block_c),
+        triton.cdiv(p.L, block_t),
+        num_warps,
     )
+
+
+def deterministic() -> bool:
+    """Deterministic mode, as the CUDA backend reads it: $ZEROMAMBA_DETERMINISTIC=1 or
+    ``torch.use_deterministic_algorithms(True)``."""
+    return (
+        os.environ.get("ZEROMAMBA_DETERMINISTIC") == "1"
+        or torch.are_deterministic_algorithms_enabled()
+    )
+
+
+def tensor_args(name: str, t: Tensor, s: Strides) -> dict:
+    """A tensor and its five strides as the named kernel arguments ``<name>_ptr``,
+    ``<name>_sb``, ``<name>_sg``, ``<name>_sc``, ``<name>_sh``, ``<name>_sw``. Scalars, not a
+    tuple: ``wrap_triton`` under torch.compile takes no tuple arguments."""
+    return {
+        f"{name}_ptr": t,
+        f"{name}_sb": s.b,
+        f"{name}_sg": s.g,
+        f"{name}_sc": s.c,
+        f"{name}_sh": s.h,
+        f"{name}_sw": s.w,
+    }
 
 
 # --------------------------------------------------------------------------- kernels
 # Helpers are inlined by hand: besides _pair (the scan's combine) no @triton.jit function is
-# called from the kernels, because the CPU interpreter pays ~20 ms per device-function call.
+# called from the kernels, because the CPU interpreter pays for every device-function call.
+# Runtime loops are `while` loops: Triton 3.6's interpreter cannot take a runtime `range` bound.
 
 
 @triton.jit
@@ -111,48 +167,13 @@ def _pair(a1, b1, a2, b2):
 
 @triton.jit
 def _fwd_kernel(
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    bias_ptr,
-    y_ptr,
-    hs_ptr,
-    dts_ptr,
-    L,
-    H,
-    W,
-    rows,
-    cpg,
-    n_cb,
-    nch,
-    su_b,
-    su_g,
-    su_c,
-    su_h,
-    su_w,
-    sd_b,
-    sd_g,
-    sd_c,
-    sd_h,
-    sd_w,
-    sB_b,
-    sB_g,
-    sB_n,
-    sB_h,
-    sB_w,
-    sC_b,
-    sC_g,
-    sC_n,
-    sC_h,
-    sC_w,
-    sy_b,
-    sy_g,
-    sy_c,
-    sy_h,
-    sy_w,
+    u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
+    delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
+    B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
+    C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
+    y_ptr, y_sb, y_sg, y_sc, y_sh, y_sw,
+    A_ptr, D_ptr, bias_ptr,
+    L, H, W, rows, channels, n_cb, n_chunks,
     N: tl.constexpr,
     N_PAD: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -161,160 +182,111 @@ def _fwd_kernel(
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     FOUR_WAY: tl.constexpr,
-    STATES: tl.constexpr,
-    CARRY: tl.constexpr,
-):
-    """STATES: write chunk j's (sum dt, end state from h = 0) to dts/hs. Otherwise scan chunk j
-    from the end state of chunk j-1 (CARRY) or from 0, and write (FOUR_WAY: add) y."""
-    g = tl.program_id(0) // n_cb
-    cl = (tl.program_id(0) % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)  # channel within group
-    j = tl.program_id(1)
-    bi = tl.program_id(2).to(tl.int64)
-    cmask = cl < cpg
-    r = g * cpg + cl
+    OFF64: tl.constexpr,
+    ADD_Y: tl.constexpr,
+):  # fmt: skip
+    """Grid (n_groups * n_cb, batch). Walk the chunks of L in order and write y (ADD_Y: add
+    with relaxed atomics into a zeroed fp32 buffer shared by the four directions)."""
+    grp = (tl.program_id(0) // n_cb).to(tl.int64)
+    c0 = (tl.program_id(0) % n_cb).to(tl.int64) * BLOCK_C  # first channel of the block
+    bi = tl.program_id(1).to(tl.int64)
+    cl = tl.arange(0, BLOCK_C)  # channel within the block
+    cmask = c0 + cl < channels
+    r = grp * channels + c0 + cl
     n = tl.arange(0, N_PAD)
     nmask = n < N
-    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-    tmask = t < L
-    # spatial position of step t: direction 0 row-major, 1 column-major, 2 and 3 reversed
-    if FOUR_WAY:
-        s = tl.where(g >= 2, L - 1 - t, t)
-        col = (g % 2) == 1
-        hh = tl.where(col, s % H, s // W)
-        ww = tl.where(col, s // H, s % W)
-    else:
-        hh = t // W
-        ww = t % W
-    m2 = cmask[:, None] & tmask[None, :]
-    mnt = nmask[:, None] & tmask[None, :]
+    if OFF64:
+        cl = cl.to(tl.int64)
+        n = n.to(tl.int64)
     sm = cmask[:, None] & nmask[None, :]
-    u = tl.load(
-        u_ptr + bi * su_b + g * su_g + cl[:, None] * su_c + (hh * su_h + ww * su_w)[None, :],
-        mask=m2,
-        other=0.0,
-    ).to(tl.float32)
-    z = tl.load(
-        delta_ptr + bi * sd_b + g * sd_g + cl[:, None] * sd_c + (hh * sd_h + ww * sd_w)[None, :],
-        mask=m2,
-        other=0.0,
-    ).to(tl.float32)
-    if HAS_BIAS:
-        z += tl.load(bias_ptr + r, mask=cmask, other=0.0)[:, None]
-    if SOFTPLUS:
-        dt = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
-    else:
-        dt = z
-    dt = tl.where(m2, dt, 0.0)  # masked steps are the identity of the scan
     A2 = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0) * LOG2E  # log2 units
-    Bt = tl.load(
-        B_ptr + bi * sB_b + g * sB_g + n[:, None] * sB_n + (hh * sB_h + ww * sB_w)[None, :],
-        mask=mnt,
-        other=0.0,
-    ).to(tl.float32)  # (N_PAD, BLOCK_T), shared by the group
-    bx = (dt * u)[:, None, :] * Bt[None, :, :]  # (BLOCK_C, N_PAD, BLOCK_T)
-    row_state = (bi * rows + r)[:, None] * nch * N + n[None, :]  # hs[bi, r, 0, n]
-    if STATES:
-        # end state = sum_t exp(A * sum_{s>t} dt_s) bx_t: exponents <= 0, no scan needed
-        after = tl.cumsum(dt, axis=1, reverse=True) - dt
-        h_end = tl.sum(tl.exp2(after[:, None, :] * A2[:, :, None]) * bx, axis=2)
-        tl.store(hs_ptr + row_state + j * N, h_end, mask=sm)
-        tl.store(dts_ptr + (bi * rows + r) * nch + j, tl.sum(dt, axis=1), mask=cmask)
-    else:
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + r, mask=cmask, other=0.0)
+    if HAS_D:
+        Dr = tl.load(D_ptr + r, mask=cmask, other=0.0)
+    # int64 bases of this program's tiles; offsets within a tile stay int32 unless OFF64
+    u_base = u_ptr + bi * u_sb + grp * u_sg + c0 * u_sc
+    delta_base = delta_ptr + bi * delta_sb + grp * delta_sg + c0 * delta_sc
+    y_base = y_ptr + bi * y_sb + grp * y_sg + c0 * y_sc
+    B_base = B_ptr + bi * B_sb + grp * B_sg
+    C_base = C_ptr + bi * C_sb + grp * C_sg
+    first = (tl.arange(0, BLOCK_T) == 0)[None, None, :]
+    last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[None, None, :]
+    h_prev = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
+    j = 0
+    while j < n_chunks:
+        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+        tmask = t < L
+        # spatial position of step t: direction 0 row-major, 1 column-major, 2 and 3 reversed
+        if FOUR_WAY:
+            s = tl.where(grp >= 2, L - 1 - t, t)
+            col = (grp % 2) == 1
+            hh = tl.where(col, s % H, s // W)
+            ww = tl.where(col, s // H, s % W)
+        else:
+            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
+            ww = t
+        if OFF64:
+            hh, ww = hh.to(tl.int64), ww.to(tl.int64)
+        m2 = cmask[:, None] & tmask[None, :]
+        mnt = nmask[:, None] & tmask[None, :]
+        u = tl.load(
+            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
+        ).to(tl.float32)
+        z = tl.load(
+            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
+            mask=m2,
+            other=0.0,
+        ).to(tl.float32)
+        if HAS_BIAS:
+            z += bias[:, None]
+        if SOFTPLUS:
+            dt = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
+        else:
+            dt = z
+        dt = tl.where(m2, dt, 0.0)  # masked steps are the identity of the scan
+        Bt = tl.load(
+            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
+        ).to(tl.float32)  # (N_PAD, BLOCK_T), shared by the group
+        bx = (dt * u)[:, None, :] * Bt[None, :, :]  # (BLOCK_C, N_PAD, BLOCK_T)
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        _, h = tl.associative_scan((dA, bx), 2, _pair)
-        if CARRY:
-            h0 = tl.load(hs_ptr + row_state + tl.maximum(j - 1, 0) * N, mask=sm, other=0.0)
-            h0 = tl.where(j > 0, h0, 0.0)
-            h += tl.exp2(tl.cumsum(dt, axis=1)[:, None, :] * A2[:, :, None]) * h0[:, :, None]
+        a_cum, h = tl.associative_scan((dA, bx), 2, _pair)
+        if j > 0:
+            h += a_cum * h_prev[:, :, None]
         else:
             # h_0 = a_0 h_{-1} + b_0 with h_{-1} = 0: a NaN or Inf a_0 = exp(dt_0 A) makes h NaN
             # from step 0 on, as in the recurrence (the scan alone would skip a_0 * 0)
-            h += tl.sum(tl.where((t == 0)[None, None, :], dA, 0.0), axis=2)[:, :, None] * 0.0
+            h += tl.sum(tl.where(first, dA, 0.0), axis=2)[:, :, None] * 0.0
+        # masked tail steps are identities, so the last column is the chunk's end state
+        h_prev = tl.sum(tl.where(last, h, 0.0), axis=2)
         Ct = tl.load(
-            C_ptr + bi * sC_b + g * sC_g + n[:, None] * sC_n + (hh * sC_h + ww * sC_w)[None, :],
-            mask=mnt,
-            other=0.0,
+            C_base + (n * C_sc)[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0
         ).to(tl.float32)
         y = tl.sum(Ct[None, :, :] * h, axis=1)
         if HAS_D:
-            y += tl.load(D_ptr + r, mask=cmask, other=0.0)[:, None] * u
-        y_ptrs = (
-            y_ptr + bi * sy_b + g * sy_g + cl[:, None] * sy_c + (hh * sy_h + ww * sy_w)[None, :]
-        )
-        if FOUR_WAY:
-            tl.atomic_add(y_ptrs, y, mask=m2)
+            y += Dr[:, None] * u
+        y_ptrs = y_base + (cl * y_sc)[:, None] + (hh * y_sh + ww * y_sw)[None, :]
+        if ADD_Y:
+            tl.atomic_add(y_ptrs, y, mask=m2, sem="relaxed")
         else:
             tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m2)
+        j += 1
 
 
 @triton.jit
 def _bwd_kernel(
-    dy_ptr,
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    bias_ptr,
-    du_ptr,
-    ddelta_ptr,
-    dB_ptr,
-    dC_ptr,
-    dA_ptr,
-    dD_ptr,
-    dbias_ptr,
-    hs_ptr,
-    gs_ptr,
-    gdts_ptr,
-    L,
-    H,
-    W,
-    rows,
-    cpg,
-    n_cb,
-    nch,
-    sdy_b,
-    sdy_g,
-    sdy_c,
-    sdy_h,
-    sdy_w,
-    su_b,
-    su_g,
-    su_c,
-    su_h,
-    su_w,
-    sd_b,
-    sd_g,
-    sd_c,
-    sd_h,
-    sd_w,
-    sB_b,
-    sB_g,
-    sB_n,
-    sB_h,
-    sB_w,
-    sC_b,
-    sC_g,
-    sC_n,
-    sC_h,
-    sC_w,
-    sdu_b,
-    sdu_g,
-    sdu_c,
-    sdu_h,
-    sdu_w,
-    sdd_b,
-    sdd_g,
-    sdd_c,
-    sdd_h,
-    sdd_w,
-    sdB_cb,
-    sdB_b,
-    sdB_g,
-    sdB_n,
-    sdB_h,
-    sdB_w,
+    dy_ptr, dy_sb, dy_sg, dy_sc, dy_sh, dy_sw,
+    u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
+    delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
+    B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
+    C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
+    du_ptr, du_sb, du_sg, du_sc, du_sh, du_sw,
+    ddelta_ptr, ddelta_sb, ddelta_sg, ddelta_sc, ddelta_sh, ddelta_sw,
+    dB_ptr, dB_sb, dB_sg, dB_sc, dB_sh, dB_sw,
+    dC_ptr, dC_sb, dC_sg, dC_sc, dC_sh, dC_sw,
+    dB_block_stride,
+    A_ptr, D_ptr, bias_ptr, dA_ptr, dD_ptr, dbias_ptr, hs_ptr,
+    L, H, W, rows, channels, n_cb, n_chunks,
     N: tl.constexpr,
     N_PAD: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -323,88 +295,128 @@ def _bwd_kernel(
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     FOUR_WAY: tl.constexpr,
-    STATES: tl.constexpr,
-    CARRY: tl.constexpr,
-):
-    """STATES: write chunk j's (sum of dt_{t+1}, adjoint g at its first step from g = 0 after
-    it) to gdts/gs. Otherwise recompute h (from chunk j-1's forward end state in hs when CARRY),
-    scan g backwards (from chunk j+1's first-step adjoint in gs when CARRY) and write every
-    gradient: du (FOUR_WAY: added into an fp32 buffer), ddelta, and partials of dB, dC (per
-    channel block, layout of B), dA, dD, ddelta_bias (per batch and chunk)."""
-    g = tl.program_id(0) // n_cb
-    cb = tl.program_id(0) % n_cb
-    cl = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    j = tl.program_id(1)
-    bi = tl.program_id(2).to(tl.int64)
-    cmask = cl < cpg
-    r = g * cpg + cl
+    OFF64: tl.constexpr,
+    ADD_DU: tl.constexpr,
+    ADD_DBC: tl.constexpr,
+):  # fmt: skip
+    """Grid (n_groups * n_cb, batch). Walk forward saving every chunk's start state in hs, then
+    walk backward with the adjoint g and write every gradient: du (ADD_DU: relaxed atomic adds
+    into an fp32 buffer shared by the directions), ddelta, dB and dC (ADD_DBC: relaxed atomic
+    adds over channel blocks; otherwise plain stores at ``channel block * dB_block_stride``), and
+    the per-batch partials of dA (b, rows, N), dD and d delta_bias (b, rows)."""
+    grp = (tl.program_id(0) // n_cb).to(tl.int64)
+    cb = (tl.program_id(0) % n_cb).to(tl.int64)
+    c0 = cb * BLOCK_C  # first channel of the block
+    bi = tl.program_id(1).to(tl.int64)
+    cl = tl.arange(0, BLOCK_C)  # channel within the block
+    cmask = c0 + cl < channels
+    r = grp * channels + c0 + cl
     n = tl.arange(0, N_PAD)
     nmask = n < N
-    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-    tmask = t < L
-    # positions of steps t and t + 1 (see _fwd_kernel)
-    if FOUR_WAY:
-        s = tl.where(g >= 2, L - 1 - t, t)
-        s1 = tl.where(g >= 2, s - 1, s + 1)
-        col = (g % 2) == 1
-        hh = tl.where(col, s % H, s // W)
-        ww = tl.where(col, s // H, s % W)
-        hh1 = tl.where(col, s1 % H, s1 // W)
-        ww1 = tl.where(col, s1 // H, s1 % W)
-    else:
-        hh = t // W
-        ww = t % W
-        hh1 = (t + 1) // W
-        ww1 = (t + 1) % W
-    m2 = cmask[:, None] & tmask[None, :]
-    m2n = cmask[:, None] & ((t + 1) < L)[None, :]
-    mnt = nmask[:, None] & tmask[None, :]
+    if OFF64:
+        cl = cl.to(tl.int64)
+        n = n.to(tl.int64)
     sm = cmask[:, None] & nmask[None, :]
     A = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0)
     A2 = A * LOG2E
     bias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + r, mask=cmask, other=0.0)
-    dy = tl.load(
-        dy_ptr + bi * sdy_b + g * sdy_g + cl[:, None] * sdy_c + (hh * sdy_h + ww * sdy_w)[None, :],
-        mask=m2,
-        other=0.0,
-    ).to(tl.float32)
-    Ct = tl.load(
-        C_ptr + bi * sC_b + g * sC_g + n[:, None] * sC_n + (hh * sC_h + ww * sC_w)[None, :],
-        mask=mnt,
-        other=0.0,
-    ).to(tl.float32)
-    # dt_{t+1} (0 past the end)
-    z1 = tl.load(
-        delta_ptr + bi * sd_b + g * sd_g + cl[:, None] * sd_c + (hh1 * sd_h + ww1 * sd_w)[None, :],
-        mask=m2n,
-        other=0.0,
-    ).to(tl.float32)
-    z1 += bias[:, None]
-    if SOFTPLUS:
-        z1 = tl.where(z1 > 20.0, z1, tl.log2(1.0 + tl.exp2(z1 * LOG2E)) * LN2)
-    dt_next = tl.where(m2n, z1, 0.0)
-    cdy = Ct[None, :, :] * dy[:, None, :]  # what y_t adds to dh_t
-    row_state = (bi * rows + r)[:, None] * nch * N + n[None, :]
-    if STATES:
-        # adjoint at the chunk's first step from 0 after it: sum_t exp(A sum_{s<t} dt_{s+1}) cdy_t
-        before = tl.cumsum(dt_next, axis=1) - dt_next
-        g_first = tl.sum(tl.exp2(before[:, None, :] * A2[:, :, None]) * cdy, axis=2)
-        tl.store(gs_ptr + row_state + j * N, g_first, mask=sm)
-        tl.store(gdts_ptr + (bi * rows + r) * nch + j, tl.sum(dt_next, axis=1), mask=cmask)
-    else:
+    # int64 bases of this program's tiles; offsets within a tile stay int32 unless OFF64
+    dy_base = dy_ptr + bi * dy_sb + grp * dy_sg + c0 * dy_sc
+    u_base = u_ptr + bi * u_sb + grp * u_sg + c0 * u_sc
+    delta_base = delta_ptr + bi * delta_sb + grp * delta_sg + c0 * delta_sc
+    du_base = du_ptr + bi * du_sb + grp * du_sg + c0 * du_sc
+    ddelta_base = ddelta_ptr + bi * ddelta_sb + grp * ddelta_sg + c0 * ddelta_sc
+    B_base = B_ptr + bi * B_sb + grp * B_sg
+    C_base = C_ptr + bi * C_sb + grp * C_sg
+    dB_base = dB_ptr + cb * dB_block_stride + bi * dB_sb + grp * dB_sg
+    dC_base = dC_ptr + cb * dB_block_stride + bi * dC_sb + grp * dC_sg
+    # hs[bi, r, j, n]: (BLOCK_C, N_PAD) offsets of chunk 0
+    hs_base = hs_ptr + (bi * rows + grp * channels + c0) * n_chunks * N
+    hs_tile = (cl * (n_chunks * N))[:, None] + n[None, :]
+    first = (tl.arange(0, BLOCK_T) == 0)[None, None, :]
+
+    # Walk 1, forward: the state at every chunk start, from the chunk's closed form
+    # h_end = exp(A sum dt) h_start + sum_t exp(A * sum_{s>t} dt_s) dt_t B_t u_t.
+    h_start = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
+    j = 0
+    while j < n_chunks:
+        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+        tmask = t < L
+        if FOUR_WAY:
+            s = tl.where(grp >= 2, L - 1 - t, t)
+            col = (grp % 2) == 1
+            hh = tl.where(col, s % H, s // W)
+            ww = tl.where(col, s // H, s % W)
+        else:
+            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
+            ww = t
+        if OFF64:
+            hh, ww = hh.to(tl.int64), ww.to(tl.int64)
+        m2 = cmask[:, None] & tmask[None, :]
+        mnt = nmask[:, None] & tmask[None, :]
+        tl.store(hs_base + (j * N + hs_tile), h_start, mask=sm)
         u = tl.load(
-            u_ptr + bi * su_b + g * su_g + cl[:, None] * su_c + (hh * su_h + ww * su_w)[None, :],
+            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
+        ).to(tl.float32)
+        z = tl.load(
+            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
             mask=m2,
             other=0.0,
         ).to(tl.float32)
+        z += bias[:, None]
+        if SOFTPLUS:
+            z = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
+        dt = tl.where(m2, z, 0.0)
+        Bt = tl.load(
+            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
+        ).to(tl.float32)
+        after = tl.cumsum(dt, axis=1, reverse=True) - dt
+        decay = tl.exp2(tl.sum(dt, axis=1)[:, None] * A2)
+        h_start = decay * h_start + tl.sum(
+            tl.exp2(after[:, None, :] * A2[:, :, None]) * (dt * u)[:, None, :] * Bt[None, :, :],
+            axis=2,
+        )
+        j += 1
+    tl.debug_barrier()  # walk 2 reads hs entries that other threads of the program wrote
+
+    # Walk 2, backward: g_t = a_{t+1} g_{t+1} + C_t dy_t, with h recomputed per chunk.
+    g_next = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)  # g at the first step of chunk j + 1
+    acc_dA = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
+    acc_dD = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    acc_dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    j = n_chunks - 1
+    while j >= 0:
+        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+        tmask = t < L
+        # positions of steps t and t + 1 (see walk 1)
+        if FOUR_WAY:
+            s = tl.where(grp >= 2, L - 1 - t, t)
+            s1 = tl.where(grp >= 2, s - 1, s + 1)
+            col = (grp % 2) == 1
+            hh = tl.where(col, s % H, s // W)
+            ww = tl.where(col, s // H, s % W)
+            hh1 = tl.where(col, s1 % H, s1 // W)
+            ww1 = tl.where(col, s1 // H, s1 % W)
+        else:
+            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
+            ww = t
+            hh1 = hh
+            ww1 = t + 1
+        if OFF64:
+            hh, ww, hh1, ww1 = hh.to(tl.int64), ww.to(tl.int64), hh1.to(tl.int64), ww1.to(tl.int64)
+        m2 = cmask[:, None] & tmask[None, :]
+        m2n = cmask[:, None] & ((t + 1) < L)[None, :]
+        mnt = nmask[:, None] & tmask[None, :]
+        dy = tl.load(
+            dy_base + (cl * dy_sc)[:, None] + (hh * dy_sh + ww * dy_sw)[None, :], mask=m2, other=0.0
+        ).to(tl.float32)
+        u = tl.load(
+            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
+        ).to(tl.float32)
         z = tl.load(
-            delta_ptr
-            + bi * sd_b
-            + g * sd_g
-            + cl[:, None] * sd_c
-            + (hh * sd_h + ww * sd_w)[None, :],
+            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
             mask=m2,
             other=0.0,
         ).to(tl.float32)
@@ -414,28 +426,39 @@ def _bwd_kernel(
         else:
             dt = z
         dt = tl.where(m2, dt, 0.0)
-        Bt = tl.load(
-            B_ptr + bi * sB_b + g * sB_g + n[:, None] * sB_n + (hh * sB_h + ww * sB_w)[None, :],
-            mask=mnt,
+        # dt_{t+1} (0 past the end); the next step's delta was just read by this or the
+        # previous chunk, so this second load is served by the cache
+        z1 = tl.load(
+            delta_base + (cl * delta_sc)[:, None] + (hh1 * delta_sh + ww1 * delta_sw)[None, :],
+            mask=m2n,
             other=0.0,
+        ).to(tl.float32)
+        z1 += bias[:, None]
+        if SOFTPLUS:
+            z1 = tl.where(z1 > 20.0, z1, tl.log2(1.0 + tl.exp2(z1 * LOG2E)) * LN2)
+        dt_next = tl.where(m2n, z1, 0.0)
+        Bt = tl.load(
+            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
+        ).to(tl.float32)
+        Ct = tl.load(
+            C_base + (n * C_sc)[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0
         ).to(tl.float32)
         dtu = dt * u
         bx = dtu[:, None, :] * Bt[None, :, :]
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        _, h = tl.associative_scan((dA, bx), 2, _pair)
-        if not CARRY:  # as in the forward: a NaN or Inf exp(dt_0 A) reaches h
-            h += tl.sum(tl.where((t == 0)[None, None, :], dA, 0.0), axis=2)[:, :, None] * 0.0
-        # dh_t = g_t = a_{t+1} g_{t+1} + C_t dy_t; a_L = 0 ends the sequence
+        a_cum, h = tl.associative_scan((dA, bx), 2, _pair)
+        if j > 0:
+            h_start = tl.load(hs_base + (j * N + hs_tile), mask=sm, other=0.0)
+            h += a_cum * h_start[:, :, None]
+        else:  # as in the forward: a NaN or Inf exp(dt_0 A) reaches h
+            h += tl.sum(tl.where(first, dA, 0.0), axis=2)[:, :, None] * 0.0
+        # a_L = 0 ends the sequence
         a_next = tl.where(m2n[:, None, :], tl.exp2(dt_next[:, None, :] * A2[:, :, None]), 0.0)
-        _, gh = tl.associative_scan((a_next, cdy), 2, _pair, reverse=True)
-        if CARRY:
-            h0 = tl.load(hs_ptr + row_state + tl.maximum(j - 1, 0) * N, mask=sm, other=0.0)
-            h0 = tl.where(j > 0, h0, 0.0)
-            h += tl.exp2(tl.cumsum(dt, axis=1)[:, None, :] * A2[:, :, None]) * h0[:, :, None]
-            g1 = tl.load(gs_ptr + row_state + tl.minimum(j + 1, nch - 1) * N, mask=sm, other=0.0)
-            g1 = tl.where(j + 1 < nch, g1, 0.0)
-            after = tl.cumsum(dt_next, axis=1, reverse=True)
-            gh += tl.exp2(after[:, None, :] * A2[:, :, None]) * g1[:, :, None]
+        cdy = Ct[None, :, :] * dy[:, None, :]  # what y_t adds to g_t
+        a_after, gh = tl.associative_scan((a_next, cdy), 2, _pair, reverse=True)
+        if j < n_chunks - 1:
+            gh += a_after * g_next[:, :, None]
+        g_next = tl.sum(tl.where(first, gh, 0.0), axis=2)
         ah = h - bx  # a_t h_{t-1}
         gB = tl.sum(gh * Bt[None, :, :], axis=1)
         du = dt * gB
@@ -446,137 +469,89 @@ def _bwd_kernel(
             ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp2(-z * LOG2E)))
         ddt = tl.where(m2, ddt, 0.0)
         tl.store(
-            ddelta_ptr
-            + bi * sdd_b
-            + g * sdd_g
-            + cl[:, None] * sdd_c
-            + (hh * sdd_h + ww * sdd_w)[None, :],
+            ddelta_base + (cl * ddelta_sc)[:, None] + (hh * ddelta_sh + ww * ddelta_sw)[None, :],
             ddt.to(ddelta_ptr.dtype.element_ty),
             mask=m2,
         )
-        du_ptrs = (
-            du_ptr
-            + bi * sdu_b
-            + g * sdu_g
-            + cl[:, None] * sdu_c
-            + (hh * sdu_h + ww * sdu_w)[None, :]
-        )
-        if FOUR_WAY:
-            tl.atomic_add(du_ptrs, du, mask=m2)
+        du_ptrs = du_base + (cl * du_sc)[:, None] + (hh * du_sh + ww * du_sw)[None, :]
+        if ADD_DU:
+            tl.atomic_add(du_ptrs, du, mask=m2, sem="relaxed")
         else:
             tl.store(du_ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
-        # dB_t, dC_t: sums over this block's channels; the other blocks add theirs in torch
-        part = (
-            cb * sdB_cb
-            + bi * sdB_b
-            + g * sdB_g
-            + n[:, None] * sdB_n
-            + (hh * sdB_h + ww * sdB_w)[None, :]
-        )
-        tl.store(dB_ptr + part, tl.sum(gh * dtu[:, None, :], axis=0), mask=mnt)
-        tl.store(dC_ptr + part, tl.sum(h * dy[:, None, :], axis=0), mask=mnt)
-        per_row = (bi * nch + j) * rows + r  # partials over (batch, chunk)
-        tl.store(
-            dA_ptr + per_row[:, None] * N + n[None, :],
-            tl.sum(gh * ah * dt[:, None, :], axis=2),
-            mask=sm,
-        )
-        tl.store(dD_ptr + per_row, tl.sum(dy * u, axis=1), mask=cmask)
-        tl.store(dbias_ptr + per_row, tl.sum(ddt, axis=1), mask=cmask)
-
-
-@triton.jit
-def _combine_kernel(
-    A_ptr,
-    hs_ptr,
-    dts_ptr,
-    rows,
-    nch,
-    N: tl.constexpr,
-    N_PAD: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    REVERSE: tl.constexpr,
-):
-    """In place: chunk k's local end state e_k (from 0) becomes the true one,
-    h_k = exp(A S_k) h_{k-1} + e_k with S_k = dts[k], in chunk order (REVERSE: from the last
-    chunk down, for the adjoint). Grid (row blocks, batch)."""
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    bi = tl.program_id(1).to(tl.int64)
-    rmask = r < rows
-    n = tl.arange(0, N_PAD)
-    sm = rmask[:, None] & (n < N)[None, :]
-    A2 = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0) * LOG2E
-    carry = tl.zeros((BLOCK_R, N_PAD), dtype=tl.float32)
-    for k0 in range(0, nch, BLOCK_K):
-        i = k0 + tl.arange(0, BLOCK_K)  # position in scan order
-        kmask = i < nch
-        if REVERSE:
-            k = nch - 1 - i
+        # dB_t, dC_t: sums over this block's channels; the other blocks add theirs
+        dB_t = tl.sum(gh * dtu[:, None, :], axis=0)
+        dC_t = tl.sum(h * dy[:, None, :], axis=0)
+        dB_ptrs = dB_base + (n * dB_sc)[:, None] + (hh * dB_sh + ww * dB_sw)[None, :]
+        dC_ptrs = dC_base + (n * dC_sc)[:, None] + (hh * dC_sh + ww * dC_sw)[None, :]
+        if ADD_DBC:
+            tl.atomic_add(dB_ptrs, dB_t, mask=mnt, sem="relaxed")
+            tl.atomic_add(dC_ptrs, dC_t, mask=mnt, sem="relaxed")
         else:
-            k = i
-        S = tl.load(
-            dts_ptr + (bi * rows + r)[:, None] * nch + k[None, :],
-            mask=rmask[:, None] & kmask[None, :],
-            other=0.0,
-        )
-        offs = ((bi * rows + r)[:, None, None] * nch + k[None, None, :]) * N + n[None, :, None]
-        m3 = sm[:, :, None] & kmask[None, None, :]
-        e = tl.load(hs_ptr + offs, mask=m3, other=0.0)
-        a = tl.exp2(S[:, None, :] * A2[:, :, None])
-        _, h = tl.associative_scan((a, e), 2, _pair)
-        h += tl.exp2(tl.cumsum(S, axis=1)[:, None, :] * A2[:, :, None]) * carry[:, :, None]
-        tl.store(hs_ptr + offs, h, mask=m3)
-        # masked tail entries are identities, so the last column is the last valid state
-        last = (tl.arange(0, BLOCK_K) == BLOCK_K - 1)[None, None, :]
-        carry = tl.sum(tl.where(last, h, 0.0), axis=2)
+            tl.store(dB_ptrs, dB_t, mask=mnt)
+            tl.store(dC_ptrs, dC_t, mask=mnt)
+        acc_dA += tl.sum(gh * ah * dt[:, None, :], axis=2)
+        acc_dD += tl.sum(dy * u, axis=1)
+        acc_dbias += tl.sum(ddt, axis=1)
+        j -= 1
+    tl.store(dA_ptr + ((bi * rows + r) * N)[:, None] + n[None, :], acc_dA, mask=sm)
+    tl.store(dD_ptr + bi * rows + r, acc_dD, mask=cmask)
+    tl.store(dbias_ptr + bi * rows + r, acc_dbias, mask=cmask)
 
 
 # --------------------------------------------------------------------------- launchers
 
 
-def _combine(p: Problem, cfg: _Config, A: Tensor, hs: Tensor, dts: Tensor, reverse: bool):
-    block_k = min(COMBINE_BLOCK, next_pow2(cfg.nch))
-    block_r = min(next_pow2(p.rows), max(1, COMBINE_ELEMS // (cfg.n_pad * block_k)))
-    wrap_triton(_combine_kernel)[(triton.cdiv(p.rows, block_r), p.batch)](
-        A,
-        hs,
-        dts,
-        p.rows,
-        cfg.nch,
-        N=p.N,
-        N_PAD=cfg.n_pad,
-        BLOCK_R=block_r,
-        BLOCK_K=block_k,
-        REVERSE=reverse,
-        num_warps=4,
-    )
-
-
 def _flags(cfg: _Config, p: Problem, D, delta_bias, softplus: bool) -> dict:
     return {
-        "N": p.N,
+        "N": p.d_state,
         "N_PAD": cfg.n_pad,
         "BLOCK_C": cfg.block_c,
         "BLOCK_T": cfg.block_t,
         "HAS_D": D is not None,
         "HAS_BIAS": delta_bias is not None,
         "SOFTPLUS": softplus,
-        "FOUR_WAY": p.four_way,
+        "FOUR_WAY": p.n_dir == 4,
         "num_warps": cfg.num_warps,
     }
 
 
-def _params(A: Tensor, D: Tensor | None, delta_bias: Tensor | None) -> tuple:
-    """The small parameter tensors, indexed densely by the kernels."""
-    return tuple(t.contiguous() if t is not None else None for t in (A, D, delta_bias))
+def _sizes(p: Problem, cfg: _Config) -> dict:
+    return {
+        "L": p.L,
+        "H": p.H,
+        "W": p.W,
+        "rows": p.rows,
+        "channels": p.channels,
+        "n_cb": cfg.n_cb,
+        "n_chunks": cfg.n_chunks,
+    }
 
 
-def _states(p: Problem, cfg: _Config, device) -> tuple[Tensor, Tensor]:
-    return (
-        empty((p.batch, p.rows, cfg.nch, p.N), torch.float32, device),
-        empty((p.batch, p.rows, cfg.nch), torch.float32, device),
-    )
+def _off64(p: Problem, cfg: _Config, tiles: list[tuple[Strides, int]]) -> bool:
+    """Whether an offset within one program's tile (channels or states x steps, relative to the
+    program's int64 base) can pass 2^31 for any of ``tiles`` ((strides, extent of the channel
+    slot)); the kernels then compute those offsets in int64 too (OFF64)."""
+    span = max(
+        (ext - 1) * abs(s.c) + p.H * abs(s.h) + p.W * abs(s.w) for s, ext in tiles
+    )  # H, W rather than H - 1, W - 1: the backward also forms the address of step t + 1
+    return span >= 2**31
+
+
+def _params(A: Tensor, D: Tensor | None, delta_bias: Tensor | None) -> dict:
+    """The small parameter tensors, indexed densely by the kernels (A stands in for absent
+    ones; the HAS_D / HAS_BIAS flags keep the kernels from reading it)."""
+    A = A.contiguous()
+    return {
+        "A_ptr": A,
+        "D_ptr": D.contiguous() if D is not None else A,
+        "bias_ptr": delta_bias.contiguous() if delta_bias is not None else A,
+    }
+
+
+def _per_direction(p: Problem, like: Tensor) -> tuple[Tensor, Strides]:
+    """An fp32 (n_dir, *like.shape) buffer and the strides that send direction k to slice k."""
+    buf = empty((p.n_dir, *like.shape), torch.float32, like.device)
+    return buf, p.x_strides(buf[0])._replace(g=buf.stride(0))
 
 
 def forward(
@@ -589,41 +564,39 @@ def forward(
     D: Tensor | None,
     delta_bias: Tensor | None,
     softplus: bool,
-    y: Tensor,
+    out_dtype: torch.dtype,
     chunk: int | None = None,
-) -> None:
-    """Scan and write y (x-like layout; for four-way problems a zeroed fp32 buffer that the
-    directions add into). ``chunk`` (a power of two) overrides the chunk length."""
-    cfg = _config(p, chunk)
-    A, D, delta_bias = _params(A, D, delta_bias)
-    dummy = A
-    args = [
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D if D is not None else dummy,
-        delta_bias if delta_bias is not None else dummy,
-        y,
-    ]
-    sizes = [p.L, p.H, p.W, p.rows, p.cpg, cfg.n_cb, cfg.nch]
-    strides = [
-        *p.x_strides(u),
-        *p.delta_strides(delta),
-        *p.bc_strides(B),
-        *p.bc_strides(C),
-        *p.x_strides(y),
-    ]
-    flags = _flags(cfg, p, D, delta_bias, softplus)
-    kernel = wrap_triton(_fwd_kernel)[cfg.grid(p)]
-    if cfg.nch > 1:
-        hs, dts = _states(p, cfg, u.device)
-        kernel(*args, hs, dts, *sizes, *strides, **flags, STATES=True, CARRY=False)
-        _combine(p, cfg, A, hs, dts, reverse=False)
-        kernel(*args, hs, dts, *sizes, *strides, **flags, STATES=False, CARRY=True)
+) -> Tensor:
+    """y, shaped and laid out like u, in ``out_dtype``. ``chunk`` (a power of two) overrides
+    the chunk length."""
+    cfg = _config(p, chunk, backward=False)
+    if p.n_dir == 1:
+        y = empty(u.shape, out_dtype, u.device)
+        y_strides, add = p.x_strides(y), False
+    elif deterministic():
+        y, y_strides = _per_direction(p, u)
+        add = False
     else:
-        kernel(*args, dummy, dummy, *sizes, *strides, **flags, STATES=False, CARRY=False)
+        y = torch.zeros(u.shape, dtype=torch.float32, device=u.device)
+        y_strides, add = p.x_strides(y), True
+    xs, ds, bs, cs = p.x_strides(u), p.delta_strides(delta), p.bc_strides(B), p.bc_strides(C)
+    c, n = cfg.block_c, cfg.n_pad
+    off64 = _off64(p, cfg, [(xs, c), (ds, c), (bs, n), (cs, n), (y_strides, c)])
+    wrap_triton(_fwd_kernel)[cfg.grid(p)](
+        **tensor_args("u", u, xs),
+        **tensor_args("delta", delta, ds),
+        **tensor_args("B", B, bs),
+        **tensor_args("C", C, cs),
+        **tensor_args("y", y, y_strides),
+        **_params(A, D, delta_bias),
+        **_sizes(p, cfg),
+        **_flags(cfg, p, D, delta_bias, softplus),
+        OFF64=off64,
+        ADD_Y=add,
+    )
+    if p.n_dir > 1 and not add:
+        y = y.sum(0)  # the directions in a fixed order
+    return y.to(out_dtype)
 
 
 def backward(
@@ -637,78 +610,76 @@ def backward(
     D: Tensor | None,
     delta_bias: Tensor | None,
     softplus: bool,
-    du: Tensor,
-    ddelta: Tensor,
     chunk: int | None = None,
 ) -> tuple[Tensor, ...]:
-    """Write du (x-like; for four-way problems a zeroed fp32 buffer) and ddelta (delta-like),
-    return (dB, dC, dA, dD, ddelta_bias) in the dtypes of B, C, A, A, A, with dB, dC shaped like
-    B."""
-    cfg = _config(p, chunk)
-    A, D, delta_bias = _params(A, D, delta_bias)
+    """(du, ddelta, dB, dC, dA, dD, ddelta_bias) in the dtypes of u, delta, B, C, A, A, A;
+    du like u, ddelta like delta, dB and dC shaped like B, dD and ddelta_bias (rows,)."""
+    cfg = _config(p, chunk, backward=True)
     dev = u.device
-    dummy = A
     f32 = torch.float32
-    dB = empty((cfg.n_cb, *B.shape), f32, dev)
-    dC = empty((cfg.n_cb, *B.shape), f32, dev)
-    dA = empty((p.batch, cfg.nch, p.rows, p.N), f32, dev)
-    dD = empty((p.batch, cfg.nch, p.rows), f32, dev)
-    dbias = empty((p.batch, cfg.nch, p.rows), f32, dev)
-    flags = _flags(cfg, p, D, delta_bias, softplus)
-    ins = [
-        dy,
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D if D is not None else dummy,
-        delta_bias if delta_bias is not None else dummy,
-    ]
-    outs = [du, ddelta, dB, dC, dA, dD, dbias]
-    sizes = [p.L, p.H, p.W, p.rows, p.cpg, cfg.n_cb, cfg.nch]
-    strides = [
-        *p.x_strides(dy),
-        *p.x_strides(u),
-        *p.delta_strides(delta),
-        *p.bc_strides(B),
-        *p.bc_strides(C),
-        *p.x_strides(du),
-        *p.delta_strides(ddelta),
-        dB.stride(0),
-        *p.bc_strides(dB[0]),
-    ]
-    kernel = wrap_triton(_bwd_kernel)[cfg.grid(p)]
-    if cfg.nch > 1:
-        hs, dts = _states(p, cfg, dev)
-        fwd_args = [u, delta, A, B, C, dummy, ins[7], dummy, hs, dts]
-        wrap_triton(_fwd_kernel)[cfg.grid(p)](
-            *fwd_args,
-            *sizes,
-            *p.x_strides(u),
-            *p.delta_strides(delta),
-            *p.bc_strides(B),
-            *p.bc_strides(C),
-            *p.x_strides(u),
-            **{**flags, "HAS_D": False},
-            STATES=True,
-            CARRY=False,
-        )
-        _combine(p, cfg, A, hs, dts, reverse=False)
-        gs, gdts = _states(p, cfg, dev)
-        kernel(*ins, *outs, hs, gs, gdts, *sizes, *strides, **flags, STATES=True, CARRY=False)
-        _combine(p, cfg, A, gs, gdts, reverse=True)
-        kernel(*ins, *outs, hs, gs, gdts, *sizes, *strides, **flags, STATES=False, CARRY=True)
+    det = deterministic()
+    if p.n_dir == 1:
+        du = empty(u.shape, u.dtype, dev)
+        du_strides, add_du = p.x_strides(du), False
+    elif det:
+        du, du_strides = _per_direction(p, u)
+        add_du = False
     else:
-        kernel(
-            *ins, *outs, dummy, dummy, dummy, *sizes, *strides, **flags, STATES=False, CARRY=False
-        )
-    dB = dB[0] if cfg.n_cb == 1 else dB.sum(0)
-    dC = dC[0] if cfg.n_cb == 1 else dC.sum(0)
+        du = torch.zeros(u.shape, dtype=f32, device=dev)
+        du_strides, add_du = p.x_strides(du), True
+    ddelta = empty(delta.shape, delta.dtype, dev)
+    add_dbc = cfg.n_cb > 1 and not det
+    if add_dbc:
+        dB, dC = (torch.zeros(B.shape, dtype=f32, device=dev) for _ in range(2))
+        block_stride = 0
+    else:  # one block, or per-block partials summed below
+        dB, dC = (empty((cfg.n_cb, *B.shape), f32, dev) for _ in range(2))
+        block_stride = dB.stride(0)
+    dB0, dC0 = (dB, dC) if add_dbc else (dB[0], dC[0])
+    dA = empty((p.batch, p.rows, p.d_state), f32, dev)
+    dD, dbias = (empty((p.batch, p.rows), f32, dev) for _ in range(2))
+    hs = torch.empty((p.batch, p.rows, cfg.n_chunks, p.d_state), dtype=f32, device=dev)
+    strides = {
+        "dy": p.x_strides(dy),
+        "u": p.x_strides(u),
+        "delta": p.delta_strides(delta),
+        "B": p.bc_strides(B),
+        "C": p.bc_strides(C),
+        "du": du_strides,
+        "ddelta": p.delta_strides(ddelta),
+        "dB": p.bc_strides(dB0),
+        "dC": p.bc_strides(dC0),
+    }
+    tensors = {"dy": dy, "u": u, "delta": delta, "B": B, "C": C, "du": du, "ddelta": ddelta}
+    tensors.update(dB=dB0, dC=dC0)
+    ext = {k: cfg.n_pad if k in ("B", "C", "dB", "dC") else cfg.block_c for k in strides}
+    off64 = _off64(p, cfg, [(strides[k], ext[k]) for k in strides])
+    wrap_triton(_bwd_kernel)[cfg.grid(p)](
+        **{
+            k: v
+            for name, t in tensors.items()
+            for k, v in tensor_args(name, t, strides[name]).items()
+        },
+        dB_block_stride=block_stride,
+        **_params(A, D, delta_bias),
+        dA_ptr=dA,
+        dD_ptr=dD,
+        dbias_ptr=dbias,
+        hs_ptr=hs,
+        **_sizes(p, cfg),
+        **_flags(cfg, p, D, delta_bias, softplus),
+        OFF64=off64,
+        ADD_DU=add_du,
+        ADD_DBC=add_dbc,
+    )
+    if p.n_dir > 1 and not add_du:
+        du = du.sum(0)  # the directions in a fixed order
+    if not add_dbc:  # channel blocks in a fixed order
+        dB, dC = (t[0] if cfg.n_cb == 1 else t.sum(0) for t in (dB, dC))
     return (
+        du.to(u.dtype),
+        ddelta,
         dB.to(B.dtype),
         dC.to(C.dtype),
-        dA.sum((0, 1)).to(A.dtype),
-        dD.sum((0, 1)).to(A.dtype),
-        dbias.sum((0, 1)).to(A.dtype),
+        *(t.sum(0).to(A.dtype) for t in (dA, dD, dbias)),
     )

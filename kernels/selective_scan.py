@@ -1,39 +1,40 @@
-"""Triton selective_scan (Mamba S6, docs/design.md §2.1) on the shared chunked scan core (scan.py).
+"""Triton selective_scan (Mamba S6, docs/design.md §2.1) on the shared scan core (scan.py), with
+n_dir = 1.
 
-Rows are the d channels; a group of d // G channels shares B[:, g] and C[:, g]; the sequence
-runs along L (H = 1, W = L in the core's terms).
+Rows are the d channels; each of the G groups of d // G channels shares B[:, g] and C[:, g]; the
+sequence runs along L (H = 1, W = L in the core's terms).
 """
 
 from torch import Tensor
 from torch.library import triton_op
 
 from . import scan
-from ._alloc import empty
 from ._common import check_dtype, out_dtype
+from .scan import Strides
 
 
 def _problem(u: Tensor, B: Tensor, N: int) -> scan.Problem:
     b, d, L = u.shape
-    cpg = d // B.shape[1]
+    G = B.shape[1]
+    channels = d // G  # per group
 
-    def seq(t: Tensor) -> tuple:  # (b, d, L): group g starts at channel g * cpg
-        return (t.stride(0), cpg * t.stride(1), t.stride(1), 0, t.stride(2))
+    def seq(t: Tensor) -> Strides:  # (b, d, L): group g starts at channel g * channels
+        return Strides(t.stride(0), channels * t.stride(1), t.stride(1), 0, t.stride(2))
 
-    def groups(t: Tensor) -> tuple:  # (b, G, N, L)
-        return (t.stride(0), t.stride(1), t.stride(2), 0, t.stride(3))
+    def per_group(t: Tensor) -> Strides:  # (b, G, N, L)
+        return Strides(t.stride(0), t.stride(1), t.stride(2), 0, t.stride(3))
 
     return scan.Problem(
         batch=b,
         H=1,
         W=L,
-        rows=d,
-        cpg=cpg,
-        groups=B.shape[1],
-        N=N,
-        four_way=False,
+        n_dir=1,
+        n_groups=G,
+        channels=channels,
+        d_state=N,
         x_strides=seq,
         delta_strides=seq,
-        bc_strides=groups,
+        bc_strides=per_group,
     )
 
 
@@ -51,11 +52,9 @@ def launch_fwd(
 ) -> Tensor:
     """y (b, d, L); ``chunk`` forces the chunk length (tests of the carry path)."""
     check_dtype("selective_scan", u)
-    y = empty(u.shape, out_dtype(u.dtype, out_float32), u.device)
-    scan.forward(
-        _problem(u, B, A.shape[1]), u, delta, A, B, C, D, delta_bias, delta_softplus, y, chunk
-    )
-    return y
+    p = _problem(u, B, A.shape[1])
+    y_dtype = out_dtype(u.dtype, out_float32)
+    return scan.forward(p, u, delta, A, B, C, D, delta_bias, delta_softplus, y_dtype, chunk)
 
 
 def launch_bwd(
@@ -73,22 +72,9 @@ def launch_bwd(
     """(du, ddelta, dA, dB, dC, dD, ddelta_bias), each in its input's dtype (dD, ddelta_bias:
     (d,) in A's dtype, also when D / delta_bias are None)."""
     check_dtype("selective_scan", u)
-    du = empty(u.shape, u.dtype, u.device)
-    ddelta = empty(delta.shape, delta.dtype, u.device)
-    dB, dC, dA, dD, dbias = scan.backward(
-        _problem(u, B, A.shape[1]),
-        dy,
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        delta_softplus,
-        du,
-        ddelta,
-        chunk,
+    p = _problem(u, B, A.shape[1])
+    du, ddelta, dB, dC, dA, dD, dbias = scan.backward(
+        p, dy, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk
     )
     return du, ddelta, dA, dB, dC, dD, dbias
 

@@ -1,48 +1,47 @@
-"""Triton ss2d_scan: the fused four-way scan of SS2D (docs/design.md §2.3) on the shared chunked scan
-core (scan.py).
+"""Triton ss2d_scan: the fused four-way scan of SS2D (docs/design.md §2.3) on the shared scan core
+(scan.py), with n_dir = 4.
 
 Group k of the core is direction k (rows k*C .. k*C+C-1 of A, D, delta_bias; B[:, k], C[:, k]);
 each program reads x, delta, B, C at the spatial positions of its direction's steps, in either
 layout, and adds its part of y (and, backward, of dx) into an fp32 buffer shared by the four
-directions. Channel-last inputs have channels contiguous, so a block of channels loads coalesced.
+directions (per-direction slices summed in order in deterministic mode). Channel-last inputs
+have channels contiguous, so a block of channels loads coalesced.
 """
 
-import torch
 from torch import Tensor
 from torch.library import triton_op
 
 from . import scan
-from ._alloc import empty
 from ._common import check_dtype, out_dtype
+from .scan import Strides
 
 
 def _problem(x: Tensor, N: int, channel_last: bool) -> scan.Problem:
     if channel_last:
         b, H, W, c = x.shape
 
-        def plane(t: Tensor) -> tuple:  # (b, H, W, C), shared by the four directions
-            return (t.stride(0), 0, t.stride(3), t.stride(1), t.stride(2))
+        def plane(t: Tensor) -> Strides:  # (b, H, W, C), shared by the four directions
+            return Strides(t.stride(0), 0, t.stride(3), t.stride(1), t.stride(2))
 
-        def per_direction(t: Tensor) -> tuple:  # (b, 4, H, W, C|N)
-            return (t.stride(0), t.stride(1), t.stride(4), t.stride(2), t.stride(3))
+        def per_direction(t: Tensor) -> Strides:  # (b, 4, H, W, C|N)
+            return Strides(t.stride(0), t.stride(1), t.stride(4), t.stride(2), t.stride(3))
     else:
         b, c, H, W = x.shape
 
-        def plane(t: Tensor) -> tuple:  # (b, C, H, W)
-            return (t.stride(0), 0, t.stride(1), t.stride(2), t.stride(3))
+        def plane(t: Tensor) -> Strides:  # (b, C, H, W)
+            return Strides(t.stride(0), 0, t.stride(1), t.stride(2), t.stride(3))
 
-        def per_direction(t: Tensor) -> tuple:  # (b, 4, C|N, H, W)
-            return (t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4))
+        def per_direction(t: Tensor) -> Strides:  # (b, 4, C|N, H, W)
+            return Strides(t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4))
 
     return scan.Problem(
         batch=b,
         H=H,
         W=W,
-        rows=4 * c,
-        cpg=c,
-        groups=4,
-        N=N,
-        four_way=True,
+        n_dir=4,
+        n_groups=4,
+        channels=c,
+        d_state=N,
         x_strides=plane,
         delta_strides=per_direction,
         bc_strides=per_direction,
@@ -64,21 +63,9 @@ def launch_fwd(
 ) -> Tensor:
     """y in x's layout; ``chunk`` forces the chunk length (tests of the carry path)."""
     check_dtype("ss2d_scan", x)
-    y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # the directions add in
-    scan.forward(
-        _problem(x, A.shape[1], channel_last),
-        x,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        delta_softplus,
-        y,
-        chunk,
-    )
-    return y.to(out_dtype(x.dtype, out_float32))
+    p = _problem(x, A.shape[1], channel_last)
+    y_dtype = out_dtype(x.dtype, out_float32)
+    return scan.forward(p, x, delta, A, B, C, D, delta_bias, delta_softplus, y_dtype, chunk)
 
 
 def launch_bwd(
@@ -97,24 +84,11 @@ def launch_bwd(
     """(dx, ddelta, dA, dB, dC, dD, ddelta_bias), each in its input's dtype (dD, ddelta_bias:
     (4C,) in A's dtype, also when D / delta_bias are None)."""
     check_dtype("ss2d_scan", x)
-    dx = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # the directions add in
-    ddelta = empty(delta.shape, delta.dtype, x.device)
-    dB, dC, dA, dD, dbias = scan.backward(
-        _problem(x, A.shape[1], channel_last),
-        dy,
-        x,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        delta_softplus,
-        dx,
-        ddelta,
-        chunk,
+    p = _problem(x, A.shape[1], channel_last)
+    dx, ddelta, dB, dC, dA, dD, dbias = scan.backward(
+        p, dy, x, delta, A, B, C, D, delta_bias, delta_softplus, chunk
     )
-    return dx.to(x.dtype), ddelta, dA, dB, dC, dD, dbias
+    return dx, ddelta, dA, dB, dC, dD, dbias
 
 
 @triton_op("zeromamba::ss2d_scan_fwd_triton", mutates_args=())

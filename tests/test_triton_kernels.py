@@ -1,6 +1,13 @@
-"""The Triton backend beyond tests/test_ops.py: the chunk-carry path of the scans (forced small
-chunks, so it runs on small maps), several R-, F- and A-tiles in slp_project, fp16 inputs, the
-kernel-op schemas, the dtype guard and, on a GPU, torch.compile through the triton_op wrappers."""
+"""The Triton backend beyond tests/test_ops.py: the chunk walk of the scans (forced small
+chunks, so it runs on small maps), int64 offsets, deterministic mode, several R-, F- and A-tiles
+in slp_project, fp16 inputs, the kernel-op schemas, the dtype guard and, on a GPU, the scans
+across warps and torch.compile through the triton_op wrappers."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +36,24 @@ DEVICE = DEVICES[-1]  # the GPU when there is one, else CPU tensors through the 
 SCAN_GRADS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the layouts across warps need a GPU")
+@pytest.mark.parametrize("chunk", [None, 64, 128])
+@pytest.mark.parametrize("channel_last", [False, True])
+def test_gpu_scans_across_warps(chunk, channel_last):
+    """Run first on a new GPU: with 64- and 128-step chunks the forward and reverse
+    ``tl.associative_scan`` span several warps (the interpreter never does), a path with open
+    Triton GPU bugs. Every direction, several chunks, against the reference."""
+    kw = ss2d_inputs(2, 20, 19, 23, 1, channel_last=channel_last, seed=11)
+    dy = torch.randn(kw["x"].shape, dtype=torch.float64)
+    y_ref, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
+    f = to(kw, torch.float32, "cuda")
+    args = [f[k] for k in ("x", *SCAN_GRADS[1:])]
+    y = ss2d_kernels.launch_fwd(*args, True, channel_last, False, chunk=chunk)
+    grads = ss2d_kernels.launch_bwd(dy.float().cuda(), *args, True, channel_last, chunk=chunk)
+    names = ("x", *SCAN_GRADS[1:])
+    _assert_close({"y": y, **dict(zip(names, grads))}, {"y": y_ref, **g_ref})
+
+
 def _reference_grads(fn, inputs: dict, dy: torch.Tensor) -> tuple:
     hi = to(inputs, torch.float64, requires_grad=True)
     y = fn(**hi)
@@ -42,10 +67,11 @@ def _assert_close(out: dict, ref: dict) -> None:
     assert all(e <= tol for e in errs.values()), f"rel errors {errs} > {tol}"
 
 
-def test_selective_scan_chunk_carries(monkeypatch):
-    """Ten chunks, a ragged last one, and (COMBINE_BLOCK = 4) three folding steps of the
-    chunk combine, forward and backward."""
-    monkeypatch.setattr(scan, "COMBINE_BLOCK", 4)
+@pytest.mark.parametrize("off64", [False, True])
+def test_selective_scan_chunk_carries(off64, monkeypatch):
+    """Ten chunks and a ragged last one, forward and backward; also on the int64 tile-offset
+    path (OFF64) that maps whose tiles span 2^31 elements take."""
+    monkeypatch.setattr(scan, "_off64", lambda *a: off64)
     kw = scan_inputs(2, 4, 37, 3, 2, seed=5)  # N = 3: padded states
     dy = torch.randn(2, 4, 37, dtype=torch.float64)
     y_ref, g_ref = _reference_grads(reference.selective_scan, kw, dy)
@@ -57,9 +83,8 @@ def test_selective_scan_chunk_carries(monkeypatch):
 
 
 @pytest.mark.parametrize("channel_last", [False, True])
-def test_ss2d_scan_chunk_carries(channel_last, monkeypatch):
+def test_ss2d_scan_chunk_carries(channel_last):
     """Each of the four directions crosses chunk boundaries in its own order (H != W, odd)."""
-    monkeypatch.setattr(scan, "COMBINE_BLOCK", 4)
     kw = ss2d_inputs(1, 2, 5, 7, 4, channel_last=channel_last, seed=2)
     dy = torch.randn(kw["x"].shape, dtype=torch.float64)
     y_ref, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
@@ -145,3 +170,111 @@ def test_compile_fullgraph_cuda():
         y = fn(kw)
         torch.testing.assert_close(y, op(**kw, backend="triton") * 2)
         y.sum().backward()
+
+
+def _count_atomics(monkeypatch) -> list:
+    """Counts the atomic read-modify-writes the interpreter executes from here on."""
+    from triton.runtime import interpreter
+
+    calls = []
+    original = interpreter.InterpreterBuilder.create_atomic_rmw
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_atomic_rmw", counted)
+    return calls
+
+
+def _ss2d_fwd_bwd(kw: dict, dy: torch.Tensor) -> list:
+    args = [kw[k] for k in ("x", *SCAN_GRADS[1:])]
+    y = ss2d_kernels.launch_fwd(*args, True, False, False, chunk=8)
+    return [y, *ss2d_kernels.launch_bwd(dy, *args, True, False, chunk=8)]
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="counts the interpreter's atomics")
+@pytest.mark.parametrize("how", ["env", "torch"])
+def test_deterministic_mode(how, monkeypatch):
+    """$ZEROMAMBA_DETERMINISTIC=1 or torch.use_deterministic_algorithms(True): no atomics (the
+    default adds the directions' y and dx and the channel blocks' dB with atomics), results
+    bitwise repeatable and equal to the reference's within tolerance."""
+    kw = ss2d_inputs(2, 40, 5, 6, 2, seed=4)  # 40 channels: several channel blocks
+    dy = torch.randn(kw["x"].shape, dtype=torch.float64)
+    _, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
+    f = to(kw, torch.float32, DEVICE)
+    atomics = _count_atomics(monkeypatch)
+    default = _ss2d_fwd_bwd(f, dy.float())
+    assert atomics, "the default path was expected to add with atomics"
+    atomics.clear()
+    if how == "env":
+        monkeypatch.setenv("ZEROMAMBA_DETERMINISTIC", "1")
+    else:
+        monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    first = _ss2d_fwd_bwd(f, dy.float())
+    second = _ss2d_fwd_bwd(f, dy.float())
+    assert not atomics, f"{len(atomics)} atomic operations in deterministic mode"
+    for a, b, c in zip(first, second, default):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+    names = ("x", *SCAN_GRADS[1:])
+    _assert_close(dict(zip(names, first[1:])), g_ref)
+
+
+def test_tile_offsets_switch_to_int64_past_2_31():
+    """A map whose per-image slice spans 2^31 elements (meta tensors: nothing is allocated)
+    takes the int64 tile offsets; the benchmark shapes keep int32 ones."""
+    big = torch.empty((1, 2, 46341, 46341), device="meta")  # C*H*W > 2^31
+    small = torch.empty((32, 192, 112, 112), device="meta")
+    for x, want in ((big, True), (small, False)):
+        p = ss2d_kernels._problem(x, 1, channel_last=False)
+        cfg = scan._config(p, None, backward=True)
+        assert scan._off64(p, cfg, [(p.x_strides(x), cfg.block_c)]) is want
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="lowers the kernels without the interpreter")
+@pytest.mark.parametrize("off64", [False, True])
+def test_offsets_are_int64_in_the_ttir(off64):
+    """Every program base (scalar pointer offset: batch, group, channel block, partial block)
+    is int64 in the kernels' TTIR, so no int32 product such as block * partial stride can
+    overflow; on the OFF64 path every tile offset is int64 too."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("triton_offsets.py")
+    cmd = [sys.executable, str(script)] + (["--off64"] if off64 else [])
+    out = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    launches = json.loads(out.stdout)
+    assert {ln["kernel"] for ln in launches} == {"_fwd_kernel", "_bwd_kernel"}
+    for ln in launches:
+        assert ln["OFF64"] is off64
+        assert ln["scalar"] == ["i64"], ln
+        if off64:
+            assert ln["tile"] == ["i64"], ln
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_gpu_reduce_overhead_captures_the_scans():
+    """torch.compile(mode="reduce-overhead") captures ss2d_scan and selective_scan (forward and
+    backward) in CUDA graphs: no host sync, no CPU tensor, nothing data-dependent in the
+    launchers; replays give eager's results."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    samples = [
+        (ops.ss2d_scan, to(ss2d_inputs(2, 8, 14, 14, 1), torch.float32, "cuda", True)),
+        (ops.selective_scan, to(scan_inputs(2, 8, 196, 4, 2), torch.float32, "cuda", True)),
+    ]
+    for op, kw in samples:
+
+        def step(kw, op=op):
+            y = op(**kw, backend="triton")
+            return (y, *torch.autograd.grad(y.square().sum(), [kw["x" if "x" in kw else "u"]]))
+
+        fn = torch.compile(step, mode="reduce-overhead")
+        want = step(kw)
+        for _ in range(3):
+            got = fn(kw)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b)
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
