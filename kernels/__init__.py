@@ -12,6 +12,10 @@ the kernels itself. Either way the launchers never sync with the host (no ``.ite
 data-dependent shapes), so ``torch.compile(mode="reduce-overhead")`` captures them in CUDA graphs.
 """
 
+from . import _interpreter
+
+_interpreter.apply()
+
 from .selective_scan import selective_scan_bwd, selective_scan_fwd
 from .slp_project import slp_project_bwd, slp_project_fwd
 from .ss2d_scan import ss2d_scan_bwd, ss2d_scan_fwd

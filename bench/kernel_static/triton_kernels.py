@@ -305,7 +305,7 @@ class TritonCompiler:
             occ = occupancy(threads, c.resources.regs, c.shared)
             keep = ("N", "N_PAD", "BLOCK_C", "BLOCK_T", "BLOCK_R", "BLOCK_K", "BLOCK_A", "BLOCK_F")
             var = {k: v for k, v in c.constexprs.items() if k in keep}
-            flags = ("STATES", "CARRY", "STATS", "REVERSE")
+            flags = ("OFF64", "ADD_Y", "ADD_DU", "ADD_DBC")
             var.update({k: v for k, v in c.constexprs.items() if k in flags})
             same = (c.name, repr(var), c.resources.regs, c.shared, c.num_warps)
             if same in rows:
