@@ -15,6 +15,7 @@ programs do equal work, as the chunks of a scan do.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -73,8 +74,19 @@ def matching_shape(op: str, pass_: str, shape: dict, dtype, layout: str, real: l
 
 
 def constexprs(launch: tk.Launch) -> dict:
-    """The launch's compile-time choices (keyword arguments that aren't tensors), as text."""
-    return {k: repr(v) for k, v in launch.kwargs.items() if not isinstance(v, torch.Tensor)}
+    """The launch's compile-time choices (its ``tl.constexpr`` keyword arguments and launch
+    options), as text; runtime scalars (sizes, strides) differ between shapes and don't count."""
+    names = _constexpr_names(launch.fn) | {"num_warps", "num_stages"}
+    return {k: repr(v) for k, v in launch.kwargs.items() if k in names}
+
+
+def _constexpr_names(fn) -> set[str]:
+    """Parameters of a (jitted or interpreted) Triton kernel annotated ``tl.constexpr``."""
+    py = getattr(fn, "fn", fn)
+    while hasattr(py, "fn"):
+        py = py.fn
+    params = inspect.signature(py).parameters.values()
+    return {p.name for p in params if "constexpr" in str(p.annotation)}
 
 
 def real_launch(launch: tk.Launch) -> dict:
