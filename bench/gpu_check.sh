@@ -109,6 +109,12 @@ fi
 # -v: one line per test as it ends, so the per-file counts survive a timeout. Where installed
 # (the reference box has both), pytest-xdist spreads the tests over 4 workers and
 # pytest-timeout stops a single hung test.
+# First, the Triton paths the CPU interpreter cannot check: reverse scans whose chunk spans
+# several warps, and the 12544-step stage-1 map end to end.
+step triton_first 60 "$PY" -m pytest tests/test_triton_kernels.py::test_gpu_scans_across_warps \
+  tests/test_ops.py::test_ss2d_scan_large_map -k triton -v -p no:cacheprovider --tb=short -rfE
+SUMMARY+=("pytest triton cross-warp scans + 12544-step map|$(status $STEP_RC)|$STEP_S|below")
+
 PYTEST_EXTRA=()
 "$PY" -c "import xdist" 2>/dev/null && PYTEST_EXTRA+=(-n 4)
 "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST_EXTRA+=(--timeout 90)
