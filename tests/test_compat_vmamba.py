@@ -36,17 +36,18 @@ def _assert_same(a, b, tol=1e-4):
 # --------------------------------------------------------------------------- selective_scan_fn
 
 
-def _scan_args(dtype=torch.float32, K=4, c=3, N=2, L=7):
+def _scan_args(dtype=torch.float32, G=4, c=3, N=2, L=7):
+    """VMamba's scan arguments: G = 4 B/C groups (one per direction) of c channels each."""
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(s, generator=g).to(dtype)
     return (
-        r(2, K * c, L),
-        r(2, K * c, L) * 0.5,
-        -torch.rand(K * c, N, generator=g) - 0.5,
-        r(2, K, N, L),
-        r(2, K, N, L),
-        torch.randn(K * c, generator=g),
-        torch.randn(K * c, generator=g) * 0.1,
+        r(2, G * c, L),
+        r(2, G * c, L) * 0.5,
+        -torch.rand(G * c, N, generator=g) - 0.5,
+        r(2, G, N, L),
+        r(2, G, N, L),
+        torch.randn(G * c, generator=g),
+        torch.randn(G * c, generator=g) * 0.1,
     )
 
 
