@@ -297,11 +297,13 @@ for _public, _kernel, _fake in (
 
 # --------------------------------------------------------------------------- autograd
 # The backward of each public op is its registered *_backward op on the same backend.
-# What is saved: every input tensor, because every gradient needs all of them (the scan backward
-# recomputes the forward states from x/u, delta, A, B and delta_bias and scans the adjoint through
-# C and dy; each SLP gradient needs the softmax over q1 feat and the values q2 feat). The output
-# is never saved. Gradients are returned where ``ctx.needs_input_grad`` asks for them and the
-# input is a tensor (D / delta_bias get None when absent).
+# What is saved: every input tensor, whichever gradients ``ctx.needs_input_grad`` asks for
+# (setup runs only when some input needs one), because any one gradient needs all of them: the
+# scan backward recomputes the forward states from x/u, delta, A, B and delta_bias and scans the
+# adjoint through C and dy for every gradient; D enters only du, but it is (d,) and the backward
+# kernels take it whole. Each SLP gradient needs the softmax over q1 feat and the values q2 feat.
+# The output is never saved. Gradients are returned where ``ctx.needs_input_grad`` asks for them
+# and the input is a tensor (D / delta_bias get None when absent).
 
 
 def _setup_selective_scan(ctx, inputs, output):
