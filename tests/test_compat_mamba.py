@@ -5,7 +5,7 @@ and backward, on every backend; plus opcheck and torch.compile of the wide-N op.
 import pytest
 import torch
 import torch.nn.functional as F
-from inputs import backend_params
+from inputs import backend_params, rel_err
 
 from zeromamba import ops
 from zeromamba.compat.mamba import selective_scan_fn
@@ -65,10 +65,6 @@ def make_inputs(form, b, d, L, N, dtype, seed=0):
     }
 
 
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300)).item()
-
-
 CASES = [(N, form) for N in (1, 16, 64, 256) for form in ("3d", "4d", "const")]
 
 
@@ -110,11 +106,11 @@ def check_against_loop(device, backend, N, form):
     ref_grads = torch.autograd.grad(ref_loss, list(ref_kw.values()))
 
     tol = 1e-10 if dtype == torch.float64 else 2e-5
-    assert _rel(out, ref_out) < tol
-    assert _rel(last, ref_last) < tol
+    assert rel_err(out, ref_out) < tol
+    assert rel_err(last, ref_last) < tol
     for name, g, rg in zip(kw, grads, ref_grads):
         assert torch.isfinite(g).all(), name
-        assert _rel(g, rg) < tol, name
+        assert rel_err(g, rg) < tol, name
 
 
 @pytest.mark.parametrize("z,last", [(False, False), (True, False), (False, True)])
@@ -138,8 +134,8 @@ def test_half_inputs_keep_dtype_and_gate_in_float32():
     ref_out, ref_last = loop_scan(
         **{k: v.double() for k, v in kw.items()}, softplus=True
     )  # fmt: skip
-    assert _rel(out, ref_out) < 1e-2
-    assert _rel(last, ref_last) < 1e-5  # the state is computed from the bf16 inputs in fp32
+    assert rel_err(out, ref_out) < 1e-2
+    assert rel_err(last, ref_last) < 1e-5  # the state is computed from the bf16 inputs in fp32
 
 
 def test_positional_call_matches_mamba_ssm_order():

@@ -6,16 +6,13 @@ import warnings
 
 import pytest
 import torch
+from inputs import rel_err
 from vmamba_standin import StandinSS2D, StandinVSSM
 
 from zeromamba import layout_check, ops, reference
 from zeromamba.compat import LayoutMismatch, compare_paths
 from zeromamba.compat import vmamba as zv
 from zeromamba.models import SS2D, vssm
-
-
-def _rel(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def _run(model, x):
@@ -31,25 +28,26 @@ def _run(model, x):
 
 def _assert_same(a, b, tol=1e-4):
     (ya, ga), (yb, gb) = a, b
-    assert _rel(ya, yb) <= tol
+    assert rel_err(ya, yb) <= tol
     for u, v in zip(ga, gb):
-        assert _rel(u, v) <= tol
+        assert rel_err(u, v) <= tol
 
 
 # --------------------------------------------------------------------------- selective_scan_fn
 
 
-def _scan_args(dtype=torch.float32, K=4, c=3, N=2, L=7):
+def _scan_args(dtype=torch.float32, G=4, c=3, N=2, L=7):
+    """VMamba's scan arguments: G = 4 B/C groups (one per direction) of c channels each."""
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(s, generator=g).to(dtype)
     return (
-        r(2, K * c, L),
-        r(2, K * c, L) * 0.5,
-        -torch.rand(K * c, N, generator=g) - 0.5,
-        r(2, K, N, L),
-        r(2, K, N, L),
-        torch.randn(K * c, generator=g),
-        torch.randn(K * c, generator=g) * 0.1,
+        r(2, G * c, L),
+        r(2, G * c, L) * 0.5,
+        -torch.rand(G * c, N, generator=g) - 0.5,
+        r(2, G, N, L),
+        r(2, G, N, L),
+        torch.randn(G * c, generator=g),
+        torch.randn(G * c, generator=g) * 0.1,
     )
 
 
@@ -129,7 +127,7 @@ def test_patched_official_core_keeps_bound_options():
     zv.patch_vssm(m, verify=False)
     got = m(x)
     assert got.dtype == torch.bfloat16
-    assert _rel(got.float(), want.float()) < 2e-2
+    assert rel_err(got.float(), want.float()) < 2e-2
 
 
 def test_patch_refuses_what_has_no_fused_form():

@@ -161,16 +161,22 @@ def test_deterministic_mode_has_no_atomics(op):
     assert default > 0 and det == 0
 
 
+# What both scan property tests draw besides their shapes.
+SCAN_DRAWS = {
+    "b": st.integers(1, 2),
+    "dtype": st.sampled_from(DTYPES),
+    "deterministic": st.booleans(),
+    "seed": st.integers(0, 2**16),
+}
+
+
 @given(
-    b=st.integers(1, 2),
     c=st.integers(1, 3),
     H=st.integers(1, 9),
     W=st.integers(1, 9),
     N=st.sampled_from([1, 2, 4, 5, 16]),
-    dtype=st.sampled_from(DTYPES),
     channel_last=st.booleans(),
-    deterministic=st.booleans(),
-    seed=st.integers(0, 2**16),
+    **SCAN_DRAWS,
 )
 def test_ss2d_property(b, c, H, W, N, dtype, channel_last, deterministic, seed):
     inputs = ss2d_inputs(b, c, H, W, N, seed=seed, channel_last=channel_last)
@@ -178,14 +184,11 @@ def test_ss2d_property(b, c, H, W, N, dtype, channel_last, deterministic, seed):
 
 
 @given(
-    b=st.integers(1, 2),
     groups=st.integers(1, 2),
     per_group=st.integers(1, 2),
     L=st.integers(1, 80),
     N=st.sampled_from([1, 3, 4, 16]),
-    dtype=st.sampled_from(DTYPES),
-    deterministic=st.booleans(),
-    seed=st.integers(0, 2**16),
+    **SCAN_DRAWS,
 )
 def test_selective_scan_property(b, groups, per_group, L, N, dtype, deterministic, seed):
     inputs = scan_inputs(b, groups * per_group, L, N, groups, seed=seed)

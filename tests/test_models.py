@@ -287,33 +287,34 @@ ALL_BACKENDS = sorted({b for d in DEVICES for b in backends_on(d)})
 MODEL_BACKENDS = [b for b in ALL_BACKENDS if b != "triton" or torch.cuda.is_available()]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("backend", ALL_BACKENDS)
-def test_block_backend_matches_reference(device, backend):
+def _check_backend(device, backend, net, input_shape, set_backend) -> None:
+    """``net``'s output and gradients on ``backend`` match the reference backend's."""
     if backend not in backends_on(device):
         pytest.skip(f"{backend} does not run on {device}")
     dtype = _dtype_for(device, backend)
+    net = net.to(device, dtype)
+    x = torch.randn(*input_shape, device=device, dtype=dtype)
+    set_backend(net, "reference")
+    ref = _grads(net, x)
+    set_backend(net, backend)
+    _assert_same(_grads(net, x), ref, _tol(dtype))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_block_backend_matches_reference(device, backend):
+    def set_backend(block, name):
+        block.op.backend = name
+
     torch.manual_seed(0)
-    block = VSSBlock(16, d_state=1, ssm_ratio=2.0).to(device, dtype)
-    x = torch.randn(2, 16, 5, 3, device=device, dtype=dtype)
-    block.op.backend = "reference"
-    ref = _grads(block, x)
-    block.op.backend = backend
-    _assert_same(_grads(block, x), ref, _tol(dtype))
+    block = VSSBlock(16, d_state=1, ssm_ratio=2.0)
+    _check_backend(device, backend, block, (2, 16, 5, 3), set_backend)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", MODEL_BACKENDS)
 def test_model_backend_matches_reference(device, backend):
-    if backend not in backends_on(device):
-        pytest.skip(f"{backend} does not run on {device}")
-    dtype = _dtype_for(device, backend)
-    model = nano().to(device, dtype)
-    x = torch.randn(2, 3, 64, 32, device=device, dtype=dtype)
-    model.set_backend("reference")
-    ref = _grads(model, x)
-    model.set_backend(backend)
-    _assert_same(_grads(model, x), ref, _tol(dtype))
+    _check_backend(device, backend, nano(), (2, 3, 64, 32), VSSM.set_backend)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -20,6 +20,16 @@ from zeromamba import ops
 
 BACKENDS = backend_params(include_reference=True)
 states = st.sampled_from([1, 2, 4, 16])
+# What both scan tests draw besides their shapes: the dtype (via data), batch, states, the
+# optional parameters and strided inputs.
+SCAN_DRAWS = {
+    "data": st.data(),
+    "b": st.integers(1, 2),
+    "N": states,
+    "with_D": st.booleans(),
+    "with_bias": st.booleans(),
+    "noncontig": st.booleans(),
+}
 
 
 def dtypes_for(device: str, backend: str) -> list[torch.dtype]:
@@ -46,16 +56,11 @@ def _on(device, inputs, noncontig):
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
 @given(
-    data=st.data(),
-    b=st.integers(1, 2),
     G=st.sampled_from([1, 2]),
     per_group=st.integers(1, 3),
     L=st.one_of(st.just(1), st.integers(1, 40)),
-    N=states,
-    with_D=st.booleans(),
-    with_bias=st.booleans(),
     softplus=st.booleans(),
-    noncontig=st.booleans(),
+    **SCAN_DRAWS,
 )
 def test_selective_scan(
     device, backend, data, b, G, per_group, L, N, with_D, with_bias, softplus, noncontig
@@ -69,16 +74,11 @@ def test_selective_scan(
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
 @given(
-    data=st.data(),
-    b=st.integers(1, 2),
     c=st.integers(1, 4),
     H=st.integers(1, 7),
     W=st.integers(1, 7),
-    N=states,
     channel_last=st.booleans(),
-    with_D=st.booleans(),
-    with_bias=st.booleans(),
-    noncontig=st.booleans(),
+    **SCAN_DRAWS,
 )
 def test_ss2d_scan(
     device, backend, data, b, c, H, W, N, channel_last, with_D, with_bias, noncontig

@@ -23,7 +23,7 @@ from inputs import (
 )
 
 import zeromamba
-from zeromamba import ops, reference
+from zeromamba import backends, ops, reference
 
 if "cpu" not in zeromamba.available_backends()["triton"].devices and not torch.cuda.is_available():
     pytest.skip("the triton backend is not available here", allow_module_level=True)
@@ -131,17 +131,7 @@ def test_float16(out_float32):
         check_against_reference("slp_project", "triton", kw, torch.float16)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "selective_scan_fwd",
-        "selective_scan_bwd",
-        "ss2d_scan_fwd",
-        "ss2d_scan_bwd",
-        "slp_project_fwd",
-        "slp_project_bwd",
-    ],
-)
+@pytest.mark.parametrize("name", backends.KERNELS)
 def test_kernel_op_schemas(name):
     """Each Triton kernel is a registered op taking exactly the C++ kernel op's arguments."""
     native = getattr(torch.ops.zeromamba, name).default._schema

@@ -64,20 +64,22 @@ class StandinSS2D(nn.Module):
     ):
         assert scan_mode == "cross2d", "the stand-in implements the four-way scan only"
         b, d, H, W = x.shape
-        K, N, R, L = 4, self.d_state, self.dt_rank, H * W
+        n_dir, N, R, L = 4, self.d_state, self.dt_rank, H * W
         force_fp32 = force_fp32 or ((not ssoflex) and self.training)
         xs = ops.cross_scan(x)  # (b, 4, d, L), the four scan orders
-        if no_einsum:  # grouped 1x1 convolutions, one group per direction
-            x_dbl = F.conv1d(xs.reshape(b, -1, L), self.x_proj_weight.reshape(-1, d, 1), groups=K)
-            dts, Bs, Cs = torch.split(x_dbl.view(b, K, -1, L), [R, N, N], dim=2)
-            dts = F.conv1d(dts.reshape(b, -1, L), self.dt_projs_weight.reshape(K * d, -1, 1),
-                           groups=K)  # fmt: skip
+        if no_einsum:  # grouped 1x1 convolutions, one conv group per direction
+            x_dbl = F.conv1d(
+                xs.reshape(b, -1, L), self.x_proj_weight.reshape(-1, d, 1), groups=n_dir
+            )
+            dts, Bs, Cs = torch.split(x_dbl.view(b, n_dir, -1, L), [R, N, N], dim=2)
+            dts = F.conv1d(dts.reshape(b, -1, L), self.dt_projs_weight.reshape(n_dir * d, -1, 1),
+                           groups=n_dir)  # fmt: skip
         else:
             x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
             dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
             dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
         us, dts = xs.reshape(b, -1, L), dts.reshape(b, -1, L)
-        Bs, Cs = Bs.reshape(b, K, N, L), Cs.reshape(b, K, N, L)
+        Bs, Cs = Bs.reshape(b, n_dir, N, L), Cs.reshape(b, n_dir, N, L)
         if force_fp32:
             us, dts, Bs, Cs = (t.float() for t in (us, dts, Bs, Cs))
         ys = selective_scan_fn(
@@ -85,7 +87,7 @@ class StandinSS2D(nn.Module):
             self.dt_projs_bias.reshape(-1).float(), True, ssoflex,
             backend=selective_scan_backend,
         )  # fmt: skip
-        y = ops.cross_merge(ys.view(b, K, d, L), H, W)
+        y = ops.cross_merge(ys.view(b, n_dir, d, L), H, W)
         if not self.channel_first:
             y = y.permute(0, 2, 3, 1)
         return self.out_norm(y).to(x.dtype)

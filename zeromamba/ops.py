@@ -10,6 +10,8 @@ through ``torch.library.opcheck``. The scan and SLP ops take a ``backend`` name 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -166,119 +168,55 @@ def _in_state_chunks(A, device, backend) -> bool:
     return state_chunks.needs_chunks(A) and backends.resolve(backend, device) != "reference"
 
 
+def _with_defaults(op: str, args: tuple) -> tuple:
+    """The arguments of ``torch.ops.zeromamba.<op>`` completed with the schema's defaults
+    (csrc/ops.cpp): the dispatcher drops trailing arguments left at their defaults before it
+    calls a Python kernel, so the defaults are read from the one place that states them."""
+    schema = getattr(_ops, op).default._schema
+    return (*args, *(a.default_value for a in schema.arguments[len(args) :]))
+
+
+# Each public op's kernel takes the device kernel op's arguments followed by ``backend``.
+
+
 @torch.library.register_kernel("zeromamba::selective_scan", None)
-def _selective_scan(
-    u,
-    delta,
-    A,
-    B,
-    C,
-    D=None,
-    delta_bias=None,
-    delta_softplus=False,
-    out_float32=False,
-    backend=None,
-):
+def _selective_scan(*args):
+    *inputs, backend = _with_defaults("selective_scan", args)
+    u, delta, A, B, C, D, delta_bias, _, _ = inputs
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
+    run = functools.partial(_run, "selective_scan_fwd", u.device, backend)
     if _in_state_chunks(A, u.device, backend):
-        return state_chunks.forward(
-            lambda *a: _run("selective_scan_fwd", u.device, backend, *a),
-            u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32,
-        )  # fmt: skip
-    return _run(
-        "selective_scan_fwd",
-        u.device,
-        backend,
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        delta_softplus,
-        out_float32,
-    )
+        return state_chunks.forward(run, *inputs)
+    return run(*inputs)
 
 
 @torch.library.register_kernel("zeromamba::selective_scan_backward", None)
-def _selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None):
+def _selective_scan_backward(*args):
+    *inputs, backend = _with_defaults("selective_scan_backward", args)
+    dy, u, delta, A, B, C, D, delta_bias, _ = inputs
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
     checks.grad_output("selective_scan_backward", dy, tuple(u.shape))
+    run = functools.partial(_run, "selective_scan_bwd", u.device, backend)
     if _in_state_chunks(A, u.device, backend):
-        return state_chunks.backward(
-            lambda *a: _run("selective_scan_bwd", u.device, backend, *a),
-            dy, u, delta, A, B, C, D, delta_bias, delta_softplus,
-        )  # fmt: skip
-    return _run(
-        "selective_scan_bwd",
-        u.device,
-        backend,
-        dy,
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        delta_softplus,
-    )
+        return state_chunks.backward(run, *inputs)
+    return run(*inputs)
 
 
 @torch.library.register_kernel("zeromamba::ss2d_scan", None)
-def _ss2d_scan(
-    x,
-    delta,
-    A,
-    B,
-    C,
-    D=None,
-    delta_bias=None,
-    delta_softplus=True,
-    channel_last=False,
-    out_float32=False,
-    backend=None,
-):
+def _ss2d_scan(*args):
+    *inputs, backend = _with_defaults("ss2d_scan", args)
+    x, delta, A, B, C, D, delta_bias, _, channel_last, _ = inputs
     checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
-    return _run(
-        "ss2d_scan_fwd",
-        x.device,
-        backend,
-        x,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        delta_softplus,
-        channel_last,
-        out_float32,
-    )
+    return _run("ss2d_scan_fwd", x.device, backend, *inputs)
 
 
 @torch.library.register_kernel("zeromamba::ss2d_scan_backward", None)
-def _ss2d_scan_backward(
-    dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, backend=None
-):
+def _ss2d_scan_backward(*args):
+    *inputs, backend = _with_defaults("ss2d_scan_backward", args)
+    dy, x, delta, A, B, C, D, delta_bias, _, channel_last = inputs
     checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
     checks.grad_output("ss2d_scan_backward", dy, tuple(x.shape))
-    return _run(
-        "ss2d_scan_bwd",
-        x.device,
-        backend,
-        dy,
-        x,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        delta_bias,
-        delta_softplus,
-        channel_last,
-    )
+    return _run("ss2d_scan_bwd", x.device, backend, *inputs)
 
 
 @torch.library.register_kernel("zeromamba::slp_project", None)
@@ -295,7 +233,8 @@ def _slp_project_backward(dout, feat, q1, q2, backend=None):
 
 
 # --------------------------------------------------------------------------- fake kernels
-# Shared by the public ops and the device kernel ops (which lack the trailing `backend`).
+# Shared by the public ops and the device kernel ops (which lack the trailing `backend`): both
+# read their arguments as the public op's, with its defaults.
 
 
 def _scan_grads(u, A, B, C, delta):
@@ -306,49 +245,30 @@ def _scan_grads(u, A, B, C, delta):
     )
 
 
-def _fake_selective_scan(
-    u,
-    delta,
-    A,
-    B,
-    C,
-    D=None,
-    delta_bias=None,
-    delta_softplus=False,
-    out_float32=False,
-    backend=None,
-):
+def _fake_selective_scan(*args):
+    u, delta, A, B, C, D, delta_bias, _, out_float32, _ = _with_defaults("selective_scan", args)
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
     return u.new_empty(u.shape, dtype=output_dtype(u.dtype, out_float32))
 
 
-def _fake_selective_scan_backward(
-    dy, u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None
-):
+def _fake_selective_scan_backward(*args):
+    _, u, delta, A, B, C, D, delta_bias, _, _ = _with_defaults("selective_scan_backward", args)
     checks.selective_scan(u, delta, A, B, C, D, delta_bias)
     return _scan_grads(u, A, B, C, delta)
 
 
-def _fake_ss2d_scan(
-    x,
-    delta,
-    A,
-    B,
-    C,
-    D=None,
-    delta_bias=None,
-    delta_softplus=True,
-    channel_last=False,
-    out_float32=False,
-    backend=None,
-):
+def _fake_ss2d_scan(*args):
+    x, delta, A, B, C, D, delta_bias, _, channel_last, out_float32, _ = _with_defaults(
+        "ss2d_scan", args
+    )
     checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
     return x.new_empty(x.shape, dtype=output_dtype(x.dtype, out_float32))
 
 
-def _fake_ss2d_scan_backward(
-    dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, backend=None
-):
+def _fake_ss2d_scan_backward(*args):
+    _, x, delta, A, B, C, D, delta_bias, _, channel_last, _ = _with_defaults(
+        "ss2d_scan_backward", args
+    )
     checks.ss2d_scan(x, delta, A, B, C, D, delta_bias, channel_last)
     return _scan_grads(x, A, B, C, delta)
 
@@ -377,11 +297,13 @@ for _public, _kernel, _fake in (
 
 # --------------------------------------------------------------------------- autograd
 # The backward of each public op is its registered *_backward op on the same backend.
-# What is saved: every input tensor, because every gradient needs all of them (the scan backward
-# recomputes the forward states from x/u, delta, A, B and delta_bias and scans the adjoint through
-# C and dy; each SLP gradient needs the softmax over q1 feat and the values q2 feat). The output
-# is never saved. Gradients are returned where ``ctx.needs_input_grad`` asks for them and the
-# input is a tensor (D / delta_bias get None when absent).
+# What is saved: every input tensor, whichever gradients ``ctx.needs_input_grad`` asks for
+# (setup runs only when some input needs one), because any one gradient needs all of them: the
+# scan backward recomputes the forward states from x/u, delta, A, B and delta_bias and scans the
+# adjoint through C and dy for every gradient; D enters only du, but it is (d,) and the backward
+# kernels take it whole. Each SLP gradient needs the softmax over q1 feat and the values q2 feat.
+# The output is never saved. Gradients are returned where ``ctx.needs_input_grad`` asks for them
+# and the input is a tensor (D / delta_bias get None when absent).
 
 
 def _setup_selective_scan(ctx, inputs, output):

@@ -64,15 +64,7 @@ def compile_object(source: Path, out_dir: Path, nvcc: str = "nvcc", extra: tuple
 
 
 def read_object(source: Path, obj: Path) -> CompiledObject:
-    cuobjdump = sass.find_tool("cuobjdump")
-    if cuobjdump is None:
-        raise RuntimeError("cuobjdump not found (CUDA toolkit or Triton's bundled copy)")
-    usage = subprocess.run(
-        [cuobjdump, "--dump-resource-usage", str(obj)], capture_output=True, text=True, check=True
-    ).stdout
-    code = subprocess.run(
-        [cuobjdump, "-sass", str(obj)], capture_output=True, text=True, check=True
-    ).stdout
+    usage, code = sass.cuobjdump(obj)
     log = obj.with_suffix(".ptxas.txt").read_text()
     return CompiledObject(
         source,

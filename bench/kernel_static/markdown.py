@@ -28,95 +28,116 @@ def _used_by(r: dict) -> str:
     return f" ({'; '.join(kinds)})" if kinds else ""
 
 
-def kernels_table(rows: list[dict]) -> list[str]:
-    out = [
-        (
-            "| backend | kernel | variant | regs | spill B | smem static B | threads "
-            "| occupancy H100 (limiter) | SASS/step |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|",
+def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: the header, its separator and one line per row of cells."""
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(cells) + " |" for cells in rows),
     ]
+
+
+def kernels_table(rows: list[dict]) -> list[str]:
+    columns = ["backend", "kernel", "variant", "regs", "spill B", "smem static B", "threads"]
+    columns += ["occupancy H100 (limiter)", "SASS/step"]
+    cells = []
     for r in rows:
         occ = r["occupancy_h100"]
-        occ_s = "-" if occ is None else f"{occ:.1%} ({r['occupancy_limiter']})"
-        out.append(
-            f"| {r['backend']} | {r['name']} | {_variant(r['variant'])}{_used_by(r)} | {r['regs']} "
-            f"| {_f(r['spill_bytes'])} | {r['smem_static_bytes']} | {_f(r['threads_per_block'])} "
-            f"| {occ_s} | {_f(r['sass_per_step'], '{:.0f}')} |"
+        cells.append(
+            [
+                r["backend"],
+                r["name"],
+                f"{_variant(r['variant'])}{_used_by(r)}",
+                str(r["regs"]),
+                _f(r["spill_bytes"]),
+                str(r["smem_static_bytes"]),
+                _f(r["threads_per_block"]),
+                "-" if occ is None else f"{occ:.1%} ({r['occupancy_limiter']})",
+                _f(r["sass_per_step"], "{:.0f}"),
+            ]
         )
-    return out
+    return _table(columns, cells)
 
 
 def ops_table(rows: list[dict]) -> list[str]:
-    out = [
-        (
-            "| backend | op | pass | shape | layout | bytes min (MB) | bytes moved (MB) "
-            "| moved/min | sectors/request | atomics (M) | modeled ms H100 (issue ms) "
-            "| modeled % of copy BW | bound |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    # sectors/request with the Triton model's waste over ideal sectors, e.g. "3.87 (2.44x)"
+    columns = ["backend", "op", "pass", "shape", "layout", "bytes min (MB)", "bytes moved (MB)"]
+    columns += ["moved/min", "sectors/request", "atomics (M)", "modeled ms H100 (issue ms)"]
+    columns += ["modeled % of copy BW", "bound"]
+    cells = []
     for r in rows:
         moved, mn = r["bytes_moved"], r["bytes_min"]
-        ratio = None if moved is None else moved / mn
-        ms = r["modeled_ms_h100"]
         frac = r["modeled_fraction_of_copy_bw"]
-        out.append(
-            f"| {r['backend']} | {r['op']} | {r['pass']} | {_shape(r['shape'])} | {r['layout']} "
-            f"| {mn / 1e6:.0f} | {_f(None if moved is None else moved / 1e6)} "
-            f"| {_f(ratio, '{:.2f}x')} | {_f(r['sectors_per_request'], '{:.2f}')}"
-            f"{_f(r.get('sectors_over_ideal'), ' ({:.2f}x ideal)', '')} "
-            f"| {_f(None if r['atomics'] is None else r['atomics'] / 1e6, '{:.1f}')} "
-            f"| {_f(ms, '{:.3f}')} ({_f(r.get('modeled_issue_ms'), '{:.3f}')}) "
-            f"| {_f(None if frac is None else 100 * frac, '{:.1f}%')} "
-            f"| {r.get('bound', '-')} |"
+        # sectors/request with the Triton model's waste over ideal sectors, e.g. "3.87 (2.44x)"
+        over_ideal = _f(r.get("sectors_over_ideal"), " ({:.2f}x ideal)", "")
+        cells.append(
+            [
+                r["backend"],
+                r["op"],
+                r["pass"],
+                _shape(r["shape"]),
+                r["layout"],
+                f"{mn / 1e6:.0f}",
+                _f(None if moved is None else moved / 1e6),
+                _f(None if moved is None else moved / mn, "{:.2f}x"),
+                _f(r["sectors_per_request"], "{:.2f}") + over_ideal,
+                _f(None if r["atomics"] is None else r["atomics"] / 1e6, "{:.1f}"),
+                f"{_f(r['modeled_ms_h100'], '{:.3f}')} ({_f(r.get('modeled_issue_ms'), '{:.3f}')})",
+                _f(None if frac is None else 100 * frac, "{:.1f}%"),
+                r.get("bound", "-"),
+            ]
         )
-    return out
+    return _table(columns, cells)
 
 
 def slp_table(rows: list[dict]) -> list[str]:
-    out = [
-        (
-            "| backend | peer | shape | fwd+bwd ms | peer fwd+bwd ms | speed-up (target >= 2x) "
-            "| saved MB | peer saved MB | memory ratio (target >= 10x) |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|",
+    columns = ["backend", "peer", "shape", "fwd+bwd ms", "peer fwd+bwd ms"]
+    columns += ["speed-up (target >= 2x)", "saved MB", "peer saved MB"]
+    columns += ["memory ratio (target >= 10x)"]
+    cells = [
+        [
+            r["backend"],
+            r["peer"],
+            _shape(r["shape"]),
+            f"{r['fwd_bwd_ms']:.4f}",
+            f"{r['peer_fwd_bwd_ms']:.4f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['saved_bytes'] / 1e6:.3f}",
+            f"{r['peer_saved_bytes'] / 1e6:.1f}",
+            f"{r['memory_ratio']:.0f}x",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        out.append(
-            f"| {r['backend']} | {r['peer']} | {_shape(r['shape'])} | {r['fwd_bwd_ms']:.4f} "
-            f"| {r['peer_fwd_bwd_ms']:.4f} | {r['speedup']:.2f}x | {r['saved_bytes'] / 1e6:.3f} "
-            f"| {r['peer_saved_bytes'] / 1e6:.1f} | {r['memory_ratio']:.0f}x |"
-        )
-    return out
+    return _table(columns, cells)
 
 
 def ratio_table(rows: list[dict]) -> list[str]:
     """Triton over CUDA modeled time per op, pass, layout and shape (target: <= 1.5x)."""
-    out = [
-        (
-            "| op | pass | shape | layout | Triton ms | CUDA ms | Triton / CUDA | within 1.5x "
-            "| Triton kernels charged bytes only |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    cuda = {
-        (r["op"], r["pass"], repr(r["shape"]), r["layout"]): r
-        for r in rows
-        if r["backend"] == "cuda"
-    }
+    columns = ["op", "pass", "shape", "layout", "Triton ms", "CUDA ms", "Triton / CUDA"]
+    columns += ["within 1.5x", "Triton kernels charged bytes only"]
+
+    def key(r: dict) -> tuple:
+        return r["op"], r["pass"], repr(r["shape"]), r["layout"]
+
+    cuda = {key(r): r for r in rows if r["backend"] == "cuda"}
+    cells = []
     for r in rows:
         q = r.get("modeled_triton_over_cuda")
         if r["backend"] != "triton" or q is None:
             continue
-        c = cuda[(r["op"], r["pass"], repr(r["shape"]), r["layout"])]
-        out.append(
-            f"| {r['op']} | {r['pass']} | {_shape(r['shape'])} | {r['layout']} "
-            f"| {r['modeled_ms_h100']:.3f} | {c['modeled_ms_h100']:.3f} | {q:.2f}x "
-            f"| {'yes' if q <= 1.5 else 'no'} | {', '.join(r.get('issue_not_modeled', [])) or '-'} |"
+        cells.append(
+            [
+                r["op"],
+                r["pass"],
+                _shape(r["shape"]),
+                r["layout"],
+                f"{r['modeled_ms_h100']:.3f}",
+                f"{cuda[key(r)]['modeled_ms_h100']:.3f}",
+                f"{q:.2f}x",
+                "yes" if q <= 1.5 else "no",
+                ", ".join(r.get("issue_not_modeled", [])) or "-",
+            ]
         )
-    return out
+    return _table(columns, cells)
 
 
 ASSUMPTIONS = f"""\

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,31 @@ def find_tool(name: str) -> str | None:
         return None
     bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
     return str(bundled) if bundled.exists() else None
+
+
+def cuobjdump(obj: Path) -> tuple[str, str]:
+    """(``cuobjdump --dump-resource-usage``, ``cuobjdump -sass``) of an object file or cubin."""
+    tool = find_tool("cuobjdump")
+    if tool is None:
+        raise RuntimeError("cuobjdump not found (CUDA toolkit, or the copy Triton ships)")
+
+    def dump(flag: str) -> str:
+        return subprocess.run(
+            [tool, flag, str(obj)], capture_output=True, text=True, check=True
+        ).stdout
+
+    return dump("--dump-resource-usage"), dump("-sass")
+
+
+def _by_kernel(text: str, header: re.Pattern) -> Iterator[tuple[str, str]]:
+    """(kernel name, line) for each line from the first ``header`` line on; a header line names
+    the kernel of the lines that follow it."""
+    name = None
+    for line in text.splitlines():
+        if m := header.search(line):
+            name = m.group(1)
+        if name is not None:
+            yield name, line
 
 
 # --------------------------------------------------------------------------- resources
@@ -57,17 +84,11 @@ _RES_VALS = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
 def parse_resource_usage(text: str) -> dict[str, Resources]:
     """``cuobjdump --dump-resource-usage`` output -> {mangled name: Resources}."""
     out: dict[str, Resources] = {}
-    name = None
-    for line in text.splitlines():
-        m = _RES_FUNC.match(line)
-        if m:
-            name = m.group(1)
-            continue
+    for name, line in _by_kernel(text, _RES_FUNC):
         m = _RES_VALS.search(line)
-        if m and name is not None:
+        if m and name not in out:
             regs, stack, shared, local = (int(v) for v in m.groups())
             out[name] = Resources(name, regs, stack, shared, local)
-            name = None
     return out
 
 
@@ -94,14 +115,8 @@ _PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
 def parse_ptxas_verbose(text: str) -> dict[str, PtxasInfo]:
     """``ptxas -v`` (or ``nvcc -Xptxas -v``) output -> {mangled name: PtxasInfo}."""
     out: dict[str, PtxasInfo] = {}
-    cur = None
-    for line in text.splitlines():
-        m = _PTXAS_ENTRY.search(line)
-        if m:
-            cur = out.setdefault(m.group(1), PtxasInfo(m.group(1)))
-            continue
-        if cur is None:
-            continue
+    for name, line in _by_kernel(text, _PTXAS_ENTRY):
+        cur = out.setdefault(name, PtxasInfo(name))
         if m := _PTXAS_SPILL.search(line):
             cur.stack_frame, cur.spill_stores, cur.spill_loads = (int(v) for v in m.groups())
         if m := _PTXAS_USED.search(line):

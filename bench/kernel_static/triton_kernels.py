@@ -191,15 +191,7 @@ def compile_launch(launch: Launch, workdir: Path) -> Compiled:
     ptx = workdir / f"{launch.name}-{key}.ptx"
     cubin.write_bytes(k.asm["cubin"])
     ptx.write_text(k.asm["ptx"])
-    cuobjdump = sass.find_tool("cuobjdump")
-    if cuobjdump is None:
-        raise RuntimeError("cuobjdump not found (Triton ships one under backends/nvidia/bin)")
-    usage = subprocess.run(
-        [cuobjdump, "--dump-resource-usage", str(cubin)], capture_output=True, text=True, check=True
-    ).stdout
-    code = subprocess.run(
-        [cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True
-    ).stdout
+    usage, code = sass.cuobjdump(cubin)
     res = sass.parse_resource_usage(usage)
     fname = k.metadata.name
     info = None

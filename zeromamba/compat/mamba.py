@@ -79,17 +79,23 @@ def last_state(
     """
     b, d, L = u.shape
     G, N = B.shape[1], A.shape[1]
-    cpg = d // G
+    channels_per_group = d // G
     if L == 0:  # no step: the initial state
         return u.new_zeros(b, d, N, dtype=compute_dtype(u.dtype))
 
-    def per_state(t: Tensor) -> Tensor:  # (b, d, L) -> (b, G*N*cpg, L)
-        return t.view(b, G, 1, cpg, L).expand(b, G, N, cpg, L).reshape(b, G * N * cpg, L)
+    def per_state(t: Tensor) -> Tensor:  # (b, d, L) -> (b, G*N*channels_per_group, L)
+        return (
+            t.view(b, G, 1, channels_per_group, L)
+            .expand(b, G, N, channels_per_group, L)
+            .reshape(b, G * N * channels_per_group, L)
+        )
 
-    A1 = A.view(G, cpg, N).permute(0, 2, 1).reshape(G * N * cpg, 1)
+    A1 = A.view(G, channels_per_group, N).permute(0, 2, 1).reshape(G * N * channels_per_group, 1)
     bias1 = None
     if delta_bias is not None:
-        bias1 = delta_bias.view(G, 1, cpg).expand(G, N, cpg).reshape(-1)
+        bias1 = (
+            delta_bias.view(G, 1, channels_per_group).expand(G, N, channels_per_group).reshape(-1)
+        )
     C1 = torch.zeros(L, dtype=u.dtype, device=u.device)
     C1[-1] = 1
     y = ops.selective_scan(
@@ -97,7 +103,7 @@ def last_state(
         C1.expand(b, G * N, 1, L), None, bias1, delta_softplus, out_float32=True,
         backend=backend,
     )  # fmt: skip
-    return y[:, :, -1].view(b, G, N, cpg).transpose(2, 3).reshape(b, d, N)
+    return y[:, :, -1].view(b, G, N, channels_per_group).transpose(2, 3).reshape(b, d, N)
 
 
 def selective_scan_fn(

@@ -67,15 +67,16 @@ def selective_scan_fn(
     """VMamba's selective scan (csms6s.selective_scan_fn) on ``zeromamba.ops.selective_scan``.
 
     Args:
-        u, delta: (b, K*C, L).
-        A: (K*C, N) float32; B, C: (b, K, N, L) (or (b, N, L): one group);
-        D, delta_bias: optional (K*C,) float32.
+        u, delta: (b, d, L); VMamba passes its n_dir = 4 directions' channels, d = 4C.
+        A: (d, N) float32; B, C: (b, G, N, L) B/C groups (VMamba: one per direction, G = 4)
+            or (b, N, L): one group;
+        D, delta_bias: optional (d,) float32.
         delta_softplus: default True, as VMamba (``zeromamba.ops.selective_scan``: False).
         oflex: float32 output for float16/bfloat16 inputs (VMamba's "output flexible").
         backend: VMamba's names ("oflex", "core", "mamba", "torch") are ignored with a one-time
             note; zeromamba's ("reference", "cpu", "triton", "cuda") force that backend.
     Returns:
-        y: (b, K*C, L).
+        y: (b, d, L).
     """
     if B.dim() == 3:
         B = B.unsqueeze(1)
@@ -93,8 +94,8 @@ def scan_to_spatial(ts: Tensor, H: int, W: int) -> Tensor:
     Direction k's step t visits position k=0: h*W + w; k=1: w*H + h; k=2, k=3: those reversed.
     This puts every step's value back at its position, the layout ``ss2d_scan`` reads.
     """
-    b, K, X, L = ts.shape
-    if K != 4 or L != H * W:
+    b, n_dir, X, L = ts.shape
+    if n_dir != 4 or L != H * W:
         raise ValueError(
             f"scan_to_spatial: ts must be (b, 4, X, H*W) with H*W = {H * W}, got {tuple(ts.shape)}"
         )
@@ -153,21 +154,21 @@ def _fused_core(
     dtype. The per-direction projections are pointwise, so they are computed once from x in
     spatial order (the layout ss2d_scan reads) instead of from four scan-ordered copies."""
     b, d, H, W = x.shape
-    K, N, R = 4, m.A_logs.shape[1], m.dt_projs_weight.shape[2]
+    n_dir, N, R = 4, m.A_logs.shape[1], m.dt_projs_weight.shape[2]
     force_fp32 = force_fp32 or ((not ssoflex) and m.training)
     x_dbl = torch.einsum("bdl,kcd->bkcl", x.reshape(b, d, H * W), m.x_proj_weight)
     bias = getattr(m, "x_proj_bias", None)
     if bias is not None:
-        x_dbl = x_dbl + bias.view(1, K, -1, 1)
+        x_dbl = x_dbl + bias.view(1, n_dir, -1, 1)
     dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
     dts = torch.einsum("bkrl,kdr->bkdl", dts, m.dt_projs_weight)
     xs = x.float() if force_fp32 else x
     y = ops.ss2d_scan(
         xs,
-        dts.to(xs.dtype).reshape(b, K, d, H, W),
+        dts.to(xs.dtype).reshape(b, n_dir, d, H, W),
         -torch.exp(m.A_logs.float()),
-        Bs.to(xs.dtype).reshape(b, K, N, H, W),
-        Cs.to(xs.dtype).reshape(b, K, N, H, W),
+        Bs.to(xs.dtype).reshape(b, n_dir, N, H, W),
+        Cs.to(xs.dtype).reshape(b, n_dir, N, H, W),
         m.Ds.float(),
         m.dt_projs_bias.reshape(-1).float(),
         True,
