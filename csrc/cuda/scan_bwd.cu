@@ -16,12 +16,23 @@ int grid_for(int64_t n) {
 
 template <int kMaxN>
 BwdPlan make_plan(const ScanBwdParams& p) {
-  constexpr int kTile = ScanTraits<kMaxN>::kTile;
+  using Traits = ScanTraits<kMaxN>;
   BwdPlan plan{};
   const int64_t L = static_cast<int64_t>(p.H) * p.W, N = p.d_state;
   const int64_t rows = static_cast<int64_t>(p.n_dir) * p.channels;
-  plan.n_tiles = static_cast<int>((L + kTile - 1) / kTile);
-  if (p.n_dir == 1) {
+  plan.lanes_on_channels = !p.deterministic && lanes_on_channels(p);
+  plan.chains = plan.lanes_on_channels ? Traits::kLaneChannels : 1;
+  const int tile = plan.lanes_on_channels ? Traits::kLaneTile : Traits::kTile;
+  plan.n_tiles = static_cast<int>((L + tile - 1) / tile);
+  if (plan.lanes_on_channels) {  // block (b, x) runs the four directions of channels
+    plan.grid_x = (p.channels + plan.chains - 1) / plan.chains;  // x*chains .. x*chains+chains-1
+    plan.n_jobs = 4;
+    plan.c_blk = plan.chains;
+    plan.k_job = 1;
+    plan.dx_mode = DxMode::kPlane;
+    plan.acc_in_smem = false;
+    plan.bc_atomic = plan.grid_x > 1;
+  } else if (p.n_dir == 1) {
     const int per_group = p.channels / p.groups;
     if (p.deterministic) {  // block (b, g) runs the channels of group g: owns dB/dC of (b, g)
       plan.grid_x = p.groups;
@@ -57,9 +68,10 @@ BwdPlan make_plan(const ScanBwdParams& p) {
   plan.dbc_size = p.batch * static_cast<int64_t>(p.groups) * N * L;
   plan.param_off = 2 * plan.dbc_size;
   plan.carry_off = plan.param_off + p.batch * rows * (N + 2);
-  plan.dx_off = plan.carry_off + static_cast<int64_t>(plan.grid_x) * p.batch * plan.n_tiles * N;
+  plan.dx_off = plan.carry_off +
+                static_cast<int64_t>(plan.grid_x) * p.batch * plan.n_tiles * N * plan.chains;
   int64_t dx_size = 0;
-  if (plan.dx_mode == DxMode::kPlane && !plan.acc_in_smem) dx_size = p.batch * static_cast<int64_t>(p.channels) * L;
+  if (plan.dx_mode == DxMode::kPlane && !plan.acc_in_smem) dx_size = u_extent(p);
   if (plan.dx_mode == DxMode::kDirections) dx_size = p.batch * 4 * static_cast<int64_t>(p.channels) * L;
   plan.total = plan.dx_off + dx_size;
   plan.smem_bytes = plan.dx_mode == DxMode::kPlane && plan.acc_in_smem ? static_cast<int>(L * sizeof(float)) : 0;
@@ -89,7 +101,7 @@ cudaError_t launch_bwd(const ScanBwdParams& p) {
   const BwdPlan plan = make_plan<kMaxN>(p);
   ZM_RETURN_IF_ERROR(
       cudaMemsetAsync(p.workspace + plan.dbc_off, 0, 2 * plan.dbc_size * sizeof(float), p.stream));
-  auto kernel = scan_bwd_kernel<T, kMaxN>;
+  auto kernel = plan.lanes_on_channels ? scan_bwd_cl_kernel<T, kMaxN> : scan_bwd_kernel<T, kMaxN>;
   if (plan.smem_bytes > 0) {  // static shared memory counts against the 48 KiB default too
     ZM_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             plan.smem_bytes));
