@@ -145,13 +145,18 @@ __device__ __forceinline__ void add_run(float* base, const float (&v)[kItems], i
                                         bool atomic) {
   const bool vector = kItems % 4 == 0 && n_valid == kItems &&
                       (reinterpret_cast<uintptr_t>(base) & 15) == 0;
-  if (vector && !atomic) {
-    float4* dst = reinterpret_cast<float4*>(base);
+  if (vector && !atomic) {  // one 16-byte load and store per four floats, as in load_run
+    uint4* dst = reinterpret_cast<uint4*>(base);
 #pragma unroll
     for (int k = 0; k < kItems / 4; ++k) {
-      const float4 old = dst[k];
-      dst[k] = make_float4(old.x + v[4 * k], old.y + v[4 * k + 1], old.z + v[4 * k + 2],
-                           old.w + v[4 * k + 3]);
+      const uint4 w = dst[k];
+      float sum[4];
+      memcpy(sum, &w, 16);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sum[e] += v[4 * k + e];
+      uint4 out;
+      memcpy(&out, sum, 16);
+      dst[k] = out;
     }
     return;
   }

@@ -382,26 +382,26 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
 
 // Where the backward puts du / dx (BwdPlan::dx_mode).
 enum class DxMode : int {
-  kDirect,      // each job stores its sequence's du (selective_scan: one job per channel)
-  kPlane,       // the block's jobs are the four directions of one (b, c) plane, summed in an fp32
-                // plane (shared memory when acc_in_smem, else workspace at dx_off), stored once
-  kDirections,  // each job stores its direction's part into the workspace slice (b, dir, c) at
-                // dx_off; dx_merge_kernel adds the four in a fixed order (deterministic ss2d)
+  kDirect,  // each job stores its sequence's du (selective_scan)
+  kPlane,   // ss2d: the four directions of a channel (consecutive jobs) add into its Accumulator
 };
 
 // How the backward kernel maps blocks to sequences and where its results go; computed on the
 // host (scan_bwd.cu) and passed by value. The grid has grid_x * batch blocks on x; block
-// b * grid_x + x runs n_jobs sequences of batch b; job j scans channel c = x*c_blk + j*c_job in
-// direction dir = x*k_blk + j*k_job.
+// b * grid_x + x runs n_jobs sequences of batch b, one after another; job j of chain k scans
+// channel c = x*c_blk + j / n_dir + k in direction j % n_dir.
 struct BwdPlan {
   bool lanes_on_channels;  // scan_bwd_cl_kernel (channel-last ss2d): chains = kLaneChannels
   int chains;              // chains of threads per block (block_exclusive_scan), 1 or kLaneChannels
-  int grid_x, n_jobs, c_blk, c_job, k_blk, k_job;
+  int grid_x, n_jobs, c_blk;
   int n_tiles;
   DxMode dx_mode;
   bool acc_in_smem;
   bool bc_atomic;  // dB/dC: fp32 atomics (several blocks share a group) or plain adds (one does)
-  int64_t dbc_off, dbc_size;  // dB then dC, fp32 (b, groups, N, L) in walk order, zeroed
+  // dB then dC, fp32 (bc_slices, b, groups, N, L) in walk order, zeroed: deterministic ss2d gives
+  // each block of a batch its own slice (summed in order by bc_grad_store_kernel), else 1 slice
+  int bc_slices;
+  int64_t dbc_off, dbc_size;
   int64_t param_off;          // per (b, row): N dA partials, dD, ddelta_bias
   int64_t carry_off;          // per block: the state entering each tile
   int64_t dx_off;
@@ -427,9 +427,14 @@ __device__ __forceinline__ void scan_bwd_block(const ScanBwdParams& p, const Bwd
   float* dB_ws = p.workspace + plan.dbc_off;
   float* dC_ws = dB_ws + plan.dbc_size;
 
-  for (int j = 0; j < plan.n_jobs; ++j) {
-    const int dir = x * plan.k_blk + j * plan.k_job;
-    const Sequence<T> seq(p, b, x * plan.c_blk + j * plan.c_job + chain, dir);
+  // the last block of a batch may have fewer channels (kC = 1; kC > 1 masks them per lane)
+  const int jobs_left = (p.channels - x * plan.c_blk) * p.n_dir;
+  const int n_jobs = kC == 1 && jobs_left < plan.n_jobs ? jobs_left : plan.n_jobs;
+  const int slice = plan.bc_slices > 1 ? x : 0;
+  for (int j = 0; j < n_jobs; ++j) {
+    const bool four = p.n_dir == 4;
+    const int dir = four ? j & 3 : 0;
+    const Sequence<T> seq(p, b, x * plan.c_blk + (four ? j >> 2 : j) + chain, dir);
     const int c = seq.c;
     const int64_t u_base = b * p.u_sb + c * p.u_sc;
     const Accumulator acc{plan.acc_in_smem ? acc_smem : p.workspace + plan.dx_off + u_base,
@@ -439,7 +444,8 @@ __device__ __forceinline__ void scan_bwd_block(const ScanBwdParams& p, const Bwd
     T* const du_plane = opaque(static_cast<T*>(p.du) + u_base);
     T* const ddelta_plane =
         opaque(static_cast<T*>(p.ddelta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc);
-    const int64_t bc_base = ((static_cast<int64_t>(b) * p.groups + seq.group) * N) * L;
+    const int64_t bc_base =
+        (((static_cast<int64_t>(slice) * p.batch + b) * p.groups + seq.group) * N) * L;
     float A[kMaxN], A2[kMaxN], carry[kMaxN];
 #pragma unroll
     for (int n = 0; n < kMaxN; ++n) {
@@ -574,14 +580,8 @@ __device__ __forceinline__ void scan_bwd_block(const ScanBwdParams& p, const Bwd
       store_run(ddelta_plane, s.dl_run(seq), dz, s.n_valid);
       if (plan.dx_mode == DxMode::kDirect) {
         store_run(du_plane, s.u_run(seq), du, s.n_valid);
-      } else if (plan.dx_mode == DxMode::kPlane) {  // jobs = directions 0..3
-        acc.add(seq, s, dir, du, [&](unsigned i, float v) { du_plane[i] = from_float<T>(v); });
       } else {
-        const int64_t slice = (static_cast<int64_t>(b) * 4 + dir) * p.channels + c;
-#pragma unroll
-        for (int e = 0; e < kItems; ++e) {
-          if (s.valid(e)) p.workspace[plan.dx_off + slice * L + s.position(seq, e)] = du[e];
-        }
+        acc.add(seq, s, dir, du, [&](unsigned i, float v) { du_plane[i] = from_float<T>(v); });
       }
     }
 
@@ -603,12 +603,13 @@ __device__ __forceinline__ void scan_bwd_block(const ScanBwdParams& p, const Bwd
       part[N] = dD;
       part[N + 1] = dbias;
     }
-  }
-  if (plan.dx_mode == DxMode::kPlane && plan.acc_in_smem) {
-    T* const dx_plane = static_cast<T*>(p.du) + b * p.u_sb + x * p.u_sc;
-    for (int i = threadIdx.x; i < L; i += kThreads) {
-      const int h = i / p.W, w = i - h * p.W;
-      dx_plane[static_cast<int>(h * p.u_sh + w * p.u_sw)] = from_float<T>(acc_smem[i]);
+    // the channel's plane is complete (block_sum's barriers ordered its writes): store it
+    if (plan.dx_mode == DxMode::kPlane && plan.acc_in_smem && dir == 3) {
+      for (int i = threadIdx.x; i < L; i += kThreads) {
+        const int h = i / p.W, w = i - h * p.W;
+        du_plane[static_cast<int>(h * p.u_sh + w * p.u_sw)] = from_float<T>(acc_smem[i]);
+      }
+      __syncthreads();  // before the next channel's direction 0 overwrites the plane
     }
   }
 }
@@ -632,13 +633,15 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
   scan_bwd_block<T, kMaxN, Traits::kLaneChannels>(p, plan, nullptr, scan_smem, sum_smem);
 }
 
-// fp32 (b, groups, N, L) workspace, L in the walk order of the group's direction -> dB and dC in
-// their layout and dtype.
+// fp32 (bc_slices, b, groups, N, L) workspace, L in the walk order of the group's direction ->
+// dB and dC in their layout and dtype, the slices added in order.
 template <typename T>
 __global__ void bc_grad_store_kernel(ScanBwdParams p, BwdPlan plan) {
   const int L = p.H * p.W;
+  const int64_t size = plan.dbc_size / plan.bc_slices;
   const float* dB_ws = p.workspace + plan.dbc_off;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < plan.dbc_size;
+  const float* dC_ws = dB_ws + plan.dbc_size;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < size;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int64_t r = i;
     const int t = static_cast<int>(r % L);
@@ -653,26 +656,13 @@ __global__ void bc_grad_store_kernel(ScanBwdParams p, BwdPlan plan) {
     walk.place(t, L, inner, outer);
     const int h = walk.column ? inner : outer, w = walk.column ? outer : inner;
     const int64_t o = b * p.bc_sb + g * p.bc_sg + n * p.bc_sn + h * p.bc_sh + w * p.bc_sw;
-    static_cast<T*>(p.dB)[o] = from_float<T>(dB_ws[i]);
-    static_cast<T*>(p.dC)[o] = from_float<T>(dB_ws[plan.dbc_size + i]);
-  }
-}
-
-// dx_mode 2: the four directions' parts of dx added in order.
-template <typename T>
-__global__ void dx_merge_kernel(ScanBwdParams p, BwdPlan plan) {
-  const int L = p.H * p.W;
-  const int64_t plane = static_cast<int64_t>(p.channels) * L;
-  const float* parts = p.workspace + plan.dx_off;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < p.batch * plane;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = i / plane, cl = i - b * plane;
-    const int c = static_cast<int>(cl / L), pos = static_cast<int>(cl - static_cast<int64_t>(c) * L);
-    float v = 0.f;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) v += parts[(b * 4 + k) * plane + cl];
-    const int h = pos / p.W, w = pos - h * p.W;
-    static_cast<T*>(p.du)[b * p.u_sb + c * p.u_sc + h * p.u_sh + w * p.u_sw] = from_float<T>(v);
+    float dB = 0.f, dC = 0.f;
+    for (int k = 0; k < plan.bc_slices; ++k) {
+      dB += dB_ws[k * size + i];
+      dC += dC_ws[k * size + i];
+    }
+    static_cast<T*>(p.dB)[o] = from_float<T>(dB);
+    static_cast<T*>(p.dC)[o] = from_float<T>(dC);
   }
 }
 

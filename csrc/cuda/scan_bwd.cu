@@ -14,65 +14,44 @@ int grid_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192)));
 }
 
+// Channels per block of the deterministic channel-first ss2d plan: the channels' dB/dC add into
+// the block's own slice in a fixed order, and the slices are summed in order afterwards.
+constexpr int kDetChannels = 16;
+
 template <int kMaxN>
 BwdPlan make_plan(const ScanBwdParams& p) {
   using Traits = ScanTraits<kMaxN>;
   BwdPlan plan{};
   const int64_t L = static_cast<int64_t>(p.H) * p.W, N = p.d_state;
   const int64_t rows = static_cast<int64_t>(p.n_dir) * p.channels;
-  plan.lanes_on_channels = !p.deterministic && lanes_on_channels(p);
+  plan.lanes_on_channels = lanes_on_channels(p);
   plan.chains = plan.lanes_on_channels ? Traits::kLaneChannels : 1;
   const int tile = plan.lanes_on_channels ? Traits::kLaneTile : Traits::kTile;
   plan.n_tiles = static_cast<int>((L + tile - 1) / tile);
-  if (plan.lanes_on_channels) {  // block (b, x) runs the four directions of channels
-    plan.grid_x = (p.channels + plan.chains - 1) / plan.chains;  // x*chains .. x*chains+chains-1
-    plan.n_jobs = 4;
-    plan.c_blk = plan.chains;
-    plan.k_job = 1;
-    plan.dx_mode = DxMode::kPlane;
-    plan.acc_in_smem = false;
-    plan.bc_atomic = plan.grid_x > 1;
-  } else if (p.n_dir == 1) {
+  plan.bc_slices = 1;
+  if (p.n_dir == 1) {
     const int per_group = p.channels / p.groups;
-    if (p.deterministic) {  // block (b, g) runs the channels of group g: owns dB/dC of (b, g)
-      plan.grid_x = p.groups;
-      plan.n_jobs = per_group;
-      plan.c_blk = per_group;
-      plan.c_job = 1;
-      plan.bc_atomic = false;
-    } else {  // block (b, c)
-      plan.grid_x = p.channels;
-      plan.n_jobs = 1;
-      plan.c_blk = 1;
-      plan.c_job = 0;
-      plan.bc_atomic = per_group > 1;
-    }
+    // deterministic: block (b, g) runs the channels of group g and owns dB/dC of (b, g)
+    plan.c_blk = p.deterministic ? per_group : 1;
+    plan.bc_atomic = !p.deterministic && per_group > 1;
     plan.dx_mode = DxMode::kDirect;
-  } else if (p.deterministic) {  // block (b, k) runs the channels of direction k
-    plan.grid_x = 4;
-    plan.n_jobs = p.channels;
-    plan.c_job = 1;
-    plan.k_blk = 1;
-    plan.dx_mode = DxMode::kDirections;
-    plan.bc_atomic = false;
-  } else {  // block (b, c) runs the four directions of plane c
-    plan.grid_x = p.channels;
-    plan.n_jobs = 4;
-    plan.c_blk = 1;
-    plan.k_job = 1;
+  } else {  // block (b, x) runs the four directions of channels x*c_blk .. x*c_blk + c_blk - 1
+    plan.c_blk = plan.lanes_on_channels ? plan.chains : p.deterministic ? kDetChannels : 1;
     plan.dx_mode = DxMode::kPlane;
-    plan.acc_in_smem = L <= kAccSmemMaxFloats;
-    plan.bc_atomic = p.channels > 1;
+    plan.acc_in_smem = !plan.lanes_on_channels && L <= kAccSmemMaxFloats;
+    const int blocks_per_b = (p.channels + plan.c_blk - 1) / plan.c_blk;
+    plan.bc_atomic = !p.deterministic && blocks_per_b > 1;
+    if (p.deterministic) plan.bc_slices = blocks_per_b;  // one dB/dC slice per block
   }
+  plan.grid_x = (p.channels + plan.c_blk - 1) / plan.c_blk;
+  plan.n_jobs = (plan.lanes_on_channels ? 1 : plan.c_blk) * p.n_dir;
   plan.dbc_off = 0;
-  plan.dbc_size = p.batch * static_cast<int64_t>(p.groups) * N * L;
+  plan.dbc_size = plan.bc_slices * p.batch * static_cast<int64_t>(p.groups) * N * L;
   plan.param_off = 2 * plan.dbc_size;
   plan.carry_off = plan.param_off + p.batch * rows * (N + 2);
   plan.dx_off = plan.carry_off +
                 static_cast<int64_t>(plan.grid_x) * p.batch * plan.n_tiles * N * plan.chains;
-  int64_t dx_size = 0;
-  if (plan.dx_mode == DxMode::kPlane && !plan.acc_in_smem) dx_size = u_extent(p);
-  if (plan.dx_mode == DxMode::kDirections) dx_size = p.batch * 4 * static_cast<int64_t>(p.channels) * L;
+  const int64_t dx_size = plan.dx_mode == DxMode::kPlane && !plan.acc_in_smem ? u_extent(p) : 0;
   plan.total = plan.dx_off + dx_size;
   plan.smem_bytes = plan.dx_mode == DxMode::kPlane && plan.acc_in_smem ? static_cast<int>(L * sizeof(float)) : 0;
   return plan;
@@ -111,17 +90,13 @@ cudaError_t launch_bwd(const ScanBwdParams& p) {
   ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), ScanTraits<kMaxN>::kThreads, plan.smem_bytes,
             p.stream)(p, plan);
   ZM_RETURN_IF_ERROR(cudaGetLastError());
-  ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size), kSmallThreads, 0, p.stream)(p, plan);
+  ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size / plan.bc_slices), kSmallThreads, 0,
+            p.stream)(p, plan);
   ZM_RETURN_IF_ERROR(cudaGetLastError());
   const int n_params = p.n_dir * p.channels * (p.d_state + 2);
   ZM_LAUNCH(param_grad_reduce_kernel, (n_params + kSmallThreads - 1) / kSmallThreads,
             kSmallThreads, 0, p.stream)(p, plan);
   ZM_RETURN_IF_ERROR(cudaGetLastError());
-  if (plan.dx_mode == DxMode::kDirections) {
-    const int64_t n = p.batch * static_cast<int64_t>(p.channels) * p.H * p.W;
-    ZM_LAUNCH(dx_merge_kernel<T>, grid_for(n), kSmallThreads, 0, p.stream)(p, plan);
-    ZM_RETURN_IF_ERROR(cudaGetLastError());
-  }
   return cudaSuccess;
 }
 
