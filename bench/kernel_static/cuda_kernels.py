@@ -163,7 +163,6 @@ def _threads_per_block(name: str, code: list[sass.Instr]) -> int | None:
         "slp_bwd_kernel": ("slp.cu", "kThreads"),
         "bc_grad_store_kernel": ("scan_bwd.cu", "kSmallThreads"),
         "param_grad_reduce_kernel": ("scan_bwd.cu", "kSmallThreads"),
-        "dx_merge_kernel": ("scan_bwd.cu", "kSmallThreads"),
     }
     if name not in sizes:
         return None

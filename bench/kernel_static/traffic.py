@@ -24,7 +24,6 @@ UNITS = {
     "scan_fwd_cl_kernel": ("b", "C"),  # ceil(C / 16) blocks per batch: C a multiple of 16
     "scan_bwd_cl_kernel": ("b", "C"),
     "param_grad_reduce_kernel": ("b", "C"),
-    "dx_merge_kernel": ("b", "C"),
     "bc_grad_store_kernel": ("b",),
     "slp_fwd_kernel": ("b", "A"),
     "slp_bwd_kernel": ("b", "A"),

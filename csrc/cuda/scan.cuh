@@ -59,6 +59,16 @@ inline bool lanes_on_channels(const ScanParams& p) {
   return p.n_dir == 4 && p.u_sc == 1 && p.channels > 1;
 }
 
+// f(T{}, std::integral_constant<int, kMaxN>{}) for the element type and d_state bucket of p
+// (common.cuh), after the 32-bit plane check: the dispatch of every scan launcher.
+template <typename F>
+cudaError_t dispatch_scan(const ScanParams& p, F&& f) {
+  if (!plane_fits_32_bits(p)) return cudaErrorInvalidValue;
+  return dispatch_d_state(p.d_state, [&](auto max_n) {
+    return dispatch_dtype(p.dtype, [&](auto tag) { return f(tag, max_n); });
+  });
+}
+
 // Tuning of the scan kernels for one d_state bucket (docs/design.md §4.4): every kernel and launch
 // reads its block shape from here, so a per-bucket choice is one specialisation. Buckets:
 // kMaxN = 1, 4 and kMaxDState (dispatch_d_state in common.cuh).
@@ -218,6 +228,14 @@ struct Steps {
     return run(q, q.bc_st, q.bc_contiguous);
   }
 
+  // B and C of state n at the steps (bc: bc_run).
+  __device__ __forceinline__ void load_bc(const ScanParams& p, const Sequence<T>& q, int n,
+                                          const Run<kItems>& bc, float (&Bv)[kItems],
+                                          float (&Cv)[kItems]) const {
+    load_run(opaque(q.B + n * p.bc_sn), bc, Bv);
+    load_run(opaque(q.C + n * p.bc_sn), bc, Cv);
+  }
+
   // t0: the tile's first step, 64-bit so that the last tile of a sequence near 2^31 steps does
   // not overflow; seg: the thread's segment of the tile.
   __device__ __forceinline__ void load(const ScanParams& p, const Sequence<T>& q, int64_t t0,
@@ -320,11 +338,8 @@ __device__ __forceinline__ void scan_fwd_block(const ScanFwdParams& p, bool acc_
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          const T* B_n = opaque(seq.B + n * p.bc_sn);
-          const T* C_n = opaque(seq.C + n * p.bc_sn);
           float a[kItems], bu[kItems], Bv[kItems], Cv[kItems];
-          load_run(B_n, bc, Bv);
-          load_run(C_n, bc, Cv);
+          s.load_bc(p, seq, n, bc, Bv, Cv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
@@ -508,11 +523,8 @@ __device__ __forceinline__ void scan_bwd_block(const ScanBwdParams& p, const Bwd
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          const T* B_n = opaque(seq.B + n * p.bc_sn);
-          const T* C_n = opaque(seq.C + n * p.bc_sn);
           float a[kItems], Bv[kItems], Cv[kItems], h_prev[kItems], cdy[kItems];
-          load_run(B_n, bc, Bv);
-          load_run(C_n, bc, Cv);
+          s.load_bc(p, seq, n, bc, Bv, Cv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {

@@ -121,11 +121,8 @@ cudaError_t scan_bwd(const ScanBwdParams& p) {
     return cudaMemsetAsync(p.ddelta_bias, 0, rows * sizeof(float), p.stream);
   }
   if (p.channels == 0) return cudaSuccess;
-  if (!scan::plane_fits_32_bits(p)) return cudaErrorInvalidValue;
-  return dispatch_d_state(p.d_state, [&](auto max_n) {
-    return dispatch_dtype(p.dtype, [&](auto tag) {
-      return scan::launch_bwd<decltype(tag), decltype(max_n)::value>(p);
-    });
+  return scan::dispatch_scan(p, [&](auto tag, auto max_n) {
+    return scan::launch_bwd<decltype(tag), decltype(max_n)::value>(p);
   });
 }
 

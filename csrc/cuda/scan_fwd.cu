@@ -46,11 +46,8 @@ int64_t scan_fwd_workspace_floats(const ScanFwdParams& p) {
 
 cudaError_t scan_fwd(const ScanFwdParams& p) {
   if (p.batch == 0 || p.channels == 0 || p.H * p.W == 0) return cudaSuccess;
-  if (!scan::plane_fits_32_bits(p)) return cudaErrorInvalidValue;
-  return dispatch_d_state(p.d_state, [&](auto max_n) {
-    return dispatch_dtype(p.dtype, [&](auto tag) {
-      return scan::launch_fwd<decltype(tag), decltype(max_n)::value>(p);
-    });
+  return scan::dispatch_scan(p, [&](auto tag, auto max_n) {
+    return scan::launch_fwd<decltype(tag), decltype(max_n)::value>(p);
   });
 }
 
