@@ -87,7 +87,9 @@ def _sequences(op: str, s: dict) -> tuple[int, int]:
     return s["b"] * s["d"], s["L"]
 
 
-def cuda_op(op: str, pass_: str, shape: dict, layout: str, kernels: dict, tile: int) -> dict:
+def cuda_op(
+    op: str, pass_: str, shape: dict, layout: str, kernels: dict, tile: tuple[int, int]
+) -> dict:
     t = traffic.cuda_traffic(op, pass_, shape, DTYPE, layout)
     launches = []
     for ln in t["launches"]:
@@ -101,7 +103,7 @@ def cuda_op(op: str, pass_: str, shape: dict, layout: str, kernels: dict, tile: 
         kw["smem"] = ln["smem_static"] + ln["smem_dynamic"]
         if rec and rec["sass_per_step"] is not None:
             seqs, L = _sequences(op, shape)
-            steps = cost_model.scan_steps(seqs, L, tile)
+            steps = cost_model.scan_steps(seqs, L, tile[name.endswith("_cl_kernel")])
             kw["warp_instructions"] = rec["sass_per_step"] * steps / 32
         c = cost_model.launch_cost(name, ln["bytes_l2"], **kw)
         launches.append(
@@ -375,7 +377,11 @@ def build(
     kernels = cuda_kernels.kernel_records(objects)
     lookup = _kernel_lookup(kernels)
     consts = cuda_kernels.scan_constants()
-    tile = consts["threads"] * consts["items"]
+    # steps per sequence per tile: lanes on steps, or (channel-last kernels) on channels
+    tile = (
+        consts["threads"] * consts["items"],
+        consts["threads"] // consts["lane_channels"] * consts["items"],
+    )
     tc = tk.TritonCompiler() if triton else None
     rows, pending = [], []
     if ops:

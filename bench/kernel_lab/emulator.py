@@ -14,7 +14,9 @@ Stable API (used by tests/test_cuda_emulated.py and bench/kernel_report.py)::
   ``channel_last``, ``out_float32``; ``feat``, ``q1``, ``q2``), plus for ``"bwd"`` the output
   gradient ``dy`` (scans) or ``dout`` (slp) and ``deterministic``; ``arch`` (80 or 90, the
   launch-limit rules; default 90); ``execute=False`` checks and records every launch without
-  running it (outputs stay NaN: for launch-legality checks of shapes too large to emulate).
+  running it (outputs stay NaN: for launch-legality checks of shapes too large to emulate);
+  ``reverse_blocks=True`` runs every grid's blocks last to first (results that must not depend
+  on the order blocks run in, e.g. deterministic mode, can be compared across both orders).
   CPU tensors of one activation dtype (float32, float16,
   bfloat16); A, D, delta_bias float32.
 * ``outputs``: ``{"y"}`` / ``{"out"}`` forward; scans backward ``{"du", "ddelta", "dA", "dB",
@@ -280,6 +282,7 @@ def emulate(op: str, pass_: str, **kw) -> tuple[dict[str, torch.Tensor], list[di
     so = lab().so
     so.cuda_emu_set_arch(arch)
     so.cuda_emu_set_execute(int(bool(kw.pop("execute", True))))
+    so.cuda_emu_set_reverse_blocks(int(bool(kw.pop("reverse_blocks", False))))
     so.cuda_emu_reset_attributes()
     so.cuda_emu_clear_launches()
     so.cuda_emu_clear_allocs()

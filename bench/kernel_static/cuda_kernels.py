@@ -133,9 +133,14 @@ def _constant(text: str, name: str) -> int:
 
 
 def scan_constants() -> dict[str, int]:
-    """kThreads and kItems of the scan kernels, read from csrc/cuda/scan.cuh."""
+    """kThreads, kItems and kLaneChannels (channels per block of the channel-last ``*_cl_kernel``
+    scans) of the scan kernels, read from csrc/cuda/scan.cuh."""
     text = (CUDA_DIR / "scan.cuh").read_text()
-    return {"threads": _constant(text, "kThreads"), "items": _constant(text, "kItems")}
+    return {
+        "threads": _constant(text, "kThreads"),
+        "items": _constant(text, "kItems"),
+        "lane_channels": _constant(text, "kLaneChannels"),
+    }
 
 
 def _threads_per_block(name: str, code: list[sass.Instr]) -> int | None:
@@ -144,11 +149,12 @@ def _threads_per_block(name: str, code: list[sass.Instr]) -> int | None:
     sizes = {
         "scan_fwd_kernel": ("scan.cuh", "kThreads"),
         "scan_bwd_kernel": ("scan.cuh", "kThreads"),
+        "scan_fwd_cl_kernel": ("scan.cuh", "kThreads"),
+        "scan_bwd_cl_kernel": ("scan.cuh", "kThreads"),
         "slp_fwd_kernel": ("slp.cu", "kThreads"),
         "slp_bwd_kernel": ("slp.cu", "kThreads"),
         "bc_grad_store_kernel": ("scan_bwd.cu", "kSmallThreads"),
         "param_grad_reduce_kernel": ("scan_bwd.cu", "kSmallThreads"),
-        "dx_merge_kernel": ("scan_bwd.cu", "kSmallThreads"),
     }
     if name not in sizes:
         return None

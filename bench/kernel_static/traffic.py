@@ -21,8 +21,9 @@ import torch
 UNITS = {
     "scan_fwd_kernel": ("b", "C"),
     "scan_bwd_kernel": ("b", "C"),
+    "scan_fwd_cl_kernel": ("b", "C"),  # ceil(C / 16) blocks per batch: C a multiple of 16
+    "scan_bwd_cl_kernel": ("b", "C"),
     "param_grad_reduce_kernel": ("b", "C"),
-    "dx_merge_kernel": ("b", "C"),
     "bc_grad_store_kernel": ("b",),
     "slp_fwd_kernel": ("b", "A"),
     "slp_bwd_kernel": ("b", "A"),
@@ -40,7 +41,9 @@ def emulated_shape(op: str, shape: dict, layout: str) -> dict:
     s = dict(shape)
     if op == "ss2d_scan":
         s["b"] = 1
-        s["C"] = min(shape["C"], 16)  # >= 16 bf16 channels: one sector per position (channel-last)
+        # >= 16 bf16 channels: one sector per position (channel-last); 32: two blocks of the
+        # channel-last kernels (16 channels each) share dB/dC, with atomics as at the real C
+        s["C"] = min(shape["C"], 32)
     elif op == "selective_scan":
         s["b"] = 1
         s["d"] = min(shape["d"], 16)

@@ -145,13 +145,18 @@ __device__ __forceinline__ void add_run(float* base, const float (&v)[kItems], i
                                         bool atomic) {
   const bool vector = kItems % 4 == 0 && n_valid == kItems &&
                       (reinterpret_cast<uintptr_t>(base) & 15) == 0;
-  if (vector && !atomic) {
-    float4* dst = reinterpret_cast<float4*>(base);
+  if (vector && !atomic) {  // one 16-byte load and store per four floats, as in load_run
+    uint4* dst = reinterpret_cast<uint4*>(base);
 #pragma unroll
     for (int k = 0; k < kItems / 4; ++k) {
-      const float4 old = dst[k];
-      dst[k] = make_float4(old.x + v[4 * k], old.y + v[4 * k + 1], old.z + v[4 * k + 2],
-                           old.w + v[4 * k + 3]);
+      const uint4 w = dst[k];
+      float sum[4];
+      memcpy(sum, &w, 16);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sum[e] += v[4 * k + e];
+      uint4 out;
+      memcpy(&out, sum, 16);
+      dst[k] = out;
     }
     return;
   }
@@ -173,6 +178,15 @@ __device__ __forceinline__ void add_run(float* base, const float (&v)[kItems], i
     } else {
       base[e] += v[e];
     }
+  }
+}
+
+// *dst += v, as an atomic when atomic.
+__device__ __forceinline__ void add_one(float* dst, float v, bool atomic) {
+  if (atomic) {
+    atomicAdd(dst, v);
+  } else {
+    *dst += v;
   }
 }
 
@@ -209,18 +223,23 @@ __device__ __forceinline__ Affine shfl_down(Affine v, int delta) {
   return {__shfl_down_sync(0xffffffffu, v.a, delta), __shfl_down_sync(0xffffffffu, v.b, delta)};
 }
 
-// Block-wide exclusive scan of per-thread affine maps, in thread order (kReverse: from the last
-// thread to the first). Returns the composition of the maps of every thread before this one in
-// scan order (identity for the first) and sets `total` to the composition over the whole block.
-// All kThreads threads must call it; `smem` holds kThreads / 32 entries.
-template <int kThreads, bool kReverse>
+// Block-wide exclusive scans of per-thread affine maps along chains of threads: chain k holds the
+// threads with threadIdx.x % kChains == k, in thread order (kReverse: from the last to the
+// first). kChains = 1 is one chain over the whole block; kChains = 16 gives the channel-last
+// kernels one chain per channel (lanes on channels). Returns the composition of the maps of
+// every thread before this one in its chain (identity for the first) and sets `total` to the
+// composition over the whole chain. All kThreads threads must call it; `smem` holds
+// kThreads / 32 * kChains entries.
+template <int kThreads, bool kReverse, int kChains = 1>
 __device__ __forceinline__ Affine block_exclusive_scan(Affine v, Affine& total, Affine* smem) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
+  static_assert(kChains >= 1 && 32 % kChains == 0, "chains: a divisor of the warp size");
   constexpr int kWarps = kThreads / 32;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, chain = lane % kChains;
+  const Affine identity = {1.f, 0.f};
   Affine inc = v;
 #pragma unroll
-  for (int offset = 1; offset < 32; offset *= 2) {
+  for (int offset = kChains; offset < 32; offset *= 2) {
     if (!kReverse) {
       const Affine before = shfl_up(inc, offset);
       if (lane >= offset) inc = compose(before, inc);
@@ -229,35 +248,72 @@ __device__ __forceinline__ Affine block_exclusive_scan(Affine v, Affine& total, 
       if (lane + offset < 32) inc = compose(before, inc);
     }
   }
-  if (lane == (kReverse ? 0 : 31)) smem[warp] = inc;
-  Affine excl = kReverse ? shfl_down(inc, 1) : shfl_up(inc, 1);
-  if (lane == (kReverse ? 31 : 0)) excl = {1.f, 0.f};
+  // the warp's last thread of each chain in scan order holds the chain's warp total
+  if (kReverse ? lane < kChains : lane >= 32 - kChains) smem[warp * kChains + chain] = inc;
+  Affine excl = identity;
+  if constexpr (kChains < 32) {
+    excl = kReverse ? shfl_down(inc, kChains) : shfl_up(inc, kChains);
+    if (kReverse ? lane >= 32 - kChains : lane < kChains) excl = identity;
+  }
   __syncthreads();
-  Affine before_warp = {1.f, 0.f};
-  total = {1.f, 0.f};
+  Affine before_warp = identity;
+  total = identity;
 #pragma unroll
   for (int i = 0; i < kWarps; ++i) {
     const int w = kReverse ? kWarps - 1 - i : i;
     if (w == warp) before_warp = total;
-    total = compose(total, smem[w]);
+    total = compose(total, smem[w * kChains + chain]);
   }
   __syncthreads();  // smem may be reused at once
   return compose(before_warp, excl);
 }
 
-// Block-wide sum; every thread gets the result. `smem` holds kThreads / 32 floats.
-template <int kThreads>
+// Block-wide sum along the chains of block_exclusive_scan; every thread gets its chain's sum.
+// `smem` holds kThreads / 32 * kChains floats.
+template <int kThreads, int kChains = 1>
 __device__ __forceinline__ float block_sum(float v, float* smem) {
   constexpr int kWarps = kThreads / 32;
+  const int lane = threadIdx.x & 31;
 #pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  if ((threadIdx.x & 31) == 0) smem[threadIdx.x >> 5] = v;
+  for (int offset = 16; offset >= kChains; offset /= 2) {
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
+  }
+  if (lane < kChains) smem[(threadIdx.x >> 5) * kChains + lane] = v;
   __syncthreads();
   float s = 0.f;
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) s += smem[w];
+  for (int w = 0; w < kWarps; ++w) s += smem[w * kChains + lane % kChains];
   __syncthreads();
   return s;
+}
+
+// Sums kItems values over each group of kGroup consecutive lanes (kItems <= kGroup, both powers
+// of two) in log2(kGroup) shuffle rounds: each round halves the values a lane keeps, exchanging
+// the other half with its partner (a reduce-scatter), then plain rounds finish the sum. Returns
+// the group's sum of item `item` (set here); kGroup / kItems lanes return each item.
+template <int kGroup, int kItems>
+__device__ __forceinline__ float group_sum_scatter(float (&v)[kItems], int& item) {
+  static_assert(kItems >= 1 && kItems <= kGroup && kGroup <= 32, "kItems <= kGroup <= 32");
+  const int lane = threadIdx.x & 31;
+  item = 0;
+#pragma unroll
+  for (int offset = kGroup / 2, count = kItems; offset >= 1; offset /= 2) {
+    if (count > 1) {
+      const int half = count / 2;
+      const bool upper = (lane & offset) != 0;
+#pragma unroll
+      for (int k = 0; k < half; ++k) {
+        const float send = upper ? v[k] : v[k + half];
+        const float keep = upper ? v[k + half] : v[k];
+        v[k] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
+      }
+      item += upper ? half : 0;
+      count = half;
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], offset);
+    }
+  }
+  return v[0];
 }
 
 // ------------------------------------------------------------------------------ host helpers

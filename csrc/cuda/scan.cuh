@@ -47,6 +47,28 @@ inline bool plane_fits_32_bits(const ScanParams& p) {
          extent(p.bc_sh, p.bc_sw) + (p.d_state - 1) * bc_sn < limit;
 }
 
+// Elements u (x, y, du) spans from its first one (non-negative strides): the size of an ss2d
+// accumulator in global workspace, which the kernels address at u's own offsets.
+inline int64_t u_extent(const ScanParams& p) {
+  return 1 + (p.batch - 1) * p.u_sb + (p.channels - 1) * p.u_sc + (p.H - 1) * p.u_sh +
+         (p.W - 1) * p.u_sw;
+}
+
+// ss2d with unit channel stride (channel-last) runs the lanes-on-channels kernels.
+inline bool lanes_on_channels(const ScanParams& p) {
+  return p.n_dir == 4 && p.u_sc == 1 && p.channels > 1;
+}
+
+// f(T{}, std::integral_constant<int, kMaxN>{}) for the element type and d_state bucket of p
+// (common.cuh), after the 32-bit plane check: the dispatch of every scan launcher.
+template <typename F>
+cudaError_t dispatch_scan(const ScanParams& p, F&& f) {
+  if (!plane_fits_32_bits(p)) return cudaErrorInvalidValue;
+  return dispatch_d_state(p.d_state, [&](auto max_n) {
+    return dispatch_dtype(p.dtype, [&](auto tag) { return f(tag, max_n); });
+  });
+}
+
 // Tuning of the scan kernels for one d_state bucket (docs/design.md §4.4): every kernel and launch
 // reads its block shape from here, so a per-bucket choice is one specialisation. Buckets:
 // kMaxN = 1, 4 and kMaxDState (dispatch_d_state in common.cuh).
@@ -58,6 +80,11 @@ struct ScanTraits {
   static constexpr int kItems = 8;  // consecutive steps per thread per tile
   static constexpr int kWarps = kThreads / 32;
   static constexpr int kTile = kThreads * kItems;
+  // Channels per block of the channel-last ss2d kernels (lanes on channels): 16 bf16 channels are
+  // one 32-byte sector per step, so a warp's request is two whole sectors; the block's
+  // kThreads / kLaneChannels segments of kItems steps make a tile of kLaneTile steps.
+  static constexpr int kLaneChannels = 16;
+  static constexpr int kLaneTile = kThreads / kLaneChannels * kItems;
   // Blocks per SM the register allocation must allow (__launch_bounds__). Forward N = 1: 4 x 4
   // warps = 25% occupancy, the four warps per scheduler the scan's serial chains need to hide
   // latency (<= 128 registers); larger N would spill at 128 and gets 3. Backward: 3 for N = 1
@@ -115,10 +142,14 @@ struct Walk {
   }
 };
 
-// The sequence a block scans: (batch b, channel c, direction dir), with its walk and the
-// spatial strides of its tensors in walk order.
+// The sequence a thread scans: (batch b, channel c, direction dir), with its walk and the
+// spatial strides of its tensors in walk order. A thread past the last channel (channel-last
+// kernels, c >= channels) is inactive: it reads the last channel's sequence and its steps are
+// all padding.
 template <typename T>
 struct Sequence {
+  bool active;
+  int c;           // the channel read (the last one when inactive)
   int row, group;  // row of A / D / delta_bias; group of B / C
   const T* u;
   const T* delta;
@@ -129,12 +160,14 @@ struct Sequence {
   WalkStrides u_st, dl_st, bc_st, pos_st;  // u (y, dy, du); delta; B / C; the (H, W) plane
   bool u_contiguous, dl_contiguous, bc_contiguous;  // Walk::contiguous of each
 
-  __device__ __forceinline__ Sequence(const ScanParams& p, int b, int c, int dir)
+  __device__ __forceinline__ Sequence(const ScanParams& p, int b, int c_, int dir)
       : walk(dir, p.H, p.W),
         u_st(p.u_sh, p.u_sw, dir & 1),
         dl_st(p.dl_sh, p.dl_sw, dir & 1),
         bc_st(p.bc_sh, p.bc_sw, dir & 1),
         pos_st(p.W, 1, dir & 1) {
+    active = c_ < p.channels;
+    c = active ? c_ : p.channels - 1;
     row = dir * p.channels + c;
     group = p.n_dir == 4 ? dir : c / (p.channels / p.groups);
     u = opaque(static_cast<const T*>(p.u) + b * p.u_sb + c * p.u_sc);
@@ -149,16 +182,18 @@ struct Sequence {
   }
 };
 
-// The per-sequence inputs of one thread's kItems steps of a tile; steps e >= n_valid are
-// padding past the end of the sequence. Padding steps sit on the last valid position (the first
-// step of the sequence for a thread with none), so every load is in bounds and needs no branch;
-// their values are replaced by zeros.
+// The per-sequence inputs of one thread's kItems steps of a tile (its segment); steps
+// e >= n_valid are padding: past the end of the sequence, or all of an inactive thread's.
+// Padding steps sit on the segment's last step in the sequence (the first step of the sequence
+// for a segment with none), so every load is in bounds and needs no branch; their values are
+// replaced by zeros.
 template <typename T, int kItems>
 struct Steps {
   int i[kItems], o[kItems];  // walk coordinates of each step
   float u[kItems], dt[kItems], z[kItems];
-  int first;  // the sequence step of e = 0 (when n_valid > 0)
-  int n_valid;
+  int first;    // the sequence step of e = 0 (when n_steps > 0)
+  int n_steps;  // steps of the segment inside the sequence (alike for every channel)
+  int n_valid;  // n_steps, 0 when the thread is inactive
 
   __device__ __forceinline__ bool valid(int e) const { return e < n_valid; }
   __device__ __forceinline__ unsigned u_offset(const Sequence<T>& q, int e) const {
@@ -193,20 +228,29 @@ struct Steps {
     return run(q, q.bc_st, q.bc_contiguous);
   }
 
+  // B and C of state n at the steps (bc: bc_run).
+  __device__ __forceinline__ void load_bc(const ScanParams& p, const Sequence<T>& q, int n,
+                                          const Run<kItems>& bc, float (&Bv)[kItems],
+                                          float (&Cv)[kItems]) const {
+    load_run(opaque(q.B + n * p.bc_sn), bc, Bv);
+    load_run(opaque(q.C + n * p.bc_sn), bc, Cv);
+  }
+
   // t0: the tile's first step, 64-bit so that the last tile of a sequence near 2^31 steps does
-  // not overflow.
+  // not overflow; seg: the thread's segment of the tile.
   __device__ __forceinline__ void load(const ScanParams& p, const Sequence<T>& q, int64_t t0,
-                                       int L) {
-    const int64_t first_step = t0 + static_cast<int64_t>(threadIdx.x) * kItems;
-    n_valid = static_cast<int>(first_step >= L ? 0 : (L - first_step < kItems ? L - first_step : kItems));
-    first = n_valid > 0 ? static_cast<int>(first_step) : 0;
+                                       int L, int seg) {
+    const int64_t first_step = t0 + static_cast<int64_t>(seg) * kItems;
+    n_steps = static_cast<int>(first_step >= L ? 0 : (L - first_step < kItems ? L - first_step : kItems));
+    n_valid = q.active ? n_steps : 0;
+    first = n_steps > 0 ? static_cast<int>(first_step) : 0;
     int ii = 0, oo = 0;
     q.walk.place(first, L, ii, oo);
 #pragma unroll
     for (int e = 0; e < kItems; ++e) {
       i[e] = ii;
       o[e] = oo;
-      if (e + 1 < n_valid) q.walk.next(ii, oo);
+      if (e + 1 < n_steps) q.walk.next(ii, oo);
     }
     float us[kItems], deltas[kItems];
     load_run(q.u, u_run(q), us);
@@ -224,26 +268,54 @@ struct Steps {
   }
 };
 
-// Grid: channels * batch blocks on x (block x scans plane (b, c) = (x / channels, x % channels);
-// gridDim.y would cap the batch at 65,535). Dynamic shared memory: H*W floats when the ss2d plane
-// accumulates there (acc_in_smem), else none.
-template <typename T, int kMaxN>
-__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kFwdMinBlocks)
-    scan_fwd_kernel(ScanFwdParams p, bool acc_in_smem) {
+// The ss2d accumulator of one sequence's outputs (y, dx): the four directions add into an fp32
+// plane, in shared memory indexed by position (h*W + w), or in global workspace at the offsets of
+// the output itself (32-bit inside its (b, c) plane). Direction 0 stores, 1 and 2 add; with the
+// plane in global memory direction 3 adds and writes the sum to the output in its dtype (one
+// read-modify-write fewer than a final pass); in shared memory a final pass stores the plane.
+struct Accumulator {
+  float* plane;
+  bool in_smem;
+
+  template <typename T, int kItems, typename Out>
+  __device__ __forceinline__ void add(const Sequence<T>& q, const Steps<T, kItems>& s, int dir,
+                                      const float (&v)[kItems], Out&& out) const {
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      if (!s.valid(e)) continue;
+      const unsigned i = in_smem ? s.position(q, e) : s.u_offset(q, e);
+      const float sum = dir == 0 ? v[e] : plane[i] + v[e];  // each direction visits i once
+      if (dir == 3 && !in_smem) {
+        out(i, sum);
+      } else {
+        plane[i] = sum;
+      }
+    }
+  }
+};
+
+// Blocks on x: batch * ceil(channels / kC); block x scans channels kC * (x % groups_c) + k,
+// k < kC, of batch x / groups_c (gridDim.y would cap the batch at 65,535). kC = 1: one plane
+// per block, the threads on consecutive steps of one sequence (channel-first ss2d and
+// selective_scan). kC = kLaneChannels: channel-last ss2d, lane k of a group of kC lanes on
+// channel k, so a warp's load of one step is contiguous. Dynamic shared memory: H*W floats when
+// the ss2d plane accumulates there (acc_in_smem; kC = 1 only), else none.
+template <typename T, int kMaxN, int kC>
+__device__ __forceinline__ void scan_fwd_block(const ScanFwdParams& p, bool acc_in_smem,
+                                               float* acc_smem, Affine* scan_smem) {
   using Traits = ScanTraits<kMaxN>;
-  constexpr int kItems = Traits::kItems;
-  ZM_DYNAMIC_SHARED(float, acc_smem);
-  __shared__ Affine scan_smem[Traits::kWarps];
-  const int c = static_cast<int>(blockIdx.x % p.channels);
-  const int b = static_cast<int>(blockIdx.x / p.channels);
+  constexpr int kItems = Traits::kItems, kTile = Traits::kThreads / kC * kItems;
+  const int groups_c = (p.channels + kC - 1) / kC;
+  const int b = static_cast<int>(blockIdx.x / groups_c);
+  const int c = static_cast<int>(blockIdx.x % groups_c) * kC + static_cast<int>(threadIdx.x % kC);
+  const int seg = static_cast<int>(threadIdx.x / kC);
   const int L = p.H * p.W, N = p.d_state;
   const bool four = p.n_dir == 4;
-  float* acc = nullptr;
-  if (four) {
-    acc = acc_in_smem ? acc_smem : p.workspace + (static_cast<int64_t>(b) * p.channels + c) * L;
-  }
-  void* const y_plane = opaque(static_cast<char*>(p.y) + (b * p.u_sb + c * p.u_sc) *
-                                                            (p.y_float32 ? sizeof(float) : sizeof(T)));
+  const int c_read = c < p.channels ? c : p.channels - 1;
+  const int64_t u_base = b * p.u_sb + c_read * p.u_sc;
+  const Accumulator acc{acc_in_smem ? acc_smem : p.workspace + u_base, acc_in_smem};
+  void* const y_plane =
+      opaque(static_cast<char*>(p.y) + u_base * (p.y_float32 ? sizeof(float) : sizeof(T)));
 
   for (int dir = 0; dir < p.n_dir; ++dir) {
     const Sequence<T> seq(p, b, c, dir);
@@ -253,9 +325,9 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
       A2[n] = n < N ? p.A[seq.row * N + n] * kLog2e : 0.f;  // exp(dt*A) = exp2(dt*A*log2 e)
       carry[n] = 0.f;
     }
-    for (int64_t t0 = 0; t0 < L; t0 += Traits::kTile) {
+    for (int64_t t0 = 0; t0 < L; t0 += kTile) {
       Steps<T, kItems> s;
-      s.load(p, seq, t0, L);
+      s.load(p, seq, t0, L, seg);
       float y[kItems], dtu[kItems];
       const Run<kItems> bc = s.bc_run(seq);
 #pragma unroll
@@ -266,11 +338,8 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          const T* B_n = opaque(seq.B + n * p.bc_sn);
-          const T* C_n = opaque(seq.C + n * p.bc_sn);
           float a[kItems], bu[kItems], Bv[kItems], Cv[kItems];
-          load_run(B_n, bc, Bv);
-          load_run(C_n, bc, Cv);
+          s.load_bc(p, seq, n, bc, Bv, Cv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
@@ -280,7 +349,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
           }
           Affine total;
           const Affine before =
-              block_exclusive_scan<Traits::kThreads, false>(agg, total, scan_smem);
+              block_exclusive_scan<Traits::kThreads, false, kC>(agg, total, scan_smem);
           float h = before.a * carry[n] + before.b;
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
@@ -291,12 +360,8 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
         }
       }
       if (four) {
-#pragma unroll
-        for (int e = 0; e < kItems; ++e) {
-          if (!s.valid(e)) continue;
-          const unsigned pos = s.position(seq, e);
-          acc[pos] = dir == 0 ? y[e] : acc[pos] + y[e];  // each direction visits pos once
-        }
+        acc.add(seq, s, dir, y,
+                [&](unsigned i, float v) { store_as<T>(y_plane, i, v, p.y_float32); });
       } else if (p.y_float32) {
         store_run(static_cast<float*>(y_plane), s.u_run(seq), y, s.n_valid);
       } else {
@@ -305,34 +370,53 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
     }
     __syncthreads();  // the next direction reads acc at positions other threads wrote
   }
-  if (four) {
+  if (four && acc_in_smem) {
     for (int i = threadIdx.x; i < L; i += Traits::kThreads) {
       const int h = i / p.W, w = i - h * p.W;
-      store_as<T>(y_plane, static_cast<int>(h * p.u_sh + w * p.u_sw), acc[i], p.y_float32);
+      store_as<T>(y_plane, static_cast<int>(h * p.u_sh + w * p.u_sw), acc_smem[i], p.y_float32);
     }
   }
 }
 
+template <typename T, int kMaxN>
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kFwdMinBlocks)
+    scan_fwd_kernel(ScanFwdParams p, bool acc_in_smem) {
+  ZM_DYNAMIC_SHARED(float, acc_smem);
+  __shared__ Affine scan_smem[ScanTraits<kMaxN>::kWarps];
+  scan_fwd_block<T, kMaxN, 1>(p, acc_in_smem, acc_smem, scan_smem);
+}
+
+// Channel-last ss2d forward: lanes on channels (scan_fwd_block with kC = kLaneChannels).
+template <typename T, int kMaxN>
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kFwdMinBlocks)
+    scan_fwd_cl_kernel(ScanFwdParams p) {
+  using Traits = ScanTraits<kMaxN>;
+  __shared__ Affine scan_smem[Traits::kWarps * Traits::kLaneChannels];
+  scan_fwd_block<T, kMaxN, Traits::kLaneChannels>(p, false, nullptr, scan_smem);
+}
+
 // Where the backward puts du / dx (BwdPlan::dx_mode).
 enum class DxMode : int {
-  kDirect,      // each job stores its sequence's du (selective_scan: one job per channel)
-  kPlane,       // the block's jobs are the four directions of one (b, c) plane, summed in an fp32
-                // plane (shared memory when acc_in_smem, else workspace at dx_off), stored once
-  kDirections,  // each job stores its direction's part into the workspace slice (b, dir, c) at
-                // dx_off; dx_merge_kernel adds the four in a fixed order (deterministic ss2d)
+  kDirect,  // each job stores its sequence's du (selective_scan)
+  kPlane,   // ss2d: the four directions of a channel (consecutive jobs) add into its Accumulator
 };
 
 // How the backward kernel maps blocks to sequences and where its results go; computed on the
 // host (scan_bwd.cu) and passed by value. The grid has grid_x * batch blocks on x; block
-// b * grid_x + x runs n_jobs sequences of batch b; job j scans channel c = x*c_blk + j*c_job in
-// direction dir = x*k_blk + j*k_job.
+// b * grid_x + x runs n_jobs sequences of batch b, one after another; job j of chain k scans
+// channel c = x*c_blk + j / n_dir + k in direction j % n_dir.
 struct BwdPlan {
-  int grid_x, n_jobs, c_blk, c_job, k_blk, k_job;
+  bool lanes_on_channels;  // scan_bwd_cl_kernel (channel-last ss2d): chains = kLaneChannels
+  int chains;              // chains of threads per block (block_exclusive_scan), 1 or kLaneChannels
+  int grid_x, n_jobs, c_blk;
   int n_tiles;
   DxMode dx_mode;
   bool acc_in_smem;
   bool bc_atomic;  // dB/dC: fp32 atomics (several blocks share a group) or plain adds (one does)
-  int64_t dbc_off, dbc_size;  // dB then dC, fp32 (b, groups, N, L) in walk order, zeroed
+  // dB then dC, fp32 (bc_slices, b, groups, N, L) in walk order, zeroed: deterministic ss2d gives
+  // each block of a batch its own slice (summed in order by bc_grad_store_kernel), else 1 slice
+  int bc_slices;
+  int64_t dbc_off, dbc_size;
   int64_t param_off;          // per (b, row): N dA partials, dD, ddelta_bias
   int64_t carry_off;          // per block: the state entering each tile
   int64_t dx_off;
@@ -340,38 +424,43 @@ struct BwdPlan {
   int smem_bytes;
 };
 
-template <typename T, int kMaxN>
-__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kBwdMinBlocks)
-    scan_bwd_kernel(ScanBwdParams p, BwdPlan plan) {
+// The threads of a block form kC chains as in scan_fwd_block (kC > 1: lanes on channels, the
+// channel-last ss2d plan); chain k of job j scans channel x*c_blk + j*c_job + k.
+template <typename T, int kMaxN, int kC>
+__device__ __forceinline__ void scan_bwd_block(const ScanBwdParams& p, const BwdPlan& plan,
+                                               float* acc_smem, Affine* scan_smem,
+                                               float* sum_smem) {
   using Traits = ScanTraits<kMaxN>;
   constexpr int kItems = Traits::kItems, kThreads = Traits::kThreads;
-  ZM_DYNAMIC_SHARED(float, acc_smem);
-  __shared__ Affine scan_smem[Traits::kWarps];
-  __shared__ float sum_smem[Traits::kWarps];
+  constexpr int kTile = kThreads / kC * kItems;
   const int x = static_cast<int>(blockIdx.x % plan.grid_x);
   const int b = static_cast<int>(blockIdx.x / plan.grid_x);
+  const int chain = static_cast<int>(threadIdx.x % kC), seg = static_cast<int>(threadIdx.x / kC);
   const int L = p.H * p.W, N = p.d_state, rows = p.n_dir * p.channels;
-  float* carry_ws =
-      p.workspace + plan.carry_off + static_cast<int64_t>(blockIdx.x) * plan.n_tiles * N;
+  float* carry_ws = p.workspace + plan.carry_off +
+                    static_cast<int64_t>(blockIdx.x) * plan.n_tiles * N * kC + chain;
   float* dB_ws = p.workspace + plan.dbc_off;
   float* dC_ws = dB_ws + plan.dbc_size;
-  float* acc = nullptr;
-  if (plan.dx_mode == DxMode::kPlane) {
-    acc = plan.acc_in_smem
-              ? acc_smem
-              : p.workspace + plan.dx_off + (static_cast<int64_t>(b) * p.channels + x) * L;
-  }
 
-  for (int j = 0; j < plan.n_jobs; ++j) {
-    const int c = x * plan.c_blk + j * plan.c_job, dir = x * plan.k_blk + j * plan.k_job;
-    const Sequence<T> seq(p, b, c, dir);
+  // the last block of a batch may have fewer channels (kC = 1; kC > 1 masks them per lane)
+  const int jobs_left = (p.channels - x * plan.c_blk) * p.n_dir;
+  const int n_jobs = kC == 1 && jobs_left < plan.n_jobs ? jobs_left : plan.n_jobs;
+  const int slice = plan.bc_slices > 1 ? x : 0;
+  for (int j = 0; j < n_jobs; ++j) {
+    const bool four = p.n_dir == 4;
+    const int dir = four ? j & 3 : 0;
+    const Sequence<T> seq(p, b, x * plan.c_blk + (four ? j >> 2 : j) + chain, dir);
+    const int c = seq.c;
     const int64_t u_base = b * p.u_sb + c * p.u_sc;
+    const Accumulator acc{plan.acc_in_smem ? acc_smem : p.workspace + plan.dx_off + u_base,
+                          plan.acc_in_smem};
     const char* const dy_plane = opaque(static_cast<const char*>(p.dy) +
                                         u_base * (p.dy_float32 ? sizeof(float) : sizeof(T)));
     T* const du_plane = opaque(static_cast<T*>(p.du) + u_base);
     T* const ddelta_plane =
         opaque(static_cast<T*>(p.ddelta) + b * p.dl_sb + dir * p.dl_sk + c * p.dl_sc);
-    const int64_t bc_base = ((static_cast<int64_t>(b) * p.groups + seq.group) * N) * L;
+    const int64_t bc_base =
+        (((static_cast<int64_t>(slice) * p.batch + b) * p.groups + seq.group) * N) * L;
     float A[kMaxN], A2[kMaxN], carry[kMaxN];
 #pragma unroll
     for (int n = 0; n < kMaxN; ++n) {
@@ -382,14 +471,14 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
 
     // Sweep 1: the state entering every tile.
     for (int tile = 0; tile < plan.n_tiles; ++tile) {
-      if (threadIdx.x == 0) {
+      if (seg == 0) {
 #pragma unroll
         for (int n = 0; n < kMaxN; ++n) {
-          if (n < N) carry_ws[tile * N + n] = carry[n];
+          if (n < N) carry_ws[(tile * N + n) * kC] = carry[n];
         }
       }
       Steps<T, kItems> s;
-      s.load(p, seq, static_cast<int64_t>(tile) * Traits::kTile, L);
+      s.load(p, seq, static_cast<int64_t>(tile) * kTile, L, seg);
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
@@ -402,12 +491,12 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
             agg = compose(agg, {exp2f(s.dt[e] * A2[n]), s.dt[e] * Bv[e] * s.u[e]});
           }
           Affine total;
-          block_exclusive_scan<kThreads, false>(agg, total, scan_smem);
+          block_exclusive_scan<kThreads, false, kC>(agg, total, scan_smem);
           carry[n] = total.a * carry[n] + total.b;
         }
       }
     }
-    __syncthreads();  // carry_ws written by thread 0 is read by all
+    __syncthreads();  // carry_ws written by the first segment is read by all
 
     // Sweep 2: tiles last to first.
     float q_carry[kMaxN], dA_part[kMaxN];
@@ -416,7 +505,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
     float dD_part = 0.f, dbias_part = 0.f;
     for (int tile = plan.n_tiles - 1; tile >= 0; --tile) {
       Steps<T, kItems> s;
-      s.load(p, seq, static_cast<int64_t>(tile) * Traits::kTile, L);
+      s.load(p, seq, static_cast<int64_t>(tile) * kTile, L, seg);
       float dy[kItems], du[kItems], ddt[kItems], dtu[kItems];
       const Run<kItems> bc = s.bc_run(seq);
       if (p.dy_float32) {
@@ -434,11 +523,8 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          const T* B_n = opaque(seq.B + n * p.bc_sn);
-          const T* C_n = opaque(seq.C + n * p.bc_sn);
           float a[kItems], Bv[kItems], Cv[kItems], h_prev[kItems], cdy[kItems];
-          load_run(B_n, bc, Bv);
-          load_run(C_n, bc, Cv);
+          s.load_bc(p, seq, n, bc, Bv, Cv);
           Affine agg = {1.f, 0.f};
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
@@ -448,8 +534,8 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
             agg = compose(agg, {a[e], dtu[e] * Bv[e]});
           }
           Affine total;
-          const Affine before = block_exclusive_scan<kThreads, false>(agg, total, scan_smem);
-          float h = before.a * carry_ws[tile * N + n] + before.b;
+          const Affine before = block_exclusive_scan<kThreads, false, kC>(agg, total, scan_smem);
+          float h = before.a * carry_ws[(tile * N + n) * kC] + before.b;
 #pragma unroll
           for (int e = 0; e < kItems; ++e) {
             h_prev[e] = h;
@@ -460,7 +546,7 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
 #pragma unroll
           for (int e = kItems - 1; e >= 0; --e) ragg = compose(ragg, {a[e], a[e] * cdy[e]});
           Affine rtotal;
-          const Affine after = block_exclusive_scan<kThreads, true>(ragg, rtotal, scan_smem);
+          const Affine after = block_exclusive_scan<kThreads, true, kC>(ragg, rtotal, scan_smem);
           float q = after.a * q_carry[n] + after.b;
           float dB[kItems], dC[kItems];
 #pragma unroll
@@ -480,8 +566,18 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
           // The workspace is in the walk order of the group's direction: a thread's steps are
           // consecutive floats there whatever the layout (bc_grad_store_kernel maps them back).
           const int64_t at = bc_base + static_cast<int64_t>(n) * L + s.first;
-          add_run(dB_ws + at, dB, s.n_valid, plan.bc_atomic);
-          add_run(dC_ws + at, dC, s.n_valid, plan.bc_atomic);
+          if constexpr (kC == 1) {
+            add_run(dB_ws + at, dB, s.n_valid, plan.bc_atomic);
+            add_run(dC_ws + at, dC, s.n_valid, plan.bc_atomic);
+          } else {  // the kC channels' sums first: one add per step and block, not per channel
+            int item = 0;
+            const float dB_sum = group_sum_scatter<kC>(dB, item);
+            const float dC_sum = group_sum_scatter<kC>(dC, item);
+            if (chain % (kC / kItems) == 0 && item < s.n_steps) {
+              add_one(dB_ws + at + item, dB_sum, plan.bc_atomic);
+              add_one(dC_ws + at + item, dC_sum, plan.bc_atomic);
+            }
+          }
           q_carry[n] = rtotal.a * q_carry[n] + rtotal.b;
         }
       }
@@ -494,19 +590,10 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
         dD_part += dy[e] * s.u[e];
       }
       store_run(ddelta_plane, s.dl_run(seq), dz, s.n_valid);
-      if (plan.dx_mode == DxMode::kDirect) store_run(du_plane, s.u_run(seq), du, s.n_valid);
-#pragma unroll
-      for (int e = 0; e < kItems; ++e) {
-        if (!s.valid(e)) continue;
-        const unsigned pos = s.position(seq, e);
-        if (plan.dx_mode == DxMode::kDirect) {
-          continue;
-        } else if (plan.dx_mode == DxMode::kPlane) {
-          acc[pos] = j == 0 ? du[e] : acc[pos] + du[e];  // jobs = directions 0..3
-        } else {
-          const int64_t slice = (static_cast<int64_t>(b) * 4 + dir) * p.channels + c;
-          p.workspace[plan.dx_off + slice * L + pos] = du[e];
-        }
+      if (plan.dx_mode == DxMode::kDirect) {
+        store_run(du_plane, s.u_run(seq), du, s.n_valid);
+      } else {
+        acc.add(seq, s, dir, du, [&](unsigned i, float v) { du_plane[i] = from_float<T>(v); });
       }
     }
 
@@ -514,36 +601,59 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
     // a fixed order. block_sum's barriers also order this job's acc / dB writes before the next.
     float* part =
         p.workspace + plan.param_off + (static_cast<int64_t>(b) * rows + seq.row) * (N + 2);
+    const bool writes = seg == 0 && seq.active;
 #pragma unroll
     for (int n = 0; n < kMaxN; ++n) {
       if (n < N) {
-        const float v = block_sum<kThreads>(dA_part[n], sum_smem);
-        if (threadIdx.x == 0) part[n] = v;
+        const float v = block_sum<kThreads, kC>(dA_part[n], sum_smem);
+        if (writes) part[n] = v;
       }
     }
-    const float dD = block_sum<kThreads>(dD_part, sum_smem);
-    const float dbias = block_sum<kThreads>(dbias_part, sum_smem);
-    if (threadIdx.x == 0) {
+    const float dD = block_sum<kThreads, kC>(dD_part, sum_smem);
+    const float dbias = block_sum<kThreads, kC>(dbias_part, sum_smem);
+    if (writes) {
       part[N] = dD;
       part[N + 1] = dbias;
     }
-  }
-  if (plan.dx_mode == DxMode::kPlane) {
-    T* const dx_plane = static_cast<T*>(p.du) + b * p.u_sb + x * p.u_sc;
-    for (int i = threadIdx.x; i < L; i += kThreads) {
-      const int h = i / p.W, w = i - h * p.W;
-      dx_plane[static_cast<int>(h * p.u_sh + w * p.u_sw)] = from_float<T>(acc[i]);
+    // the channel's plane is complete (block_sum's barriers ordered its writes): store it
+    if (plan.dx_mode == DxMode::kPlane && plan.acc_in_smem && dir == 3) {
+      for (int i = threadIdx.x; i < L; i += kThreads) {
+        const int h = i / p.W, w = i - h * p.W;
+        du_plane[static_cast<int>(h * p.u_sh + w * p.u_sw)] = from_float<T>(acc_smem[i]);
+      }
+      __syncthreads();  // before the next channel's direction 0 overwrites the plane
     }
   }
 }
 
-// fp32 (b, groups, N, L) workspace, L in the walk order of the group's direction -> dB and dC in
-// their layout and dtype.
+template <typename T, int kMaxN>
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kBwdMinBlocks)
+    scan_bwd_kernel(ScanBwdParams p, BwdPlan plan) {
+  ZM_DYNAMIC_SHARED(float, acc_smem);
+  __shared__ Affine scan_smem[ScanTraits<kMaxN>::kWarps];
+  __shared__ float sum_smem[ScanTraits<kMaxN>::kWarps];
+  scan_bwd_block<T, kMaxN, 1>(p, plan, acc_smem, scan_smem, sum_smem);
+}
+
+// Channel-last ss2d backward: lanes on channels (scan_bwd_block with kC = kLaneChannels).
+template <typename T, int kMaxN>
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kBwdMinBlocks)
+    scan_bwd_cl_kernel(ScanBwdParams p, BwdPlan plan) {
+  using Traits = ScanTraits<kMaxN>;
+  __shared__ Affine scan_smem[Traits::kWarps * Traits::kLaneChannels];
+  __shared__ float sum_smem[Traits::kWarps * Traits::kLaneChannels];
+  scan_bwd_block<T, kMaxN, Traits::kLaneChannels>(p, plan, nullptr, scan_smem, sum_smem);
+}
+
+// fp32 (bc_slices, b, groups, N, L) workspace, L in the walk order of the group's direction ->
+// dB and dC in their layout and dtype, the slices added in order.
 template <typename T>
 __global__ void bc_grad_store_kernel(ScanBwdParams p, BwdPlan plan) {
   const int L = p.H * p.W;
+  const int64_t size = plan.dbc_size / plan.bc_slices;
   const float* dB_ws = p.workspace + plan.dbc_off;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < plan.dbc_size;
+  const float* dC_ws = dB_ws + plan.dbc_size;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < size;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int64_t r = i;
     const int t = static_cast<int>(r % L);
@@ -558,26 +668,13 @@ __global__ void bc_grad_store_kernel(ScanBwdParams p, BwdPlan plan) {
     walk.place(t, L, inner, outer);
     const int h = walk.column ? inner : outer, w = walk.column ? outer : inner;
     const int64_t o = b * p.bc_sb + g * p.bc_sg + n * p.bc_sn + h * p.bc_sh + w * p.bc_sw;
-    static_cast<T*>(p.dB)[o] = from_float<T>(dB_ws[i]);
-    static_cast<T*>(p.dC)[o] = from_float<T>(dB_ws[plan.dbc_size + i]);
-  }
-}
-
-// dx_mode 2: the four directions' parts of dx added in order.
-template <typename T>
-__global__ void dx_merge_kernel(ScanBwdParams p, BwdPlan plan) {
-  const int L = p.H * p.W;
-  const int64_t plane = static_cast<int64_t>(p.channels) * L;
-  const float* parts = p.workspace + plan.dx_off;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < p.batch * plane;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = i / plane, cl = i - b * plane;
-    const int c = static_cast<int>(cl / L), pos = static_cast<int>(cl - static_cast<int64_t>(c) * L);
-    float v = 0.f;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) v += parts[(b * 4 + k) * plane + cl];
-    const int h = pos / p.W, w = pos - h * p.W;
-    static_cast<T*>(p.du)[b * p.u_sb + c * p.u_sc + h * p.u_sh + w * p.u_sw] = from_float<T>(v);
+    float dB = 0.f, dC = 0.f;
+    for (int k = 0; k < plan.bc_slices; ++k) {
+      dB += dB_ws[k * size + i];
+      dC += dC_ws[k * size + i];
+    }
+    static_cast<T*>(p.dB)[o] = from_float<T>(dB);
+    static_cast<T*>(p.dC)[o] = from_float<T>(dC);
   }
 }
 

@@ -14,53 +14,44 @@ int grid_for(int64_t n) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, 8192)));
 }
 
+// Channels per block of the deterministic channel-first ss2d plan: the channels' dB/dC add into
+// the block's own slice in a fixed order, and the slices are summed in order afterwards.
+constexpr int kDetChannels = 16;
+
 template <int kMaxN>
 BwdPlan make_plan(const ScanBwdParams& p) {
-  constexpr int kTile = ScanTraits<kMaxN>::kTile;
+  using Traits = ScanTraits<kMaxN>;
   BwdPlan plan{};
   const int64_t L = static_cast<int64_t>(p.H) * p.W, N = p.d_state;
   const int64_t rows = static_cast<int64_t>(p.n_dir) * p.channels;
-  plan.n_tiles = static_cast<int>((L + kTile - 1) / kTile);
+  plan.lanes_on_channels = lanes_on_channels(p);
+  plan.chains = plan.lanes_on_channels ? Traits::kLaneChannels : 1;
+  const int tile = plan.lanes_on_channels ? Traits::kLaneTile : Traits::kTile;
+  plan.n_tiles = static_cast<int>((L + tile - 1) / tile);
+  plan.bc_slices = 1;
   if (p.n_dir == 1) {
     const int per_group = p.channels / p.groups;
-    if (p.deterministic) {  // block (b, g) runs the channels of group g: owns dB/dC of (b, g)
-      plan.grid_x = p.groups;
-      plan.n_jobs = per_group;
-      plan.c_blk = per_group;
-      plan.c_job = 1;
-      plan.bc_atomic = false;
-    } else {  // block (b, c)
-      plan.grid_x = p.channels;
-      plan.n_jobs = 1;
-      plan.c_blk = 1;
-      plan.c_job = 0;
-      plan.bc_atomic = per_group > 1;
-    }
+    // deterministic: block (b, g) runs the channels of group g and owns dB/dC of (b, g)
+    plan.c_blk = p.deterministic ? per_group : 1;
+    plan.bc_atomic = !p.deterministic && per_group > 1;
     plan.dx_mode = DxMode::kDirect;
-  } else if (p.deterministic) {  // block (b, k) runs the channels of direction k
-    plan.grid_x = 4;
-    plan.n_jobs = p.channels;
-    plan.c_job = 1;
-    plan.k_blk = 1;
-    plan.dx_mode = DxMode::kDirections;
-    plan.bc_atomic = false;
-  } else {  // block (b, c) runs the four directions of plane c
-    plan.grid_x = p.channels;
-    plan.n_jobs = 4;
-    plan.c_blk = 1;
-    plan.k_job = 1;
+  } else {  // block (b, x) runs the four directions of channels x*c_blk .. x*c_blk + c_blk - 1
+    plan.c_blk = plan.lanes_on_channels ? plan.chains : p.deterministic ? kDetChannels : 1;
     plan.dx_mode = DxMode::kPlane;
-    plan.acc_in_smem = L <= kAccSmemMaxFloats;
-    plan.bc_atomic = p.channels > 1;
+    plan.acc_in_smem = !plan.lanes_on_channels && L <= kAccSmemMaxFloats;
+    const int blocks_per_b = (p.channels + plan.c_blk - 1) / plan.c_blk;
+    plan.bc_atomic = !p.deterministic && blocks_per_b > 1;
+    if (p.deterministic) plan.bc_slices = blocks_per_b;  // one dB/dC slice per block
   }
+  plan.grid_x = (p.channels + plan.c_blk - 1) / plan.c_blk;
+  plan.n_jobs = (plan.lanes_on_channels ? 1 : plan.c_blk) * p.n_dir;
   plan.dbc_off = 0;
-  plan.dbc_size = p.batch * static_cast<int64_t>(p.groups) * N * L;
+  plan.dbc_size = plan.bc_slices * p.batch * static_cast<int64_t>(p.groups) * N * L;
   plan.param_off = 2 * plan.dbc_size;
   plan.carry_off = plan.param_off + p.batch * rows * (N + 2);
-  plan.dx_off = plan.carry_off + static_cast<int64_t>(plan.grid_x) * p.batch * plan.n_tiles * N;
-  int64_t dx_size = 0;
-  if (plan.dx_mode == DxMode::kPlane && !plan.acc_in_smem) dx_size = p.batch * static_cast<int64_t>(p.channels) * L;
-  if (plan.dx_mode == DxMode::kDirections) dx_size = p.batch * 4 * static_cast<int64_t>(p.channels) * L;
+  plan.dx_off = plan.carry_off +
+                static_cast<int64_t>(plan.grid_x) * p.batch * plan.n_tiles * N * plan.chains;
+  const int64_t dx_size = plan.dx_mode == DxMode::kPlane && !plan.acc_in_smem ? u_extent(p) : 0;
   plan.total = plan.dx_off + dx_size;
   plan.smem_bytes = plan.dx_mode == DxMode::kPlane && plan.acc_in_smem ? static_cast<int>(L * sizeof(float)) : 0;
   return plan;
@@ -89,7 +80,7 @@ cudaError_t launch_bwd(const ScanBwdParams& p) {
   const BwdPlan plan = make_plan<kMaxN>(p);
   ZM_RETURN_IF_ERROR(
       cudaMemsetAsync(p.workspace + plan.dbc_off, 0, 2 * plan.dbc_size * sizeof(float), p.stream));
-  auto kernel = scan_bwd_kernel<T, kMaxN>;
+  auto kernel = plan.lanes_on_channels ? scan_bwd_cl_kernel<T, kMaxN> : scan_bwd_kernel<T, kMaxN>;
   if (plan.smem_bytes > 0) {  // static shared memory counts against the 48 KiB default too
     ZM_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             plan.smem_bytes));
@@ -99,17 +90,13 @@ cudaError_t launch_bwd(const ScanBwdParams& p) {
   ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), ScanTraits<kMaxN>::kThreads, plan.smem_bytes,
             p.stream)(p, plan);
   ZM_RETURN_IF_ERROR(cudaGetLastError());
-  ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size), kSmallThreads, 0, p.stream)(p, plan);
+  ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size / plan.bc_slices), kSmallThreads, 0,
+            p.stream)(p, plan);
   ZM_RETURN_IF_ERROR(cudaGetLastError());
   const int n_params = p.n_dir * p.channels * (p.d_state + 2);
   ZM_LAUNCH(param_grad_reduce_kernel, (n_params + kSmallThreads - 1) / kSmallThreads,
             kSmallThreads, 0, p.stream)(p, plan);
   ZM_RETURN_IF_ERROR(cudaGetLastError());
-  if (plan.dx_mode == DxMode::kDirections) {
-    const int64_t n = p.batch * static_cast<int64_t>(p.channels) * p.H * p.W;
-    ZM_LAUNCH(dx_merge_kernel<T>, grid_for(n), kSmallThreads, 0, p.stream)(p, plan);
-    ZM_RETURN_IF_ERROR(cudaGetLastError());
-  }
   return cudaSuccess;
 }
 
@@ -134,11 +121,8 @@ cudaError_t scan_bwd(const ScanBwdParams& p) {
     return cudaMemsetAsync(p.ddelta_bias, 0, rows * sizeof(float), p.stream);
   }
   if (p.channels == 0) return cudaSuccess;
-  if (!scan::plane_fits_32_bits(p)) return cudaErrorInvalidValue;
-  return dispatch_d_state(p.d_state, [&](auto max_n) {
-    return dispatch_dtype(p.dtype, [&](auto tag) {
-      return scan::launch_bwd<decltype(tag), decltype(max_n)::value>(p);
-    });
+  return scan::dispatch_scan(p, [&](auto tag, auto max_n) {
+    return scan::launch_bwd<decltype(tag), decltype(max_n)::value>(p);
   });
 }
 

@@ -7,12 +7,20 @@ namespace scan {
 namespace {
 
 bool fwd_acc_in_smem(const ScanFwdParams& p) {
-  return p.n_dir == 4 && p.H * p.W <= kAccSmemMaxFloats;
+  return p.n_dir == 4 && !lanes_on_channels(p) && p.H * p.W <= kAccSmemMaxFloats;
 }
 
 template <typename T, int kMaxN>
 cudaError_t launch_fwd(const ScanFwdParams& p) {
   using Traits = ScanTraits<kMaxN>;
+  if (lanes_on_channels(p)) {
+    const int64_t blocks = static_cast<int64_t>(p.batch) *
+                           ((p.channels + Traits::kLaneChannels - 1) / Traits::kLaneChannels);
+    if (blocks > kMaxGridX) return cudaErrorInvalidValue;
+    auto kernel = scan_fwd_cl_kernel<T, kMaxN>;
+    ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), Traits::kThreads, 0, p.stream)(p);
+    return cudaGetLastError();
+  }
   const bool in_smem = fwd_acc_in_smem(p);
   const int smem = in_smem ? p.H * p.W * static_cast<int>(sizeof(float)) : 0;
   auto kernel = scan_fwd_kernel<T, kMaxN>;
@@ -33,16 +41,13 @@ cudaError_t launch_fwd(const ScanFwdParams& p) {
 
 int64_t scan_fwd_workspace_floats(const ScanFwdParams& p) {
   if (p.n_dir != 4 || scan::fwd_acc_in_smem(p)) return 0;
-  return static_cast<int64_t>(p.batch) * p.channels * p.H * p.W;
+  return scan::u_extent(p);
 }
 
 cudaError_t scan_fwd(const ScanFwdParams& p) {
   if (p.batch == 0 || p.channels == 0 || p.H * p.W == 0) return cudaSuccess;
-  if (!scan::plane_fits_32_bits(p)) return cudaErrorInvalidValue;
-  return dispatch_d_state(p.d_state, [&](auto max_n) {
-    return dispatch_dtype(p.dtype, [&](auto tag) {
-      return scan::launch_fwd<decltype(tag), decltype(max_n)::value>(p);
-    });
+  return scan::dispatch_scan(p, [&](auto tag, auto max_n) {
+    return scan::launch_fwd<decltype(tag), decltype(max_n)::value>(p);
   });
 }
 

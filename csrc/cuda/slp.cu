@@ -162,29 +162,13 @@ bool empty(const SlpScores& p) { return p.batch == 0 || p.n_attr == 0; }
 cudaError_t slp_fwd(const SlpFwdParams& p) {
   if (slp::empty(p)) return cudaSuccess;
   if (p.R < 1) return cudaErrorInvalidValue;
-  switch (p.dtype) {
-    case DType::kFloat32:
-      return slp::launch_fwd<float>(p);
-    case DType::kFloat16:
-      return slp::launch_fwd<__half>(p);
-    case DType::kBFloat16:
-      return slp::launch_fwd<__nv_bfloat16>(p);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(p.dtype, [&](auto tag) { return slp::launch_fwd<decltype(tag)>(p); });
 }
 
 cudaError_t slp_bwd(const SlpBwdParams& p) {
   if (slp::empty(p)) return cudaSuccess;
   if (p.R < 1) return cudaErrorInvalidValue;
-  switch (p.dtype) {
-    case DType::kFloat32:
-      return slp::launch_bwd<float>(p);
-    case DType::kFloat16:
-      return slp::launch_bwd<__half>(p);
-    case DType::kBFloat16:
-      return slp::launch_bwd<__nv_bfloat16>(p);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(p.dtype, [&](auto tag) { return slp::launch_bwd<decltype(tag)>(p); });
 }
 
 }  // namespace cuda

@@ -167,6 +167,7 @@ struct LaunchStats {
 struct Emulator {
   int arch = 90;
   bool execute = true;  // false: check and record launches without running them
+  bool reverse_blocks = false;  // run a grid's blocks last to first (order-independence tests)
   std::vector<Alloc> allocs;  // sorted by lo
   std::unordered_map<uintptr_t, KernelInfo> kernels;
   std::vector<LaunchStats> launches;
@@ -896,7 +897,9 @@ cudaError_t launch(const void* kernel, dim3 grid, dim3 block, size_t smem, void 
     for (unsigned z = 0; z < grid.z; ++z) {
       for (unsigned y = 0; y < grid.y; ++y) {
         for (unsigned x = 0; x < grid.x; ++x) {
-          e.block_idx = {x, y, z};
+          e.block_idx = e.reverse_blocks
+                            ? uint3{grid.x - 1 - x, grid.y - 1 - y, grid.z - 1 - z}
+                            : uint3{x, y, z};
           run_block();
         }
       }
@@ -984,6 +987,8 @@ void __tsan_vptr_read(void*) {}
 // --------------------------------------------------------------- the lab's control interface
 
 void cuda_emu_set_execute(int execute) { cuda_emu::emu().execute = execute != 0; }
+
+void cuda_emu_set_reverse_blocks(int reverse) { cuda_emu::emu().reverse_blocks = reverse != 0; }
 
 int cuda_emu_set_arch(int arch) {
   cuda_emu::emu().arch = arch;
