@@ -88,7 +88,12 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--lr-grl", type=float, help="GRL linear (official 1e-3)")
     g.add_argument("--lr-mlp", type=float, help="SLP MLP (official 1e-4)")
     g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=1e-3)
+    g.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        help="sgd (official, momentum 0.9) or adamw (default: the recipe's)",
+    )
+    g.add_argument("--weight-decay", type=float, help="default: the recipe's (official 1e-3)")
     g.add_argument("--milestones", type=_ints, help="MultiStepLR epochs, e.g. 10,20,30,40")
     g.add_argument("--lr-factor", type=float, default=0.5, help="MultiStepLR factor")
     g.add_argument("--lambda-l1", type=float, help="L1 loss weight (CUB 1.0, SUN 0.2, AWA2 0.0)")
@@ -97,6 +102,12 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         type=float,
         help="evaluate a moving average of the weights over about this many epochs (0: off; "
         "default: 2 from scratch, 0 for the official recipe)",
+    )
+    g.add_argument(
+        "--grayscale",
+        type=float,
+        help="probability that a training image is shown in greyscale (default: the recipe's; "
+        "0 for the official recipe)",
     )
     g.add_argument(
         "--gamma",
@@ -267,12 +278,14 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         lr_grl=a.lr_grl,
         lr_mlp=a.lr_mlp,
         momentum=a.momentum,
+        optimizer=a.optimizer,
         weight_decay=a.weight_decay,
         milestones=a.milestones,
         lr_factor=a.lr_factor,
         gamma=a.gamma,
         lambda_l1=a.lambda_l1,
         average_epochs=a.average_epochs,
+        grayscale=a.grayscale,
         select=a.select,
         holdout_fraction=a.holdout_fraction,
         seed=a.seed,

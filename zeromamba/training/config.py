@@ -33,6 +33,8 @@ BUILTIN_RECIPE: dict[str, Any] = {
     "lr_backbone": 0.03,  # 0.08 already diverges now and then
     "lr_grl": 0.03,
     "lr_mlp": 0.003,
+    "optimizer": "sgd",
+    "weight_decay": 1e-3,
     "milestones": (12, 16),
     "gamma": None,
     # 0.2 against 1.0 (both with the weight average), on the two validation tasks: here 1.0
@@ -41,6 +43,8 @@ BUILTIN_RECIPE: dict[str, Any] = {
     "lambda_l1": 0.2,
     # evaluate a moving average of the weights over the last ~2 epochs' steps (weight_average.py)
     "average_epochs": 2.0,
+    # fraction of training images shown in greyscale (transforms.RandomGrayscale)
+    "grayscale": 0.0,
     # the nano model's ops are too small to split over cores: one intra-op thread is faster,
     # and on a busy machine several times faster
     "threads": 1,
@@ -68,13 +72,15 @@ class TrainConfig:
     lr_backbone: float | None = None
     lr_grl: float | None = None
     lr_mlp: float | None = None
+    optimizer: str | None = None  # "sgd" (official) | "adamw"
     momentum: float = 0.9
-    weight_decay: float = 1e-3
+    weight_decay: float | None = None  # official 1e-3
     milestones: tuple[int, ...] | None = None
     lr_factor: float = 0.5
     gamma: float | None = None  # calibrated stacking; None: chosen on validation (select=val)
     lambda_l1: float | None = None
     average_epochs: float | None = None  # horizon of the weight average in epochs; 0: off
+    grayscale: float | None = None  # probability of a greyscale training image; 0: off
     select: str = "val"  # "val": honest two-stage protocol; "test": the official selection
     holdout_fraction: float = 0.2  # of each "train" class's images, held out as stage-1 seen
     seed: int = 0
@@ -103,10 +109,13 @@ class TrainConfig:
                 "lr_backbone": 1e-3,
                 "lr_grl": 1e-3,
                 "lr_mlp": 1e-4,
+                "optimizer": "sgd",
+                "weight_decay": 1e-3,
                 "milestones": (10, 20, 30, 40),
                 "gamma": None,
                 "lambda_l1": 1.0,
                 "average_epochs": 0.0,
+                "grayscale": 0.0,
                 "threads": None,
             }
             base.update(DATASET_RECIPES.get(self.data.upper(), {}))

@@ -267,6 +267,7 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
         {"backbone": cfg.lr_backbone, "grl": cfg.lr_grl, "slp_mlp": cfg.lr_mlp},
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
+        kind=cfg.optimizer,
     )
     scheduler = build_scheduler(optimizer, cfg.milestones, cfg.lr_factor)
     average = None
@@ -531,7 +532,7 @@ def _train(
 
     data = load_data(cfg)
     check_protocol(data, cfg.select)
-    train_tf = zdata.transforms.train_transform(data.image_size)
+    train_tf = zdata.transforms.train_transform(data.image_size, grayscale=cfg.grayscale)
     eval_tf = zdata.transforms.eval_transform(data.image_size)
     log = MetricsLog(out / "metrics.jsonl")
     ctx = RunContext(cfg, out, env, data, log, say, t0 - prior_seconds)
