@@ -88,12 +88,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--lr-grl", type=float, help="GRL linear (official 1e-3)")
     g.add_argument("--lr-mlp", type=float, help="SLP MLP (official 1e-4)")
     g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument(
-        "--optimizer",
-        choices=("sgd", "adamw"),
-        help="sgd (official, momentum 0.9) or adamw (default: the recipe's)",
-    )
-    g.add_argument("--weight-decay", type=float, help="default: the recipe's (official 1e-3)")
+    g.add_argument("--weight-decay", type=float, default=1e-3)
     g.add_argument("--milestones", type=_ints, help="MultiStepLR epochs, e.g. 10,20,30,40")
     g.add_argument("--lr-factor", type=float, default=0.5, help="MultiStepLR factor")
     g.add_argument("--lambda-l1", type=float, help="L1 loss weight (CUB 1.0, SUN 0.2, AWA2 0.0)")
@@ -278,7 +273,6 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         lr_grl=a.lr_grl,
         lr_mlp=a.lr_mlp,
         momentum=a.momentum,
-        optimizer=a.optimizer,
         weight_decay=a.weight_decay,
         milestones=a.milestones,
         lr_factor=a.lr_factor,

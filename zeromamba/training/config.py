@@ -33,8 +33,6 @@ BUILTIN_RECIPE: dict[str, Any] = {
     "lr_backbone": 0.03,  # 0.08 already diverges now and then
     "lr_grl": 0.03,
     "lr_mlp": 0.003,
-    "optimizer": "sgd",
-    "weight_decay": 1e-3,
     "milestones": (12, 16),
     "gamma": None,
     # 0.2 against 1.0 (both with the weight average), on the two validation tasks: here 1.0
@@ -72,9 +70,8 @@ class TrainConfig:
     lr_backbone: float | None = None
     lr_grl: float | None = None
     lr_mlp: float | None = None
-    optimizer: str | None = None  # "sgd" (official) | "adamw"
     momentum: float = 0.9
-    weight_decay: float | None = None  # official 1e-3
+    weight_decay: float = 1e-3
     milestones: tuple[int, ...] | None = None
     lr_factor: float = 0.5
     gamma: float | None = None  # calibrated stacking; None: chosen on validation (select=val)
@@ -109,8 +106,6 @@ class TrainConfig:
                 "lr_backbone": 1e-3,
                 "lr_grl": 1e-3,
                 "lr_mlp": 1e-4,
-                "optimizer": "sgd",
-                "weight_decay": 1e-3,
                 "milestones": (10, 20, 30, 40),
                 "gamma": None,
                 "lambda_l1": 1.0,

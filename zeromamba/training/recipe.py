@@ -104,8 +104,7 @@ def choose(cfg: TrainConfig, say: Callable[[str], None] = print) -> TrainConfig:
     size = r.image_size or "the loader's default"
     say(
         f"recipe: {why}; in effect: model {r.model}, {size} px, "
-        f"{r.epochs} epochs, batch {r.batch_size}, {r.optimizer} lr "
-        f"{r.lr_backbone}/{r.lr_grl}/{r.lr_mlp} weight decay {r.weight_decay:g}, "
+        f"{r.epochs} epochs, batch {r.batch_size}, lr {r.lr_backbone}/{r.lr_grl}/{r.lr_mlp}, "
         f"milestones {list(r.milestones)}, lambda_L1 {r.lambda_l1}, weight average over "
         f"{r.average_epochs:g} epochs, greyscale copies {r.grayscale:g}"
     )

@@ -267,7 +267,6 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
         {"backbone": cfg.lr_backbone, "grl": cfg.lr_grl, "slp_mlp": cfg.lr_mlp},
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
-        kind=cfg.optimizer,
     )
     scheduler = build_scheduler(optimizer, cfg.milestones, cfg.lr_factor)
     average = None
