@@ -95,7 +95,7 @@ class RandomGrayscale:
     """Replaces the image by its luminance (ITU-R 601 weights, copied to the three channels) with
     probability ``p``. Applied before normalisation, to a float image in [0, 1].
 
-    Why (docs/design.md §8.6): trained from scratch, a network reads an attribute such as size or
+    Why (docs/design.md §8.7): trained from scratch, a network reads an attribute such as size or
     pattern through colour-specific filters; when the seen classes confound two attributes (every
     blue class small) it learns "blue means small" and fails on a large blue unseen class. Grey
     copies of every class make it also read size, shape and pattern without colour."""
