@@ -505,7 +505,7 @@ def train(
 def _train(
     cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     cfg_path = out / "config.json"
     prior_seconds = 0.0
     if resume:
@@ -633,6 +633,8 @@ def _train(
         "chance_czsl": 100.0 / len(data.unseen),
         "world_size": env.world_size,
         "seconds": time.time() - ctx.started,
+        # this process's CPU time over all its threads (a resumed run: this session's only)
+        "cpu_seconds": time.process_time() - cpu0,
     }
     if choice is not None:
         results["validation"] = choice["val"]
@@ -645,7 +647,9 @@ def _train(
             }
     if env.is_main:
         say("[baseline] ESZSL on pixels and on the trained backbone's pooled features")
+        cpu1 = time.process_time()
         results["baseline"] = _baselines(ctx)
+        results["baseline_cpu_seconds"] = time.process_time() - cpu1
         results["seconds"] = time.time() - ctx.started
         plots.plot_training_curves(history, out / "curves.png")
         write_text_atomic(json.dumps(results, indent=2) + "\n", out / "results.json")
