@@ -15,6 +15,7 @@ from zeromamba.data import shapes
 from zeromamba.data.core import pseudo_word_vectors, split_train_val
 from zeromamba.data.transforms import (
     Normalize,
+    RandomGrayscale,
     RandomHorizontalFlip,
     RandomResizedCrop,
     Resize,
@@ -346,3 +347,33 @@ def test_transforms():
     g = torch.Generator().manual_seed(0)
     flips = {bool(torch.equal(RandomHorizontalFlip(generator=g)(src), src)) for _ in range(20)}
     assert flips == {True, False}
+
+
+def test_random_grayscale():
+    # p = 1: every channel is the ITU-R 601 luminance; a grey pixel stays itself
+    img = torch.rand(3, 4, 5)
+    grey = RandomGrayscale(1.0)(img)
+    lum = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
+    for c in range(3):
+        torch.testing.assert_close(grey[c], lum)
+    flat = torch.full((3, 2, 2), 0.4)
+    torch.testing.assert_close(RandomGrayscale(1.0)(flat), flat)
+    assert torch.equal(RandomGrayscale(0.0)(img), img)
+    # over many seeded draws at p = 0.5 both outcomes occur, and the input is never modified
+    g = torch.Generator().manual_seed(0)
+    before = img.clone()
+    outcomes = {bool(torch.equal(RandomGrayscale(0.5, generator=g)(img), img)) for _ in range(30)}
+    assert outcomes == {True, False} and torch.equal(img, before)
+    # the training pipeline applies it when asked, and only then
+    src = torch.randint(0, 256, (3, 6, 6), dtype=torch.uint8)
+    out = train_transform(6, grayscale=1.0)(src)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
+    raw = out * std + mean  # undo the normalisation: three equal channels
+    torch.testing.assert_close(raw[0], raw[1])
+    torch.testing.assert_close(raw[1], raw[2])
+    assert "RandomGrayscale" not in repr(train_transform(6))
+    with pytest.raises(ValueError, match="p must be in"):
+        RandomGrayscale(1.5)
+    with pytest.raises(ValueError, match="expected a"):
+        RandomGrayscale(1.0)(torch.rand(1, 4, 4))

@@ -59,6 +59,8 @@ BAD_OPTIONS = [
     (["--batch-size", "0"], r"--batch-size must be an integer in \[1, 1000000\], got 0"),
     (["--workers", "-1"], r"--workers must be an integer in \[0, 1024\], got -1"),
     (["--momentum", "1.5"], r"--momentum must be a number in \[0, 1\), got 1.5"),
+    (["--grayscale", "1.5"], r"--grayscale must be a number in \[0, 1\], got 1.5"),
+    (["--weight-decay", "-1"], "--weight-decay must be a number >= 0, got -1.0"),
     (["--milestones", "0,3"], r"--milestones \(each epoch\) must be an integer >= 1, got 0"),
     (["--model", "huge"], "--model must be one of"),
     (["--seed", "-1"], "--seed must be an integer"),

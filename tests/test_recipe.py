@@ -41,6 +41,9 @@ def test_choose_gives_folder_data_the_small_recipe_and_says_so(folder):
     assert cfg.lambda_l1 == BUILTIN_RECIPE["lambda_l1"]
     assert cfg.average_epochs == BUILTIN_RECIPE["average_epochs"] > 0
     assert "weight average over 2 epochs" in said[0]
+    # greyscale copies (chosen on the built-in validation task) carry over too, and are said
+    assert cfg.grayscale == BUILTIN_RECIPE["grayscale"] > 0
+    assert f"greyscale copies {BUILTIN_RECIPE['grayscale']:g}" in said[0]
     # explicit values win
     cfg = recipe.choose(TrainConfig(data=str(folder), device="cpu", epochs=3), said.append)
     assert cfg.epochs == 3 and cfg.model == "nano"
@@ -51,6 +54,7 @@ def test_choose_keeps_the_official_recipe_with_pretrained_weights(folder):
     cfg = recipe.choose(TrainConfig(data=str(folder), pretrained="w.pth"), said.append)
     assert cfg.model is None and cfg.resolved().model == "small"
     assert cfg.resolved().average_epochs == 0  # the official recipe evaluates the raw weights
+    assert cfg.resolved().grayscale == 0  # and shows the images as they are
     assert "official" in said[0]
     cfg = recipe.choose(TrainConfig(), said.append)
     assert cfg.resolved().epochs == BUILTIN_RECIPE["epochs"] and "built-in" in said[-1]

@@ -209,6 +209,10 @@ def test_short_run_writes_results_logs_plots_and_checkpoints(tiny_data, tmp_path
     for key in ("czsl", "S", "U", "H", "ausuc", "n_unseen", "seconds"):
         assert key in on_disk
     assert on_disk["n_unseen"] == 2 and on_disk["select"] == "val"
+    # CPU time of the training and of the baseline, each positive and at most the wall time
+    # times the cores
+    for key in ("cpu_seconds", "baseline_cpu_seconds"):
+        assert 0 < on_disk[key] <= on_disk["seconds"] * (os.cpu_count() or 1) + 1
     # the ESZSL baseline block (read by the report page) and the calibration rule
     assert set(on_disk["baseline"]) == {"eszsl_pixels", "eszsl_features"}
     for b in on_disk["baseline"].values():

@@ -99,6 +99,12 @@ def _train_parser(sub) -> argparse.ArgumentParser:
         "default: 2 from scratch, 0 for the official recipe)",
     )
     g.add_argument(
+        "--grayscale",
+        type=float,
+        help="probability that a training image is shown in greyscale (default: the recipe's; "
+        "0 for the official recipe)",
+    )
+    g.add_argument(
         "--gamma",
         type=float,
         help="calibrated-stacking gamma (default: chosen on validation; --select "
@@ -151,17 +157,11 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
         "(VisionMamba.*, clf_head.*, clf_head2.* keys) needs --data (and --model if not small).",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint file")
-    _add_data_args(p, None)
-    p.add_argument("--model", help="VSSM config of an official checkpoint (default: small)")
-    p.add_argument(
-        "--gamma",
-        type=float,
-        help="calibrated-stacking gamma (default: the one stored with the "
-        "checkpoint, else the dataset's official value)",
+    _checkpoint_args(
+        p,
+        "calibrated-stacking gamma (default: the one stored with the checkpoint, else the "
+        "dataset's official value)",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--backend", help="kernel backend (default: the fastest available)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument(
         "--baseline",
@@ -187,20 +187,26 @@ def _report_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--out", help="report folder for --checkpoint (default: <name>-report/ beside it)"
     )
-    _add_data_args(p, None)
-    p.add_argument("--model", help="VSSM config of an official checkpoint (default: small)")
-    p.add_argument("--gamma", type=float, help="calibration of an official checkpoint")
+    _checkpoint_args(p, "calibration of an official checkpoint")
     p.add_argument(
         "--embedding",
         choices=("auto", "tsne", "pca"),
         default="auto",
         help="embedding map method (auto: t-SNE if scikit-learn is installed, else PCA)",
     )
+    _progress_args(p)
+    return p
+
+
+def _checkpoint_args(p: argparse.ArgumentParser, gamma_help: str) -> None:
+    """The options of commands that load a checkpoint (eval, report): its data, the VSSM config
+    of an official checkpoint, gamma, and where it runs."""
+    _add_data_args(p, None)
+    p.add_argument("--model", help="VSSM config of an official checkpoint (default: small)")
+    p.add_argument("--gamma", type=float, help=gamma_help)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", help="kernel backend (default: the fastest available)")
-    _progress_args(p)
-    return p
 
 
 def _load_args(a: argparse.Namespace) -> dict:
@@ -209,16 +215,15 @@ def _load_args(a: argparse.Namespace) -> dict:
     return {k: getattr(a, k) for k in keys} | {"gamma": a.gamma, "trust_pickle": a.trust_pickle}
 
 
+def _run_args(a: argparse.Namespace) -> dict:
+    """The options that say where and how a checkpoint is scored (eval and report)."""
+    return {k: getattr(a, k) for k in ("device", "batch_size", "backend", "progress")}
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from .report import report_for_checkpoint, report_for_run
 
-    common = {
-        "device": a.device,
-        "batch_size": a.batch_size,
-        "backend": a.backend,
-        "embedding_method": a.embedding,
-        "progress": a.progress,
-    }
+    common = {**_run_args(a), "embedding_method": a.embedding}
     if (a.run_dir is None) == (a.checkpoint is None):
         raise ValueError("give a run folder (zeromamba report RUN_DIR) or --checkpoint FILE")
     if a.run_dir is not None:
@@ -274,6 +279,7 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         gamma=a.gamma,
         lambda_l1=a.lambda_l1,
         average_epochs=a.average_epochs,
+        grayscale=a.grayscale,
         select=a.select,
         holdout_fraction=a.holdout_fraction,
         seed=a.seed,
@@ -334,13 +340,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from .training.evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(
-        a.checkpoint,
-        **_load_args(a),
-        device=a.device,
-        batch_size=a.batch_size,
-        backend=a.backend,
-        progress=a.progress,
-        baseline=a.baseline,
+        a.checkpoint, **_load_args(a), **_run_args(a), baseline=a.baseline
     )
     print(
         f"{results['dataset']} ({results['checkpoint_kind']} checkpoint, gamma "

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .. import calibration, evaluation
+from .. import calibration
 from .eszsl import DEFAULT_GRID, EszslFit, FeatureScaler
 
 MAX_PIXEL_SIDE = 64
@@ -97,25 +97,18 @@ def _metrics(
     gamma: float | None,
 ) -> dict[str, float]:
     """CZSL, S, U, H, AUSUC and gamma (the H-maximising one when None), as the trainer's."""
-    att = attributes.float()
-    args = (
-        pred_seen @ att.T,
+    from ..training.scoring import score_metrics
+
+    return score_metrics(
+        pred_seen,
         seen_labels,
-        pred_unseen @ att.T,
+        pred_unseen,
         unseen_labels,
         task.seen_classes,
         task.unseen_classes,
+        attributes,
+        gamma,
     )
-    if gamma is None:
-        gamma, gz = evaluation.best_gamma(*args)
-    else:
-        gz = evaluation.gzsl(*args, gamma)
-    return {
-        "czsl": evaluation.czsl(args[2], unseen_labels, task.unseen_classes),
-        **gz,
-        "ausuc": evaluation.ausuc(*args),
-        "gamma": float(gamma),
-    }
 
 
 def eszsl_protocol(

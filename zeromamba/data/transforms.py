@@ -3,7 +3,7 @@
 Every transform maps an image tensor ``(3, H, W)`` to an image tensor. Decoded images arrive as
 ``uint8`` (0..255); :class:`ToFloat` turns them into ``float32`` in [0, 1]. The pipelines the
 trainer uses are :func:`train_transform` (resize, random horizontal flip, ImageNet normalisation —
-the official ZeroMamba recipe) and :func:`eval_transform` (resize, normalisation).
+the official ZeroMamba recipe; optionally random greyscale copies) and :func:`eval_transform` (resize, normalisation).
 
 Random transforms draw from the ``generator`` they are given, or from torch's global RNG when it is
 ``None``; ``torch.utils.data.DataLoader`` seeds each worker's global RNG from the main process, so
@@ -91,6 +91,35 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
+class RandomGrayscale:
+    """Replaces the image by its luminance (ITU-R 601 weights, copied to the three channels) with
+    probability ``p``. Applied before normalisation, to a float image in [0, 1].
+
+    Why (docs/design.md §8.7): trained from scratch, a network reads an attribute such as size or
+    pattern through colour-specific filters; when the seen classes confound two attributes (every
+    blue class small) it learns "blue means small" and fails on a large blue unseen class. Grey
+    copies of every class make it also read size, shape and pattern without colour."""
+
+    WEIGHTS = (0.299, 0.587, 0.114)
+
+    def __init__(self, p: float, generator: torch.Generator | None = None):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomGrayscale: p must be in [0, 1], got {p}")
+        self.p = float(p)
+        self.generator = generator
+        self.weights = torch.tensor(self.WEIGHTS, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if img.shape[-3] != 3:
+            raise ValueError(f"RandomGrayscale: expected a (3, H, W) image, got {tuple(img.shape)}")
+        if torch.rand((), generator=self.generator).item() < self.p:
+            return (img * self.weights.to(img.dtype)).sum(-3, keepdim=True).expand_as(img).clone()
+        return img
+
+    def __repr__(self) -> str:
+        return f"RandomGrayscale(p={self.p})"
+
+
 class RandomResizedCrop:
     """Crops a random box covering ``scale`` of the area with aspect ratio in ``ratio`` (log-uniform),
     then resizes it to (size, size). After 10 rejected draws it falls back to the whole image."""
@@ -150,13 +179,18 @@ def train_transform(
     size: int,
     crop_scale: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
+    grayscale: float = 0.0,
 ) -> Compose:
     """The training pipeline: resize (or, with ``crop_scale``, a random resized crop covering that
-    fraction of the area), random horizontal flip, ImageNet normalisation. The default is the
-    official ZeroMamba recipe (resize + flip)."""
+    fraction of the area), random horizontal flip, with probability ``grayscale`` the image's
+    luminance (:class:`RandomGrayscale`), ImageNet normalisation. The default is the official
+    ZeroMamba recipe (resize + flip)."""
     first = (
         Resize(size)
         if crop_scale is None
         else RandomResizedCrop(size, scale=crop_scale, generator=generator)
     )
-    return Compose([ToFloat(), first, RandomHorizontalFlip(0.5, generator=generator), Normalize()])
+    steps = [ToFloat(), first, RandomHorizontalFlip(0.5, generator=generator)]
+    if grayscale:
+        steps.append(RandomGrayscale(grayscale, generator=generator))
+    return Compose([*steps, Normalize()])

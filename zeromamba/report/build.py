@@ -85,10 +85,10 @@ def build_report(
     records (training curves; None: no curves).
     """
     from ..training import distributed
-    from ..training.trainer import (
-        EvalSets,
-        predict,
+    from ..training.scoring import (
+        predict_sets,
         seen_unseen_points,
+        test_sets,
         zero_shot_metrics,
     )
 
@@ -100,18 +100,8 @@ def build_report(
     data, gamma = loaded.data, loaded.gamma
     loaded.model.to(dev)
 
-    tf = transforms.eval_transform(data.image_size)
-    sets = EvalSets(
-        "test",
-        data.splits["test_seen"].with_transform(tf),
-        data.splits["test_unseen"].with_transform(tf),
-        data.seen,
-        data.unseen,
-    )
-    p_seen = predict(loaded.model, sets.seen_set, env, batch_size, True, "test seen", progress)
-    p_unseen = predict(
-        loaded.model, sets.unseen_set, env, batch_size, True, "test unseen", progress
-    )
+    sets = test_sets(data, transforms.eval_transform(data.image_size))
+    p_seen, p_unseen = predict_sets(loaded.model, sets, env, batch_size, True, progress)
     metrics = zero_shot_metrics(p_seen, p_unseen, sets, data.attributes, gamma)
     att = data.attributes.float()
     y_seen, y_unseen = sets.seen_set.labels, sets.unseen_set.labels

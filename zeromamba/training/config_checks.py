@@ -117,6 +117,8 @@ def check_config(cfg: TrainConfig, source: str | None = None) -> TrainConfig:
             _number(getattr(cfg, field), n(field), lo=0)
     if cfg.average_epochs is not None:
         _number(cfg.average_epochs, n("average_epochs"), lo=0, hi=1000)
+    if cfg.grayscale is not None:
+        _number(cfg.grayscale, n("grayscale"), lo=0, hi=1)
     _number(cfg.weight_decay, n("weight_decay"), lo=0)
     _number(cfg.momentum, n("momentum"), lo=0, hi=1, hi_open=True)
     _number(cfg.lr_factor, n("lr_factor"), lo=0, lo_open=True)

@@ -153,64 +153,37 @@ def load_for_eval(
 def evaluate_checkpoint(
     path: str | os.PathLike,
     *,
-    data: str | None = None,
-    data_root: str | None = None,
-    image_root: str | None = None,
-    w2v_root: str | None = None,
-    image_size: int | None = None,
-    data_seed: int | None = None,
-    model: str | None = None,
-    gamma: float | None = None,
     device: str = "auto",
     batch_size: int = 128,
     backend: str | None = None,
     progress: bool | None = None,
     baseline: bool = False,
-    trust_pickle: bool = False,
+    **load_options: Any,
 ) -> dict[str, Any]:
     """CZSL, S, U, H, AUSUC (percent) of a checkpoint on its dataset's test splits.
 
-    gamma: as :func:`load_for_eval`. Returns the metrics plus ``dataset``, ``checkpoint_kind``
-    ("zeromamba" or "official"), ``n_unseen``; with ``baseline=True`` also ``baseline``: ESZSL on
-    pixels and on this checkpoint's pooled backbone features, chosen on the validation split as
-    in a training run (:mod:`zeromamba.baselines`).
+    load_options: the keyword arguments of :func:`load_for_eval` (data, data_root, image_root,
+    w2v_root, image_size, data_seed, model, gamma, trust_pickle). Returns the metrics plus
+    ``dataset``, ``checkpoint_kind`` ("zeromamba" or "official"), ``n_unseen``; with
+    ``baseline=True`` also ``baseline``: ESZSL on pixels and on this checkpoint's pooled backbone
+    features, chosen on the validation split as in a training run (:mod:`zeromamba.baselines`).
     """
-    from .trainer import EvalSets, predict, zero_shot_metrics
+    from ..data.transforms import eval_transform
+    from .scoring import predict_sets, test_sets, zero_shot_metrics
 
     check_device(device, "--device")
     if backend is not None:
         check_backend(backend, device, "--backend")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
-    loaded = load_for_eval(
-        path,
-        data=data,
-        data_root=data_root,
-        image_root=image_root,
-        w2v_root=w2v_root,
-        image_size=image_size,
-        data_seed=data_seed,
-        model=model,
-        gamma=gamma,
-        trust_pickle=trust_pickle,
-    )
+    loaded = load_for_eval(path, **load_options)
     net, dataset, gamma, kind = loaded.model, loaded.data, loaded.gamma, loaded.kind
     if backend is not None:
         net.set_backend(backend)
     env = distributed.DistEnv(0, 1, 0, distributed.pick_device(device))
     net = net.to(env.device)
-    from ..data.transforms import eval_transform
-
-    tf = eval_transform(dataset.image_size)
-    sets = EvalSets(
-        "test",
-        dataset.splits["test_seen"].with_transform(tf),
-        dataset.splits["test_unseen"].with_transform(tf),
-        dataset.seen,
-        dataset.unseen,
-    )
-    p_seen = predict(net, sets.seen_set, env, batch_size, True, "test seen", progress)
-    p_unseen = predict(net, sets.unseen_set, env, batch_size, True, "test unseen", progress)
+    sets = test_sets(dataset, eval_transform(dataset.image_size))
+    p_seen, p_unseen = predict_sets(net, sets, env, batch_size, True, progress)
     metrics = zero_shot_metrics(p_seen, p_unseen, sets, dataset.attributes, float(gamma))
     out = {
         "dataset": dataset.name,

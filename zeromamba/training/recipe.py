@@ -106,6 +106,6 @@ def choose(cfg: TrainConfig, say: Callable[[str], None] = print) -> TrainConfig:
         f"recipe: {why}; in effect: model {r.model}, {size} px, "
         f"{r.epochs} epochs, batch {r.batch_size}, lr {r.lr_backbone}/{r.lr_grl}/{r.lr_mlp}, "
         f"milestones {list(r.milestones)}, lambda_L1 {r.lambda_l1}, weight average over "
-        f"{r.average_epochs:g} epochs"
+        f"{r.average_epochs:g} epochs, greyscale copies {r.grayscale:g}"
     )
     return out

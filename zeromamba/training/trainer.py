@@ -34,18 +34,17 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from .. import calibration, evaluation
+from .. import calibration
 from .. import data as zdata
 from ..models import ZeroMamba, zsl_loss
 from . import distributed, plots, recipe, seeding
@@ -64,6 +63,17 @@ from .metrics_log import MetricsLog
 from .optim import build_optimizer, build_scheduler
 from .preflight import check_protocol
 from .runlock import RunLock
+from .scoring import (
+    EvalSets,
+    autocast,
+    predict,
+    predict_sets,
+    seen_unseen_points,
+    show_progress,
+    test_sets,
+    unwrap,
+    zero_shot_metrics,
+)
 from .weight_average import WeightAverage
 
 STAGE_IDS = {"select": 1, "final": 2}
@@ -101,129 +111,7 @@ def load_backbone_weights(model: ZeroMamba, path: str | os.PathLike) -> None:
         ) from e
 
 
-def _unwrap(model: nn.Module) -> ZeroMamba:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-# ----------------------------------------------------------------------------- evaluation
-def show_progress(progress: bool | None) -> bool:
-    """Progress bars on (True), off (False), or only when stdout is a terminal (None): redirected
-    to a file, a bar writes a carriage-return update per batch; the per-epoch lines remain."""
-    if progress is None:
-        return sys.stdout.isatty()
-    return progress
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    dataset: Dataset,
-    env: distributed.DistEnv,
-    batch_size: int,
-    amp: bool,
-    desc: str = "eval",
-    progress: bool | None = False,
-) -> Tensor:
-    """The model's attribute predictions (n, A) float32 for every item of ``dataset``, in order.
-    Under DDP each rank scores every world_size-th item and the rows are gathered."""
-    net = _unwrap(model)
-    was_training = net.training
-    net.eval()
-    shard = Subset(dataset, distributed.shard_indices(len(dataset), env))
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False)
-    rows = []
-    for images, _ in tqdm(
-        loader, desc=desc, leave=False, disable=not show_progress(progress), file=sys.stdout
-    ):
-        with _autocast(env.device, amp):
-            rows.append(net(images.to(env.device, non_blocking=True)).float().cpu())
-    net.train(was_training)
-    pred = torch.cat(rows) if rows else torch.empty(0, net.grl.out_features)
-    return distributed.gather_rows(pred, len(dataset), env)
-
-
-@dataclass
-class EvalSets:
-    """A zero-shot evaluation: seen-class images, unseen-class images and the label space."""
-
-    name: str  # "val" or "test"
-    seen_set: zdata.ImageDataset
-    unseen_set: zdata.ImageDataset
-    seen_classes: Tensor  # global class ids
-    unseen_classes: Tensor
-
-
-def zero_shot_metrics(
-    pred_seen: Tensor,
-    pred_unseen: Tensor,
-    sets: EvalSets,
-    attributes: Tensor,
-    gamma: float | None,
-) -> dict[str, float]:
-    """CZSL, S, U, H (percent), AUSUC, the gamma used (chosen to maximise H when None), the
-    fraction of seen-set images that gamma switches to an unseen class (``seen_switched``) and
-    the seen-set images' median switching threshold (``seen_typical``, see
-    :mod:`zeromamba.calibration`).
-
-    The candidate classes are the sets' seen + unseen classes only (on validation, the test
-    classes are not candidates). pred_*: (n, A); attributes: (n_classes, A) of every class.
-    """
-    for which, p in (("seen", pred_seen), ("unseen", pred_unseen)):
-        if not bool(torch.isfinite(p).all()):  # the metrics would be meaningless, or crash
-            raise FloatingPointError(
-                f"the model's predictions on the {sets.name} {which} images are not finite "
-                "(NaN/Inf weights, or a diverged run)"
-            )
-    att = attributes.float()
-    s_scores, u_scores = pred_seen @ att.T, pred_unseen @ att.T
-    args = (
-        s_scores,
-        sets.seen_set.labels,
-        u_scores,
-        sets.unseen_set.labels,
-        sets.seen_classes,
-        sets.unseen_classes,
-    )
-    if gamma is None:
-        gamma, gz = evaluation.best_gamma(*args)
-    else:
-        gz = evaluation.gzsl(*args, gamma)
-    t_seen = calibration.thresholds(s_scores, sets.seen_classes, sets.unseen_classes)
-    return {
-        "czsl": float(evaluation.czsl(u_scores, sets.unseen_set.labels, sets.unseen_classes)),
-        "S": float(gz["S"]),
-        "U": float(gz["U"]),
-        "H": float(gz["H"]),
-        "ausuc": float(evaluation.ausuc(*args)),
-        "gamma": float(gamma),
-        "seen_switched": calibration.switched_fraction(gamma, t_seen),
-        "seen_typical": calibration.typical_threshold(t_seen),
-    }
-
-
-def seen_unseen_points(
-    pred_seen: Tensor, pred_unseen: Tensor, sets: EvalSets, attributes: Tensor
-) -> tuple[list[float], list[float]]:
-    """S and U (percent) along the calibration sweep, for the seen-unseen plot."""
-    att = attributes.float()
-    curve = evaluation.seen_unseen_curve(
-        pred_seen @ att.T,
-        sets.seen_set.labels,
-        pred_unseen @ att.T,
-        sets.unseen_set.labels,
-        sets.seen_classes,
-        sets.unseen_classes,
-    )
-    return curve["S"].tolist(), curve["U"].tolist()
-
-
 # ----------------------------------------------------------------------------- helpers
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def holdout_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Split item indices per class into (kept, held out): ``fraction`` of each class's items
     (at least one, when the class has two or more) are held out, drawn with ``seed``."""
@@ -311,12 +199,7 @@ def _evaluate(
     """Metrics on the stage's eval sets and the (S, U) points of the calibration sweep."""
     cfg, sets = ctx.cfg, stage.eval_sets
     show = show_progress(cfg.progress) and ctx.env.is_main
-    p_seen = predict(
-        model, sets.seen_set, ctx.env, cfg.eval_batch_size, cfg.amp, f"{sets.name} seen", show
-    )
-    p_unseen = predict(
-        model, sets.unseen_set, ctx.env, cfg.eval_batch_size, cfg.amp, f"{sets.name} unseen", show
-    )
+    p_seen, p_unseen = predict_sets(model, sets, ctx.env, cfg.eval_batch_size, cfg.amp, show)
     gamma, typical = stage.gamma, None
     if gamma is None and stage.calibration is not None:
         p_cal = predict(
@@ -359,7 +242,7 @@ def _checkpoint_fields(
         "config": ctx.cfg.to_dict(),
         "stage": stage.name,
         "epoch": epoch,
-        "model": _unwrap(model).state_dict(),
+        "model": unwrap(model).state_dict(),
         "classes": {"seen": ctx.data.seen.tolist(), "unseen": ctx.data.unseen.tolist()},
     }
 
@@ -378,7 +261,7 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
 
     seeding.seed_everything(seeding.derive_seed(cfg.seed, stage_id, 0))
     model = build_model(cfg, ctx.data).to(env.device)
-    net = _unwrap(model)
+    net = unwrap(model)
     optimizer = build_optimizer(
         net.param_groups(),
         {"backbone": cfg.lr_backbone, "grl": cfg.lr_grl, "slp_mlp": cfg.lr_mlp},
@@ -443,7 +326,7 @@ def run_stage(ctx: RunContext, stage: Stage, resume: bool) -> dict[str, Any]:
             images = images.to(env.device, non_blocking=True)
             y = to_local[labels.to(env.device, non_blocking=True)]
             optimizer.zero_grad(set_to_none=True)
-            with _autocast(env.device, cfg.amp):
+            with autocast(env.device, cfg.amp):
                 pred = model(images)
             loss = zsl_loss(pred.float(), y, seen_att, cfg.lambda_l1)
             if not torch.isfinite(loss):
@@ -563,16 +446,6 @@ def _select_from(history: list[dict[str, Any]], gamma: float | None) -> dict[str
     }
 
 
-def _test_sets(data: zdata.ZeroShotData, eval_tf) -> EvalSets:
-    return EvalSets(
-        "test",
-        data.splits["test_seen"].with_transform(eval_tf),
-        data.splits["test_unseen"].with_transform(eval_tf),
-        data.seen,
-        data.unseen,
-    )
-
-
 def load_data(cfg: TrainConfig) -> zdata.ZeroShotData:
     """The dataset of ``cfg`` (``cfg.data``: builtin, CUB, SUN, AWA2 or a folder)."""
     return zdata.load(
@@ -632,7 +505,7 @@ def train(
 def _train(
     cfg: TrainConfig, out: Path, env: distributed.DistEnv, resume: bool, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     cfg_path = out / "config.json"
     prior_seconds = 0.0
     if resume:
@@ -658,7 +531,7 @@ def _train(
 
     data = load_data(cfg)
     check_protocol(data, cfg.select)
-    train_tf = zdata.transforms.train_transform(data.image_size)
+    train_tf = zdata.transforms.train_transform(data.image_size, grayscale=cfg.grayscale)
     eval_tf = zdata.transforms.eval_transform(data.image_size)
     log = MetricsLog(out / "metrics.jsonl")
     ctx = RunContext(cfg, out, env, data, log, say, t0 - prior_seconds)
@@ -678,7 +551,7 @@ def _train(
         log.truncate_to(sorted(kept, key=lambda r: (STAGE_IDS[r["stage"]], r["epoch"])))
 
     history: list[dict[str, Any]] = []
-    test_sets = _test_sets(data, eval_tf)
+    test_task = test_sets(data, eval_tf)
     trainval = data.splits["trainval"].with_transform(train_tf)
     if cfg.select == "val":
         train_split = data.splits["train"]
@@ -724,7 +597,7 @@ def _train(
             final_train,
             data.seen,
             max(choice["epoch_czsl"], choice["epoch_h"]),
-            test_sets,
+            test_task,
             {choice["epoch_czsl"], choice["epoch_h"]},
             None if calibrate else choice["gamma"],
             {"best_czsl": choice["epoch_czsl"], "best_h": choice["epoch_h"]},
@@ -736,7 +609,7 @@ def _train(
         czsl_m, h_m = s2["evals"]["best_czsl"], s2["evals"]["best_h"]
         epochs = {"czsl": choice["epoch_czsl"], "H": choice["epoch_h"]}
     else:
-        final = Stage("final", trainval, data.seen, cfg.epochs, test_sets, None, cfg.gamma)
+        final = Stage("final", trainval, data.seen, cfg.epochs, test_task, None, cfg.gamma)
         s2 = run_stage(ctx, final, resume)
         history += s2["history"]
         best = s2["best"]
@@ -760,6 +633,8 @@ def _train(
         "chance_czsl": 100.0 / len(data.unseen),
         "world_size": env.world_size,
         "seconds": time.time() - ctx.started,
+        # this process's CPU time over all its threads (a resumed run: this session's only)
+        "cpu_seconds": time.process_time() - cpu0,
     }
     if choice is not None:
         results["validation"] = choice["val"]
@@ -772,7 +647,9 @@ def _train(
             }
     if env.is_main:
         say("[baseline] ESZSL on pixels and on the trained backbone's pooled features")
+        cpu1 = time.process_time()
         results["baseline"] = _baselines(ctx)
+        results["baseline_cpu_seconds"] = time.process_time() - cpu1
         results["seconds"] = time.time() - ctx.started
         plots.plot_training_curves(history, out / "curves.png")
         write_text_atomic(json.dumps(results, indent=2) + "\n", out / "results.json")
