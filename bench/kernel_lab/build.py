@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KERNEL_SOURCES = (
     "csrc/cuda/scan_fwd.cu",
     "csrc/cuda/scan_bwd.cu",
+    "csrc/cuda/scan_bwd_cl.cu",
     "csrc/cuda/slp.cu",
     "csrc/emu/selftest.cu",
 )

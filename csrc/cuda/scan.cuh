@@ -645,6 +645,11 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
   scan_bwd_block<T, kMaxN, Traits::kLaneChannels>(p, plan, nullptr, scan_smem, sum_smem);
 }
 
+// Launches scan_bwd_cl_kernel for p's dtype and d_state bucket on `blocks` blocks. Defined in its
+// own file (scan_bwd_cl.cu) so that the two backward kernels' instantiations compile in parallel:
+// in one file they were the build's critical path.
+cudaError_t launch_bwd_cl(const ScanBwdParams& p, const BwdPlan& plan, unsigned blocks);
+
 // fp32 (bc_slices, b, groups, N, L) workspace, L in the walk order of the group's direction ->
 // dB and dC in their layout and dtype, the slices added in order.
 template <typename T>

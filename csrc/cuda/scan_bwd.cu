@@ -80,16 +80,20 @@ cudaError_t launch_bwd(const ScanBwdParams& p) {
   const BwdPlan plan = make_plan<kMaxN>(p);
   ZM_RETURN_IF_ERROR(
       cudaMemsetAsync(p.workspace + plan.dbc_off, 0, 2 * plan.dbc_size * sizeof(float), p.stream));
-  auto kernel = plan.lanes_on_channels ? scan_bwd_cl_kernel<T, kMaxN> : scan_bwd_kernel<T, kMaxN>;
-  if (plan.smem_bytes > 0) {  // static shared memory counts against the 48 KiB default too
-    ZM_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            plan.smem_bytes));
-  }
   const int64_t blocks = static_cast<int64_t>(plan.grid_x) * p.batch;
   if (blocks > kMaxGridX) return cudaErrorInvalidValue;
-  ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), ScanTraits<kMaxN>::kThreads, plan.smem_bytes,
-            p.stream)(p, plan);
-  ZM_RETURN_IF_ERROR(cudaGetLastError());
+  if (plan.lanes_on_channels) {
+    ZM_RETURN_IF_ERROR(launch_bwd_cl(p, plan, static_cast<unsigned>(blocks)));
+  } else {
+    auto kernel = scan_bwd_kernel<T, kMaxN>;
+    if (plan.smem_bytes > 0) {  // static shared memory counts against the 48 KiB default too
+      ZM_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              plan.smem_bytes));
+    }
+    ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), ScanTraits<kMaxN>::kThreads, plan.smem_bytes,
+              p.stream)(p, plan);
+    ZM_RETURN_IF_ERROR(cudaGetLastError());
+  }
   ZM_LAUNCH(bc_grad_store_kernel<T>, grid_for(plan.dbc_size / plan.bc_slices), kSmallThreads, 0,
             p.stream)(p, plan);
   ZM_RETURN_IF_ERROR(cudaGetLastError());
