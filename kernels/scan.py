@@ -35,7 +35,8 @@ large maps pass 2^31 elements.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -107,11 +108,27 @@ class _Config:
         return (p.n_groups * self.n_cb, p.batch)
 
 
-def _config(p: Problem, chunk: int | None, backward: bool) -> _Config:
+_forced_chunk: int | None = None  # set by ``forced_chunk``
+
+
+@contextmanager
+def forced_chunk(steps: int | None) -> Iterator[None]:
+    """Within the block every scan launch walks chunks of ``steps`` steps (a power of two):
+    tests reach the carry path and many chunks on small maps."""
+    global _forced_chunk
+    saved, _forced_chunk = _forced_chunk, steps
+    try:
+        yield
+    finally:
+        _forced_chunk = saved
+
+
+def _config(p: Problem, backward: bool) -> _Config:
     """Tile sizes: BLOCK_T steps per chunk (16 channels' worth of the tile, 16 to 64 steps) and
     BLOCK_C channels filling the rest of the tile budget."""
     n_pad = next_pow2(p.d_state)
     tile = BWD_TILE_ELEMS.get(n_pad, 1024) if backward else FWD_TILE_ELEMS
+    chunk = _forced_chunk
     if chunk is None:
         block_t = min(MAX_CHUNK, next_pow2(p.L), max(MIN_CHUNK, tile // (16 * n_pad)))
     else:
@@ -154,8 +171,6 @@ def tensor_args(name: str, t: Tensor, s: Strides) -> dict:
 
 
 # --------------------------------------------------------------------------- kernels
-# Helpers are inlined by hand: besides _pair (the scan's combine) no @triton.jit function is
-# called from the kernels, because the CPU interpreter pays for every device-function call.
 # Runtime loops are `while` loops: Triton 3.6's interpreter cannot take a runtime `range` bound.
 
 
@@ -166,40 +181,104 @@ def _pair(a1, b1, a2, b2):
 
 
 @triton.jit
-def _fwd_kernel(
-    u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
-    delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
-    B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
-    C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
-    y_ptr, y_sb, y_sg, y_sc, y_sh, y_sw,
-    A_ptr, D_ptr, bias_ptr,
-    L, H, W, rows, channels, n_cb, n_chunks,
-    N: tl.constexpr,
-    N_PAD: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    HAS_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    FOUR_WAY: tl.constexpr,
-    OFF64: tl.constexpr,
-    ADD_Y: tl.constexpr,
-):  # fmt: skip
-    """Grid (n_groups * n_cb, batch). Walk the chunks of L in order and write y (ADD_Y: add
-    with relaxed atomics into a zeroed fp32 buffer shared by the four directions)."""
+def _block(n_cb, channels, N, BLOCK_C: tl.constexpr, N_PAD: tl.constexpr, OFF64: tl.constexpr):
+    """What this program owns: group grp, channel block cb, batch element bi (int64 scalars);
+    its channels cl within the block (BLOCK_C,), their rows r of A, D, delta_bias and cmask; the
+    states n (N_PAD,) and nmask."""
     grp = (tl.program_id(0) // n_cb).to(tl.int64)
-    c0 = (tl.program_id(0) % n_cb).to(tl.int64) * BLOCK_C  # first channel of the block
+    cb = (tl.program_id(0) % n_cb).to(tl.int64)
     bi = tl.program_id(1).to(tl.int64)
-    cl = tl.arange(0, BLOCK_C)  # channel within the block
-    cmask = c0 + cl < channels
-    r = grp * channels + c0 + cl
+    cl = tl.arange(0, BLOCK_C)
+    cmask = cb * BLOCK_C + cl < channels
+    r = grp * channels + cb * BLOCK_C + cl
     n = tl.arange(0, N_PAD)
     nmask = n < N
     if OFF64:
         cl = cl.to(tl.int64)
         n = n.to(tl.int64)
+    return grp, cb, bi, cl, cmask, r, n, nmask
+
+
+@triton.jit
+def _position(t, grp, L, H, W, FOUR_WAY: tl.constexpr, OFF64: tl.constexpr):
+    """Spatial position (h, w) of the steps t of group grp: row-major (H = 1, W = L) without
+    FOUR_WAY; else direction grp's order (0 row-major, 1 column-major, 2 and 3 reversed)."""
+    if FOUR_WAY:
+        s = tl.where(grp >= 2, L - 1 - t, t)
+        col = (grp % 2) == 1
+        hh = tl.where(col, s % H, s // W)
+        ww = tl.where(col, s // H, s % W)
+    else:
+        hh = t * 0
+        ww = t
+    if OFF64:
+        hh, ww = hh.to(tl.int64), ww.to(tl.int64)
+    return hh, ww
+
+
+@triton.jit
+def _chunk(
+    j,
+    grp,
+    cmask,
+    nmask,
+    L,
+    H,
+    W,
+    BLOCK_T: tl.constexpr,
+    FOUR_WAY: tl.constexpr,
+    OFF64: tl.constexpr,
+):
+    """Chunk j: its steps t (BLOCK_T,), their positions (hh, ww) and the masks of its (channel,
+    step) and (state, step) tiles."""
+    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+    hh, ww = _position(t, grp, L, H, W, FOUR_WAY, OFF64)
+    tmask = t < L
+    return t, hh, ww, cmask[:, None] & tmask[None, :], nmask[:, None] & tmask[None, :]
+
+
+@triton.jit
+def _tile(base, k, sk, hh, ww, sh, sw):
+    """Pointers (len(k), len(hh)) to channels or states k at positions (hh, ww) of a tensor with
+    strides sk, sh, sw from base."""
+    return base + (k * sk)[:, None] + (hh * sh + ww * sw)[None, :]
+
+
+@triton.jit
+def _load(base, k, sk, hh, ww, sh, sw, mask):
+    """The fp32 tile of ``_tile``'s pointers (0 where masked)."""
+    return tl.load(_tile(base, k, sk, hh, ww, sh, sw), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _softplus(z, SOFTPLUS: tl.constexpr):
+    """dt from z = delta + delta_bias: softplus(z) (z itself above 20) when SOFTPLUS."""
+    if SOFTPLUS:
+        z = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
+    return z
+
+
+@triton.jit
+def _fwd_kernel(
+    A_ptr, D_ptr, bias_ptr,
+    u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
+    delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
+    B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
+    C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
+    y_ptr, y_sb, y_sg, y_sc, y_sh, y_sw,
+    L, H, W, rows, channels, n_cb, n_chunks,
+    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FOUR_WAY: tl.constexpr, OFF64: tl.constexpr,
+    ADD_Y: tl.constexpr,
+):  # fmt: skip
+    """Grid (n_groups * n_cb, batch). Walk the chunks of L in order and write y (ADD_Y: add
+    with relaxed atomics into a zeroed fp32 buffer shared by the four directions)."""
+    grp, cb, bi, cl, cmask, r, n, nmask = _block(n_cb, channels, N, BLOCK_C, N_PAD, OFF64)
+    c0 = cb * BLOCK_C  # first channel of the block
     sm = cmask[:, None] & nmask[None, :]
     A2 = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0) * LOG2E  # log2 units
+    bias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + r, mask=cmask, other=0.0)
     if HAS_D:
@@ -215,39 +294,11 @@ def _fwd_kernel(
     h_prev = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
     j = 0
     while j < n_chunks:
-        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-        tmask = t < L
-        # spatial position of step t: direction 0 row-major, 1 column-major, 2 and 3 reversed
-        if FOUR_WAY:
-            s = tl.where(grp >= 2, L - 1 - t, t)
-            col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W)
-            ww = tl.where(col, s // H, s % W)
-        else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
-            ww = t
-        if OFF64:
-            hh, ww = hh.to(tl.int64), ww.to(tl.int64)
-        m2 = cmask[:, None] & tmask[None, :]
-        mnt = nmask[:, None] & tmask[None, :]
-        u = tl.load(
-            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
-        ).to(tl.float32)
-        z = tl.load(
-            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
-            mask=m2,
-            other=0.0,
-        ).to(tl.float32)
-        if HAS_BIAS:
-            z += bias[:, None]
-        if SOFTPLUS:
-            dt = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
-        else:
-            dt = z
-        dt = tl.where(m2, dt, 0.0)  # masked steps are the identity of the scan
-        Bt = tl.load(
-            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)  # (N_PAD, BLOCK_T), shared by the group
+        _, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
+        u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
+        z = _load(delta_base, cl, delta_sc, hh, ww, delta_sh, delta_sw, m2) + bias[:, None]
+        dt = tl.where(m2, _softplus(z, SOFTPLUS), 0.0)  # masked steps: the scan's identity
+        Bt = _load(B_base, n, B_sc, hh, ww, B_sh, B_sw, mnt)  # (N_PAD, BLOCK_T), for the group
         bx = (dt * u)[:, None, :] * Bt[None, :, :]  # (BLOCK_C, N_PAD, BLOCK_T)
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
         a_cum, h = tl.associative_scan((dA, bx), 2, _pair)
@@ -259,13 +310,11 @@ def _fwd_kernel(
             h += tl.sum(tl.where(first, dA, 0.0), axis=2)[:, :, None] * 0.0
         # masked tail steps are identities, so the last column is the chunk's end state
         h_prev = tl.sum(tl.where(last, h, 0.0), axis=2)
-        Ct = tl.load(
-            C_base + (n * C_sc)[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)
+        Ct = _load(C_base, n, C_sc, hh, ww, C_sh, C_sw, mnt)
         y = tl.sum(Ct[None, :, :] * h, axis=1)
         if HAS_D:
             y += Dr[:, None] * u
-        y_ptrs = y_base + (cl * y_sc)[:, None] + (hh * y_sh + ww * y_sw)[None, :]
+        y_ptrs = _tile(y_base, cl, y_sc, hh, ww, y_sh, y_sw)
         if ADD_Y:
             tl.atomic_add(y_ptrs, y, mask=m2, sem="relaxed")
         else:
@@ -275,6 +324,7 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
+    A_ptr, D_ptr, bias_ptr, dA_ptr, dD_ptr, dbias_ptr, hs_ptr,
     dy_ptr, dy_sb, dy_sg, dy_sc, dy_sh, dy_sw,
     u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
     delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
@@ -285,37 +335,18 @@ def _bwd_kernel(
     dB_ptr, dB_sb, dB_sg, dB_sc, dB_sh, dB_sw,
     dC_ptr, dC_sb, dC_sg, dC_sc, dC_sh, dC_sw,
     dB_block_stride,
-    A_ptr, D_ptr, bias_ptr, dA_ptr, dD_ptr, dbias_ptr, hs_ptr,
     L, H, W, rows, channels, n_cb, n_chunks,
-    N: tl.constexpr,
-    N_PAD: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    HAS_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    FOUR_WAY: tl.constexpr,
-    OFF64: tl.constexpr,
-    ADD_DU: tl.constexpr,
-    ADD_DBC: tl.constexpr,
+    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FOUR_WAY: tl.constexpr, OFF64: tl.constexpr, ADD_DU: tl.constexpr, ADD_DBC: tl.constexpr,
 ):  # fmt: skip
     """Grid (n_groups * n_cb, batch). Walk forward saving every chunk's start state in hs, then
     walk backward with the adjoint g and write every gradient: du (ADD_DU: relaxed atomic adds
     into an fp32 buffer shared by the directions), ddelta, dB and dC (ADD_DBC: relaxed atomic
     adds over channel blocks; otherwise plain stores at ``channel block * dB_block_stride``), and
     the per-batch partials of dA (b, rows, N), dD and d delta_bias (b, rows)."""
-    grp = (tl.program_id(0) // n_cb).to(tl.int64)
-    cb = (tl.program_id(0) % n_cb).to(tl.int64)
+    grp, cb, bi, cl, cmask, r, n, nmask = _block(n_cb, channels, N, BLOCK_C, N_PAD, OFF64)
     c0 = cb * BLOCK_C  # first channel of the block
-    bi = tl.program_id(1).to(tl.int64)
-    cl = tl.arange(0, BLOCK_C)  # channel within the block
-    cmask = c0 + cl < channels
-    r = grp * channels + c0 + cl
-    n = tl.arange(0, N_PAD)
-    nmask = n < N
-    if OFF64:
-        cl = cl.to(tl.int64)
-        n = n.to(tl.int64)
     sm = cmask[:, None] & nmask[None, :]
     A = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0)
     A2 = A * LOG2E
@@ -342,36 +373,12 @@ def _bwd_kernel(
     h_start = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
     j = 0
     while j < n_chunks:
-        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-        tmask = t < L
-        if FOUR_WAY:
-            s = tl.where(grp >= 2, L - 1 - t, t)
-            col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W)
-            ww = tl.where(col, s // H, s % W)
-        else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
-            ww = t
-        if OFF64:
-            hh, ww = hh.to(tl.int64), ww.to(tl.int64)
-        m2 = cmask[:, None] & tmask[None, :]
-        mnt = nmask[:, None] & tmask[None, :]
+        t, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
         tl.store(hs_base + (j * N + hs_tile), h_start, mask=sm)
-        u = tl.load(
-            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
-        ).to(tl.float32)
-        z = tl.load(
-            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
-            mask=m2,
-            other=0.0,
-        ).to(tl.float32)
-        z += bias[:, None]
-        if SOFTPLUS:
-            z = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
-        dt = tl.where(m2, z, 0.0)
-        Bt = tl.load(
-            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)
+        u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
+        z = _load(delta_base, cl, delta_sc, hh, ww, delta_sh, delta_sw, m2) + bias[:, None]
+        dt = tl.where(m2, _softplus(z, SOFTPLUS), 0.0)
+        Bt = _load(B_base, n, B_sc, hh, ww, B_sh, B_sw, mnt)
         after = tl.cumsum(dt, axis=1, reverse=True) - dt
         decay = tl.exp2(tl.sum(dt, axis=1)[:, None] * A2)
         h_start = decay * h_start + tl.sum(
@@ -388,61 +395,19 @@ def _bwd_kernel(
     acc_dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     j = n_chunks - 1
     while j >= 0:
-        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-        tmask = t < L
-        # positions of steps t and t + 1 (see walk 1)
-        if FOUR_WAY:
-            s = tl.where(grp >= 2, L - 1 - t, t)
-            s1 = tl.where(grp >= 2, s - 1, s + 1)
-            col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W)
-            ww = tl.where(col, s // H, s % W)
-            hh1 = tl.where(col, s1 % H, s1 // W)
-            ww1 = tl.where(col, s1 // H, s1 % W)
-        else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
-            ww = t
-            hh1 = hh
-            ww1 = t + 1
-        if OFF64:
-            hh, ww, hh1, ww1 = hh.to(tl.int64), ww.to(tl.int64), hh1.to(tl.int64), ww1.to(tl.int64)
-        m2 = cmask[:, None] & tmask[None, :]
+        t, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
+        hh1, ww1 = _position(t + 1, grp, L, H, W, FOUR_WAY, OFF64)  # step t + 1
         m2n = cmask[:, None] & ((t + 1) < L)[None, :]
-        mnt = nmask[:, None] & tmask[None, :]
-        dy = tl.load(
-            dy_base + (cl * dy_sc)[:, None] + (hh * dy_sh + ww * dy_sw)[None, :], mask=m2, other=0.0
-        ).to(tl.float32)
-        u = tl.load(
-            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
-        ).to(tl.float32)
-        z = tl.load(
-            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
-            mask=m2,
-            other=0.0,
-        ).to(tl.float32)
-        z += bias[:, None]
-        if SOFTPLUS:
-            dt = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
-        else:
-            dt = z
-        dt = tl.where(m2, dt, 0.0)
+        dy = _load(dy_base, cl, dy_sc, hh, ww, dy_sh, dy_sw, m2)
+        u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
+        z = _load(delta_base, cl, delta_sc, hh, ww, delta_sh, delta_sw, m2) + bias[:, None]
+        dt = tl.where(m2, _softplus(z, SOFTPLUS), 0.0)
         # dt_{t+1} (0 past the end); the next step's delta was just read by this or the
         # previous chunk, so this second load is served by the cache
-        z1 = tl.load(
-            delta_base + (cl * delta_sc)[:, None] + (hh1 * delta_sh + ww1 * delta_sw)[None, :],
-            mask=m2n,
-            other=0.0,
-        ).to(tl.float32)
-        z1 += bias[:, None]
-        if SOFTPLUS:
-            z1 = tl.where(z1 > 20.0, z1, tl.log2(1.0 + tl.exp2(z1 * LOG2E)) * LN2)
-        dt_next = tl.where(m2n, z1, 0.0)
-        Bt = tl.load(
-            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)
-        Ct = tl.load(
-            C_base + (n * C_sc)[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)
+        z1 = _load(delta_base, cl, delta_sc, hh1, ww1, delta_sh, delta_sw, m2n) + bias[:, None]
+        dt_next = tl.where(m2n, _softplus(z1, SOFTPLUS), 0.0)
+        Bt = _load(B_base, n, B_sc, hh, ww, B_sh, B_sw, mnt)
+        Ct = _load(C_base, n, C_sc, hh, ww, C_sh, C_sw, mnt)
         dtu = dt * u
         bx = dtu[:, None, :] * Bt[None, :, :]
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
@@ -468,12 +433,9 @@ def _bwd_kernel(
         if SOFTPLUS:  # d softplus(z) / dz = sigmoid(z), 1 above the threshold
             ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp2(-z * LOG2E)))
         ddt = tl.where(m2, ddt, 0.0)
-        tl.store(
-            ddelta_base + (cl * ddelta_sc)[:, None] + (hh * ddelta_sh + ww * ddelta_sw)[None, :],
-            ddt.to(ddelta_ptr.dtype.element_ty),
-            mask=m2,
-        )
-        du_ptrs = du_base + (cl * du_sc)[:, None] + (hh * du_sh + ww * du_sw)[None, :]
+        ddelta_ptrs = _tile(ddelta_base, cl, ddelta_sc, hh, ww, ddelta_sh, ddelta_sw)
+        tl.store(ddelta_ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+        du_ptrs = _tile(du_base, cl, du_sc, hh, ww, du_sh, du_sw)
         if ADD_DU:
             tl.atomic_add(du_ptrs, du, mask=m2, sem="relaxed")
         else:
@@ -481,8 +443,8 @@ def _bwd_kernel(
         # dB_t, dC_t: sums over this block's channels; the other blocks add theirs
         dB_t = tl.sum(gh * dtu[:, None, :], axis=0)
         dC_t = tl.sum(h * dy[:, None, :], axis=0)
-        dB_ptrs = dB_base + (n * dB_sc)[:, None] + (hh * dB_sh + ww * dB_sw)[None, :]
-        dC_ptrs = dC_base + (n * dC_sc)[:, None] + (hh * dC_sh + ww * dC_sw)[None, :]
+        dB_ptrs = _tile(dB_base, n, dB_sc, hh, ww, dB_sh, dB_sw)
+        dC_ptrs = _tile(dC_base, n, dC_sc, hh, ww, dC_sh, dC_sw)
         if ADD_DBC:
             tl.atomic_add(dB_ptrs, dB_t, mask=mnt, sem="relaxed")
             tl.atomic_add(dC_ptrs, dC_t, mask=mnt, sem="relaxed")
@@ -555,21 +517,11 @@ def _per_direction(p: Problem, like: Tensor) -> tuple[Tensor, Strides]:
 
 
 def forward(
-    p: Problem,
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    softplus: bool,
-    out_dtype: torch.dtype,
-    chunk: int | None = None,
-) -> Tensor:
-    """y, shaped and laid out like u, in ``out_dtype``. ``chunk`` (a power of two) overrides
-    the chunk length."""
-    cfg = _config(p, chunk, backward=False)
+    p: Problem, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+    delta_bias: Tensor | None, softplus: bool, out_dtype: torch.dtype,
+) -> Tensor:  # fmt: skip
+    """y, shaped and laid out like u, in ``out_dtype``."""
+    cfg = _config(p, backward=False)
     if p.n_dir == 1:
         y = empty(u.shape, out_dtype, u.device)
         y_strides, add = p.x_strides(y), False
@@ -600,21 +552,12 @@ def forward(
 
 
 def backward(
-    p: Problem,
-    dy: Tensor,
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    softplus: bool,
-    chunk: int | None = None,
-) -> tuple[Tensor, ...]:
+    p: Problem, dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+    D: Tensor | None, delta_bias: Tensor | None, softplus: bool,
+) -> tuple[Tensor, ...]:  # fmt: skip
     """(du, ddelta, dB, dC, dA, dD, ddelta_bias) in the dtypes of u, delta, B, C, A, A, A;
     du like u, ddelta like delta, dB and dC shaped like B, dD and ddelta_bias (rows,)."""
-    cfg = _config(p, chunk, backward=True)
+    cfg = _config(p, backward=True)
     dev = u.device
     f32 = torch.float32
     det = deterministic()

@@ -23,7 +23,7 @@ from inputs import (
 )
 
 import zeromamba
-from zeromamba import ops, reference
+from zeromamba import backends, ops, reference
 
 if "cpu" not in zeromamba.available_backends()["triton"].devices and not torch.cuda.is_available():
     pytest.skip("the triton backend is not available here", allow_module_level=True)
@@ -48,8 +48,9 @@ def test_gpu_scans_across_warps(chunk, channel_last):
     y_ref, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
     f = to(kw, torch.float32, "cuda")
     args = [f[k] for k in ("x", *SCAN_GRADS[1:])]
-    y = ss2d_kernels.launch_fwd(*args, True, channel_last, False, chunk=chunk)
-    grads = ss2d_kernels.launch_bwd(dy.float().cuda(), *args, True, channel_last, chunk=chunk)
+    with scan.forced_chunk(chunk):
+        y = ss2d_kernels.launch_fwd(*args, True, channel_last, False)
+        grads = ss2d_kernels.launch_bwd(dy.float().cuda(), *args, True, channel_last)
     names = ("x", *SCAN_GRADS[1:])
     _assert_close({"y": y, **dict(zip(names, grads))}, {"y": y_ref, **g_ref})
 
@@ -77,8 +78,9 @@ def test_selective_scan_chunk_carries(off64, monkeypatch):
     y_ref, g_ref = _reference_grads(reference.selective_scan, kw, dy)
     f = to(kw, torch.float32, DEVICE)
     args = [f[k] for k in SCAN_GRADS]
-    y = ss_kernels.launch_fwd(*args, True, False, chunk=4)
-    grads = ss_kernels.launch_bwd(dy.float().to(DEVICE), *args, True, chunk=4)
+    with scan.forced_chunk(4):
+        y = ss_kernels.launch_fwd(*args, True, False)
+        grads = ss_kernels.launch_bwd(dy.float().to(DEVICE), *args, True)
     _assert_close({"y": y, **dict(zip(SCAN_GRADS, grads))}, {"y": y_ref, **g_ref})
 
 
@@ -90,8 +92,9 @@ def test_ss2d_scan_chunk_carries(channel_last):
     y_ref, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
     f = to(kw, torch.float32, DEVICE)
     args = [f[k] for k in ("x", *SCAN_GRADS[1:])]
-    y = ss2d_kernels.launch_fwd(*args, True, channel_last, False, chunk=8)
-    grads = ss2d_kernels.launch_bwd(dy.float().to(DEVICE), *args, True, channel_last, chunk=8)
+    with scan.forced_chunk(8):
+        y = ss2d_kernels.launch_fwd(*args, True, channel_last, False)
+        grads = ss2d_kernels.launch_bwd(dy.float().to(DEVICE), *args, True, channel_last)
     names = ("x", *SCAN_GRADS[1:])
     _assert_close({"y": y, **dict(zip(names, grads))}, {"y": y_ref, **g_ref})
 
@@ -131,17 +134,7 @@ def test_float16(out_float32):
         check_against_reference("slp_project", "triton", kw, torch.float16)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "selective_scan_fwd",
-        "selective_scan_bwd",
-        "ss2d_scan_fwd",
-        "ss2d_scan_bwd",
-        "slp_project_fwd",
-        "slp_project_bwd",
-    ],
-)
+@pytest.mark.parametrize("name", backends.KERNELS)
 def test_kernel_op_schemas(name):
     """Each Triton kernel is a registered op taking exactly the C++ kernel op's arguments."""
     native = getattr(torch.ops.zeromamba, name).default._schema
@@ -189,8 +182,9 @@ def _count_atomics(monkeypatch) -> list:
 
 def _ss2d_fwd_bwd(kw: dict, dy: torch.Tensor) -> list:
     args = [kw[k] for k in ("x", *SCAN_GRADS[1:])]
-    y = ss2d_kernels.launch_fwd(*args, True, False, False, chunk=8)
-    return [y, *ss2d_kernels.launch_bwd(dy, *args, True, False, chunk=8)]
+    with scan.forced_chunk(8):
+        y = ss2d_kernels.launch_fwd(*args, True, False, False)
+        return [y, *ss2d_kernels.launch_bwd(dy, *args, True, False)]
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="counts the interpreter's atomics")
@@ -228,7 +222,7 @@ def test_tile_offsets_switch_to_int64_past_2_31():
     small = torch.empty((32, 192, 112, 112), device="meta")
     for x, want in ((big, True), (small, False)):
         p = ss2d_kernels._problem(x, 1, channel_last=False)
-        cfg = scan._config(p, None, backward=True)
+        cfg = scan._config(p, backward=True)
         assert scan._off64(p, cfg, [(p.x_strides(x), cfg.block_c)]) is want
 
 
