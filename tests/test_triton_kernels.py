@@ -99,6 +99,16 @@ def test_ss2d_scan_chunk_carries(channel_last):
     _assert_close({"y": y, **dict(zip(names, grads))}, {"y": y_ref, **g_ref})
 
 
+def test_ss2d_scan_column_tiles():
+    """Channel-first maps: the column directions run on ``_fwd_columns_kernel`` with 32
+    columns a chunk, so a 70-column map walks three chunks (the last one ragged) in each of
+    the two orders; half-filled rows of the padded tile (H = 3)."""
+    kw = to(ss2d_inputs(1, 2, 3, 70, 2, seed=9), device=DEVICE)
+    p = ss2d_kernels._problem(kw["x"], 2, channel_last=False)
+    assert scan._columns(p, kw["x"], kw["delta"]) == 32
+    check_against_reference("ss2d_scan", "triton", kw, torch.float32)
+
+
 def test_selective_scan_default_chunks():
     """A sequence longer than the default chunk goes through the carry path by itself."""
     kw = scan_inputs(1, 2, 150, 1, 1, seed=7)
@@ -238,7 +248,11 @@ def test_offsets_are_int64_in_the_ttir(off64):
     out = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     launches = json.loads(out.stdout)
-    assert {ln["kernel"] for ln in launches} == {"_fwd_kernel", "_bwd_kernel"}
+    assert {ln["kernel"] for ln in launches} == {
+        "_fwd_kernel",
+        "_fwd_columns_kernel",
+        "_bwd_kernel",
+    }
     for ln in launches:
         assert ln["OFF64"] is off64
         assert ln["scalar"] == ["i64"], ln
