@@ -16,7 +16,10 @@ pairs (a, b) -> h = a h_prev + b (a = exp(dt A), b = dt B u), and the cumulative
 a's carries the previous chunk's end state in. Everything is read once per pass. In fp32 with
 exp2 forms (dA = exp2(dt A log2 e), softplus = log2(1 + exp2(z log2 e)) ln 2, identity above 20).
 
-* forward: walks chunks 0 .. n-1 and writes y.
+* forward: walks chunks 0 .. n-1 and writes y. On channel-first ss2d maps the two column
+  directions go to a second launch, ``_fwd_columns_kernel``: a column direction's consecutive
+  steps are W elements apart there, so its lanes are adjacent columns instead (chunks of whole
+  columns, a second associative scan chaining the columns), and a warp's loads coalesce.
 * backward: first walks forward without writing y, saving the state at every chunk start (a
   small fp32 scratch, closed form per chunk: no scan needed), then walks chunks n-1 .. 0 with the
   adjoint g in registers (g_t = a_{t+1} g_{t+1} + C_t dy_t, a reverse associative scan),
@@ -35,7 +38,8 @@ large maps pass 2^31 elements.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -58,6 +62,11 @@ FWD_TILE_ELEMS = 1024
 BWD_TILE_ELEMS = {1: 256}  # by N_PAD; 1024 otherwise
 MAX_CHUNK = 64
 MIN_CHUNK = 16
+# _fwd_columns_kernel: tiles of up to COLUMN_TILE_ELEMS values (H_PAD x N_PAD x COLS), at
+# least MIN_COLS columns wide (8 fp32 or 16 bf16 values fill a 32-byte sector), at most 32.
+COLUMN_TILE_ELEMS = 2048
+MIN_COLS = 8
+MAX_COLS = 32
 
 
 class Strides(NamedTuple):
@@ -107,11 +116,27 @@ class _Config:
         return (p.n_groups * self.n_cb, p.batch)
 
 
-def _config(p: Problem, chunk: int | None, backward: bool) -> _Config:
+_forced_chunk: int | None = None  # set by ``forced_chunk``
+
+
+@contextmanager
+def forced_chunk(steps: int | None) -> Iterator[None]:
+    """Within the block every scan launch walks chunks of ``steps`` steps (a power of two;
+    ``_fwd_columns_kernel``: of ``steps`` columns): tests reach the carry path on small maps."""
+    global _forced_chunk
+    saved, _forced_chunk = _forced_chunk, steps
+    try:
+        yield
+    finally:
+        _forced_chunk = saved
+
+
+def _config(p: Problem, backward: bool) -> _Config:
     """Tile sizes: BLOCK_T steps per chunk (16 channels' worth of the tile, 16 to 64 steps) and
     BLOCK_C channels filling the rest of the tile budget."""
     n_pad = next_pow2(p.d_state)
     tile = BWD_TILE_ELEMS.get(n_pad, 1024) if backward else FWD_TILE_ELEMS
+    chunk = _forced_chunk
     if chunk is None:
         block_t = min(MAX_CHUNK, next_pow2(p.L), max(MIN_CHUNK, tile // (16 * n_pad)))
     else:
@@ -128,6 +153,19 @@ def _config(p: Problem, chunk: int | None, backward: bool) -> _Config:
         triton.cdiv(p.L, block_t),
         num_warps,
     )
+
+
+def _columns(p: Problem, u: Tensor, delta: Tensor) -> int:
+    """Columns per chunk of ``_fwd_columns_kernel`` for the ss2d column directions, or 0 where
+    the general kernel takes them: channel-last maps (whose channels make coalesced lanes
+    already), maps with strided rows, and tiles that would be too narrow or too large."""
+    if p.n_dir != 4 or p.x_strides(u).w != 1 or p.delta_strides(delta).w != 1:
+        return 0
+    h_pad, n_pad = next_pow2(p.H), next_pow2(p.d_state)
+    if _forced_chunk is not None:
+        return _forced_chunk
+    cols = min(MAX_COLS, next_pow2(p.W), COLUMN_TILE_ELEMS // (h_pad * n_pad))
+    return cols if cols >= MIN_COLS else 0
 
 
 def deterministic() -> bool:
@@ -154,8 +192,6 @@ def tensor_args(name: str, t: Tensor, s: Strides) -> dict:
 
 
 # --------------------------------------------------------------------------- kernels
-# Helpers are inlined by hand: besides _pair (the scan's combine) no @triton.jit function is
-# called from the kernels, because the CPU interpreter pays for every device-function call.
 # Runtime loops are `while` loops: Triton 3.6's interpreter cannot take a runtime `range` bound.
 
 
@@ -166,40 +202,132 @@ def _pair(a1, b1, a2, b2):
 
 
 @triton.jit
-def _fwd_kernel(
-    u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
-    delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
-    B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
-    C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
-    y_ptr, y_sb, y_sg, y_sc, y_sh, y_sw,
-    A_ptr, D_ptr, bias_ptr,
-    L, H, W, rows, channels, n_cb, n_chunks,
-    N: tl.constexpr,
-    N_PAD: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    HAS_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    FOUR_WAY: tl.constexpr,
-    OFF64: tl.constexpr,
-    ADD_Y: tl.constexpr,
-):  # fmt: skip
-    """Grid (n_groups * n_cb, batch). Walk the chunks of L in order and write y (ADD_Y: add
-    with relaxed atomics into a zeroed fp32 buffer shared by the four directions)."""
-    grp = (tl.program_id(0) // n_cb).to(tl.int64)
-    c0 = (tl.program_id(0) % n_cb).to(tl.int64) * BLOCK_C  # first channel of the block
+def _block(
+    n_cb, group_step, channels, N, BLOCK_C: tl.constexpr, N_PAD: tl.constexpr, OFF64: tl.constexpr
+):
+    """What this program owns: group grp (every group_step-th), channel block cb, batch element
+    bi (int64 scalars); its channels cl within the block (BLOCK_C,), their rows r of A, D,
+    delta_bias and cmask; the states n (N_PAD,) and nmask."""
+    grp = (tl.program_id(0) // n_cb).to(tl.int64) * group_step
+    cb = (tl.program_id(0) % n_cb).to(tl.int64)
     bi = tl.program_id(1).to(tl.int64)
-    cl = tl.arange(0, BLOCK_C)  # channel within the block
-    cmask = c0 + cl < channels
-    r = grp * channels + c0 + cl
+    cl = tl.arange(0, BLOCK_C)
+    cmask = cb * BLOCK_C + cl < channels
+    r = grp * channels + cb * BLOCK_C + cl
     n = tl.arange(0, N_PAD)
     nmask = n < N
     if OFF64:
         cl = cl.to(tl.int64)
         n = n.to(tl.int64)
+    return grp, cb, bi, cl, cmask, r, n, nmask
+
+
+@triton.jit
+def _position(t, grp, L, H, W, FOUR_WAY: tl.constexpr, OFF64: tl.constexpr):
+    """Spatial position (h, w) of the steps t of group grp: row-major (H = 1, W = L) without
+    FOUR_WAY; else direction grp's order (0 row-major, 1 column-major, 2 and 3 reversed)."""
+    if FOUR_WAY:
+        s = tl.where(grp >= 2, L - 1 - t, t)
+        col = (grp % 2) == 1
+        hh = tl.where(col, s % H, s // W)
+        ww = tl.where(col, s // H, s % W)
+    else:
+        hh = t * 0
+        ww = t
+    if OFF64:
+        hh, ww = hh.to(tl.int64), ww.to(tl.int64)
+    return hh, ww
+
+
+@triton.jit
+def _chunk(
+    j,
+    grp,
+    cmask,
+    nmask,
+    L,
+    H,
+    W,
+    BLOCK_T: tl.constexpr,
+    FOUR_WAY: tl.constexpr,
+    OFF64: tl.constexpr,
+):
+    """Chunk j: its steps t (BLOCK_T,), their positions (hh, ww) and the masks of its (channel,
+    step) and (state, step) tiles."""
+    t = j * BLOCK_T + tl.arange(0, BLOCK_T)
+    hh, ww = _position(t, grp, L, H, W, FOUR_WAY, OFF64)
+    tmask = t < L
+    return t, hh, ww, cmask[:, None] & tmask[None, :], nmask[:, None] & tmask[None, :]
+
+
+@triton.jit
+def _tile(base, k, sk, hh, ww, sh, sw):
+    """Pointers (len(k), len(hh)) to channels or states k at positions (hh, ww) of a tensor with
+    strides sk, sh, sw from base."""
+    return base + (k * sk)[:, None] + (hh * sh + ww * sw)[None, :]
+
+
+@triton.jit
+def _load(base, k, sk, hh, ww, sh, sw, mask):
+    """The fp32 tile of ``_tile``'s pointers (0 where masked)."""
+    return tl.load(_tile(base, k, sk, hh, ww, sh, sw), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _cell(hh, ww, sh, sw):
+    """Offsets (len(hh), len(ww)) of the rows hh and columns ww of a plane."""
+    return hh[:, None] * sh + ww[None, :] * sw
+
+
+@triton.jit
+def _state_cell(n, hh, ww, sn, sh, sw):
+    """Offsets (len(hh), len(n), len(ww)) of states n at rows hh and columns ww."""
+    return n[None, :, None] * sn + _cell(hh, ww, sh, sw)[:, None, :]
+
+
+@triton.jit
+def _write(ptrs, v, mask, ADD: tl.constexpr):
+    """Store v in the pointees' dtype or, with ADD, add it with a relaxed atomic (a zeroed fp32
+    buffer that other programs add to as well)."""
+    if ADD:
+        tl.atomic_add(ptrs, v, mask=mask, sem="relaxed")
+    else:
+        tl.store(ptrs, v.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _softplus(z, SOFTPLUS: tl.constexpr):
+    """dt from z = delta + delta_bias: softplus(z) (z itself above 20) when SOFTPLUS."""
+    if SOFTPLUS:
+        z = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
+    return z
+
+
+@triton.jit
+def _fwd_kernel(
+    A_ptr, D_ptr, bias_ptr,
+    u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
+    delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
+    B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
+    C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
+    y_ptr, y_sb, y_sg, y_sc, y_sh, y_sw,
+    L, H, W, rows, channels, n_cb, n_chunks, group_step,
+    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FOUR_WAY: tl.constexpr, OFF64: tl.constexpr,
+    ADD_Y: tl.constexpr,
+):  # fmt: skip
+    """Grid (n_groups / group_step * n_cb, batch): every group_step-th group (2: the ss2d row
+    directions 0 and 2, when ``_fwd_columns_kernel`` takes the columns). Walk the chunks of L in
+    order and write y (ADD_Y: add with relaxed atomics into a zeroed fp32 buffer shared by the
+    four directions)."""
+    grp, cb, bi, cl, cmask, r, n, nmask = _block(
+        n_cb, group_step, channels, N, BLOCK_C, N_PAD, OFF64
+    )
+    c0 = cb * BLOCK_C  # first channel of the block
     sm = cmask[:, None] & nmask[None, :]
     A2 = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0) * LOG2E  # log2 units
+    bias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + r, mask=cmask, other=0.0)
     if HAS_D:
@@ -215,39 +343,11 @@ def _fwd_kernel(
     h_prev = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
     j = 0
     while j < n_chunks:
-        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-        tmask = t < L
-        # spatial position of step t: direction 0 row-major, 1 column-major, 2 and 3 reversed
-        if FOUR_WAY:
-            s = tl.where(grp >= 2, L - 1 - t, t)
-            col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W)
-            ww = tl.where(col, s // H, s % W)
-        else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
-            ww = t
-        if OFF64:
-            hh, ww = hh.to(tl.int64), ww.to(tl.int64)
-        m2 = cmask[:, None] & tmask[None, :]
-        mnt = nmask[:, None] & tmask[None, :]
-        u = tl.load(
-            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
-        ).to(tl.float32)
-        z = tl.load(
-            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
-            mask=m2,
-            other=0.0,
-        ).to(tl.float32)
-        if HAS_BIAS:
-            z += bias[:, None]
-        if SOFTPLUS:
-            dt = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
-        else:
-            dt = z
-        dt = tl.where(m2, dt, 0.0)  # masked steps are the identity of the scan
-        Bt = tl.load(
-            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)  # (N_PAD, BLOCK_T), shared by the group
+        _, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
+        u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
+        z = _load(delta_base, cl, delta_sc, hh, ww, delta_sh, delta_sw, m2) + bias[:, None]
+        dt = tl.where(m2, _softplus(z, SOFTPLUS), 0.0)  # masked steps: the scan's identity
+        Bt = _load(B_base, n, B_sc, hh, ww, B_sh, B_sw, mnt)  # (N_PAD, BLOCK_T), for the group
         bx = (dt * u)[:, None, :] * Bt[None, :, :]  # (BLOCK_C, N_PAD, BLOCK_T)
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
         a_cum, h = tl.associative_scan((dA, bx), 2, _pair)
@@ -259,22 +359,101 @@ def _fwd_kernel(
             h += tl.sum(tl.where(first, dA, 0.0), axis=2)[:, :, None] * 0.0
         # masked tail steps are identities, so the last column is the chunk's end state
         h_prev = tl.sum(tl.where(last, h, 0.0), axis=2)
-        Ct = tl.load(
-            C_base + (n * C_sc)[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)
+        Ct = _load(C_base, n, C_sc, hh, ww, C_sh, C_sw, mnt)
         y = tl.sum(Ct[None, :, :] * h, axis=1)
         if HAS_D:
             y += Dr[:, None] * u
-        y_ptrs = y_base + (cl * y_sc)[:, None] + (hh * y_sh + ww * y_sw)[None, :]
-        if ADD_Y:
-            tl.atomic_add(y_ptrs, y, mask=m2, sem="relaxed")
+        _write(_tile(y_base, cl, y_sc, hh, ww, y_sh, y_sw), y, m2, ADD_Y)
+        j += 1
+
+
+@triton.jit
+def _fwd_columns_kernel(
+    y_ptr, y_sb, y_sg, y_sc, y_sh, y_sw,
+    A_ptr, D_ptr, bias_ptr,
+    u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
+    delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
+    B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
+    C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
+    H, W, channels, n_chunks,
+    N: tl.constexpr, N_PAD: tl.constexpr, H_PAD: tl.constexpr, COLS: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, OFF64: tl.constexpr,
+    ADD_Y: tl.constexpr,
+):  # fmt: skip
+    """Grid (2 * channels, batch): the column directions (1 and 3) of ss2d_scan on maps whose
+    rows are contiguous (channel-first). A program owns one channel of one direction and walks
+    its order in chunks of COLS whole columns: tiles are (H_PAD, N_PAD, COLS) with the columns
+    as the fastest axis, so a warp's loads and adds cover adjacent elements of a row. Each
+    column is scanned down its rows from the zero state; the column end pairs are then chained
+    across the lanes (a second associative scan), and the state each column starts from is
+    added back as a_cum * h_start."""
+    grp = 1 + 2 * (tl.program_id(0) // channels).to(tl.int64)  # direction 1 or 3
+    c = (tl.program_id(0) % channels).to(tl.int64)
+    bi = tl.program_id(1).to(tl.int64)
+    row = grp * channels + c  # of A, D, delta_bias
+    n = tl.arange(0, N_PAD)
+    nmask = n < N
+    hr = tl.arange(0, H_PAD)  # step within a column, in walk order
+    lane = tl.arange(0, COLS)
+    hh = tl.where(grp == 3, H - 1 - hr, hr)  # direction 3 walks the columns bottom-up
+    if OFF64:
+        n, hh = n.to(tl.int64), hh.to(tl.int64)
+    A2 = (tl.load(A_ptr + row * N + n, mask=nmask, other=0.0) * LOG2E)[None, :, None]
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + row)
+    if HAS_D:
+        Dr = tl.load(D_ptr + row)
+    u_base = u_ptr + bi * u_sb + grp * u_sg + c * u_sc
+    delta_base = delta_ptr + bi * delta_sb + grp * delta_sg + c * delta_sc
+    y_base = y_ptr + bi * y_sb + grp * y_sg + c * y_sc
+    B_base = B_ptr + bi * B_sb + grp * B_sg
+    C_base = C_ptr + bi * C_sb + grp * C_sg
+    last_row = (hr == H_PAD - 1)[:, None, None]
+    prev_lane = lane[None, :, None] == lane[None, None, :] - 1  # (1, COLS, COLS): l' = l - 1
+    carry = tl.zeros((N_PAD, 1), dtype=tl.float32)  # the state at the end of the last chunk
+    j = 0
+    while j < n_chunks:
+        wl = j * COLS + lane  # column in walk order
+        ww = tl.where(grp == 3, W - 1 - wl, wl)
+        if OFF64:
+            ww = ww.to(tl.int64)
+        m2 = (hr < H)[:, None] & (wl < W)[None, :]  # (H_PAD, COLS)
+        m3 = m2[:, None, :] & nmask[None, :, None]
+        u = tl.load(u_base + _cell(hh, ww, u_sh, u_sw), mask=m2, other=0.0).to(tl.float32)
+        z = tl.load(delta_base + _cell(hh, ww, delta_sh, delta_sw), mask=m2, other=0.0)
+        dt = tl.where(m2, _softplus(z.to(tl.float32) + bias, SOFTPLUS), 0.0)
+        Bt = tl.load(B_base + _state_cell(n, hh, ww, B_sc, B_sh, B_sw), mask=m3, other=0.0)
+        bx = (dt * u)[:, None, :] * Bt.to(tl.float32)  # (H_PAD, N_PAD, COLS)
+        dA = tl.exp2(dt[:, None, :] * A2)
+        a_cum, h = tl.associative_scan((dA, bx), 0, _pair)  # down each column from h = 0
+        # masked rows and columns are identities: the last row holds each column's end pair,
+        # and the chained pairs give each column's end state from the chunk's start state
+        a_col = tl.sum(tl.where(last_row, a_cum, 0.0), axis=0)  # (N_PAD, COLS)
+        h_col = tl.sum(tl.where(last_row, h, 0.0), axis=0)
+        p_end, q_end = tl.associative_scan((a_col, h_col), 1, _pair)
+        end = p_end * carry + q_end
+        start = tl.sum(tl.where(prev_lane, end[:, :, None], 0.0), axis=1)  # end of lane l - 1
+        start = tl.where((lane == 0)[None, :], carry, start)
+        if j > 0:
+            h += a_cum * start[None, :, :]
         else:
-            tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m2)
+            # as in _fwd_kernel: a NaN or Inf exp(dt_0 A) at the first step reaches h; the
+            # other columns start from real states
+            first = tl.sum(tl.where((hr == 0)[:, None, None], dA, 0.0), axis=0)[None, :, :]
+            h += tl.where((lane == 0)[None, None, :], first * 0.0, a_cum * start[None, :, :])
+        carry = tl.sum(tl.where((lane == COLS - 1)[None, :], end, 0.0), axis=1)[:, None]
+        Ct = tl.load(C_base + _state_cell(n, hh, ww, C_sc, C_sh, C_sw), mask=m3, other=0.0)
+        y = tl.sum(Ct.to(tl.float32) * h, axis=1)
+        if HAS_D:
+            y += Dr * u
+        _write(y_base + _cell(hh, ww, y_sh, y_sw), y, m2, ADD_Y)
         j += 1
 
 
 @triton.jit
 def _bwd_kernel(
+    A_ptr, D_ptr, bias_ptr, dA_ptr, dD_ptr, dbias_ptr, hs_ptr,
     dy_ptr, dy_sb, dy_sg, dy_sc, dy_sh, dy_sw,
     u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
     delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
@@ -285,37 +464,18 @@ def _bwd_kernel(
     dB_ptr, dB_sb, dB_sg, dB_sc, dB_sh, dB_sw,
     dC_ptr, dC_sb, dC_sg, dC_sc, dC_sh, dC_sw,
     dB_block_stride,
-    A_ptr, D_ptr, bias_ptr, dA_ptr, dD_ptr, dbias_ptr, hs_ptr,
     L, H, W, rows, channels, n_cb, n_chunks,
-    N: tl.constexpr,
-    N_PAD: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    HAS_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    FOUR_WAY: tl.constexpr,
-    OFF64: tl.constexpr,
-    ADD_DU: tl.constexpr,
-    ADD_DBC: tl.constexpr,
+    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    FOUR_WAY: tl.constexpr, OFF64: tl.constexpr, ADD_DU: tl.constexpr, ADD_DBC: tl.constexpr,
 ):  # fmt: skip
     """Grid (n_groups * n_cb, batch). Walk forward saving every chunk's start state in hs, then
     walk backward with the adjoint g and write every gradient: du (ADD_DU: relaxed atomic adds
     into an fp32 buffer shared by the directions), ddelta, dB and dC (ADD_DBC: relaxed atomic
     adds over channel blocks; otherwise plain stores at ``channel block * dB_block_stride``), and
     the per-batch partials of dA (b, rows, N), dD and d delta_bias (b, rows)."""
-    grp = (tl.program_id(0) // n_cb).to(tl.int64)
-    cb = (tl.program_id(0) % n_cb).to(tl.int64)
+    grp, cb, bi, cl, cmask, r, n, nmask = _block(n_cb, 1, channels, N, BLOCK_C, N_PAD, OFF64)
     c0 = cb * BLOCK_C  # first channel of the block
-    bi = tl.program_id(1).to(tl.int64)
-    cl = tl.arange(0, BLOCK_C)  # channel within the block
-    cmask = c0 + cl < channels
-    r = grp * channels + c0 + cl
-    n = tl.arange(0, N_PAD)
-    nmask = n < N
-    if OFF64:
-        cl = cl.to(tl.int64)
-        n = n.to(tl.int64)
     sm = cmask[:, None] & nmask[None, :]
     A = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0)
     A2 = A * LOG2E
@@ -342,36 +502,12 @@ def _bwd_kernel(
     h_start = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
     j = 0
     while j < n_chunks:
-        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-        tmask = t < L
-        if FOUR_WAY:
-            s = tl.where(grp >= 2, L - 1 - t, t)
-            col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W)
-            ww = tl.where(col, s // H, s % W)
-        else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
-            ww = t
-        if OFF64:
-            hh, ww = hh.to(tl.int64), ww.to(tl.int64)
-        m2 = cmask[:, None] & tmask[None, :]
-        mnt = nmask[:, None] & tmask[None, :]
+        t, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
         tl.store(hs_base + (j * N + hs_tile), h_start, mask=sm)
-        u = tl.load(
-            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
-        ).to(tl.float32)
-        z = tl.load(
-            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
-            mask=m2,
-            other=0.0,
-        ).to(tl.float32)
-        z += bias[:, None]
-        if SOFTPLUS:
-            z = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
-        dt = tl.where(m2, z, 0.0)
-        Bt = tl.load(
-            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)
+        u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
+        z = _load(delta_base, cl, delta_sc, hh, ww, delta_sh, delta_sw, m2) + bias[:, None]
+        dt = tl.where(m2, _softplus(z, SOFTPLUS), 0.0)
+        Bt = _load(B_base, n, B_sc, hh, ww, B_sh, B_sw, mnt)
         after = tl.cumsum(dt, axis=1, reverse=True) - dt
         decay = tl.exp2(tl.sum(dt, axis=1)[:, None] * A2)
         h_start = decay * h_start + tl.sum(
@@ -388,61 +524,19 @@ def _bwd_kernel(
     acc_dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     j = n_chunks - 1
     while j >= 0:
-        t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-        tmask = t < L
-        # positions of steps t and t + 1 (see walk 1)
-        if FOUR_WAY:
-            s = tl.where(grp >= 2, L - 1 - t, t)
-            s1 = tl.where(grp >= 2, s - 1, s + 1)
-            col = (grp % 2) == 1
-            hh = tl.where(col, s % H, s // W)
-            ww = tl.where(col, s // H, s % W)
-            hh1 = tl.where(col, s1 % H, s1 // W)
-            ww1 = tl.where(col, s1 // H, s1 % W)
-        else:
-            hh = tl.zeros((BLOCK_T,), dtype=tl.int32)
-            ww = t
-            hh1 = hh
-            ww1 = t + 1
-        if OFF64:
-            hh, ww, hh1, ww1 = hh.to(tl.int64), ww.to(tl.int64), hh1.to(tl.int64), ww1.to(tl.int64)
-        m2 = cmask[:, None] & tmask[None, :]
+        t, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
+        hh1, ww1 = _position(t + 1, grp, L, H, W, FOUR_WAY, OFF64)  # step t + 1
         m2n = cmask[:, None] & ((t + 1) < L)[None, :]
-        mnt = nmask[:, None] & tmask[None, :]
-        dy = tl.load(
-            dy_base + (cl * dy_sc)[:, None] + (hh * dy_sh + ww * dy_sw)[None, :], mask=m2, other=0.0
-        ).to(tl.float32)
-        u = tl.load(
-            u_base + (cl * u_sc)[:, None] + (hh * u_sh + ww * u_sw)[None, :], mask=m2, other=0.0
-        ).to(tl.float32)
-        z = tl.load(
-            delta_base + (cl * delta_sc)[:, None] + (hh * delta_sh + ww * delta_sw)[None, :],
-            mask=m2,
-            other=0.0,
-        ).to(tl.float32)
-        z += bias[:, None]
-        if SOFTPLUS:
-            dt = tl.where(z > 20.0, z, tl.log2(1.0 + tl.exp2(z * LOG2E)) * LN2)
-        else:
-            dt = z
-        dt = tl.where(m2, dt, 0.0)
+        dy = _load(dy_base, cl, dy_sc, hh, ww, dy_sh, dy_sw, m2)
+        u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
+        z = _load(delta_base, cl, delta_sc, hh, ww, delta_sh, delta_sw, m2) + bias[:, None]
+        dt = tl.where(m2, _softplus(z, SOFTPLUS), 0.0)
         # dt_{t+1} (0 past the end); the next step's delta was just read by this or the
         # previous chunk, so this second load is served by the cache
-        z1 = tl.load(
-            delta_base + (cl * delta_sc)[:, None] + (hh1 * delta_sh + ww1 * delta_sw)[None, :],
-            mask=m2n,
-            other=0.0,
-        ).to(tl.float32)
-        z1 += bias[:, None]
-        if SOFTPLUS:
-            z1 = tl.where(z1 > 20.0, z1, tl.log2(1.0 + tl.exp2(z1 * LOG2E)) * LN2)
-        dt_next = tl.where(m2n, z1, 0.0)
-        Bt = tl.load(
-            B_base + (n * B_sc)[:, None] + (hh * B_sh + ww * B_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)
-        Ct = tl.load(
-            C_base + (n * C_sc)[:, None] + (hh * C_sh + ww * C_sw)[None, :], mask=mnt, other=0.0
-        ).to(tl.float32)
+        z1 = _load(delta_base, cl, delta_sc, hh1, ww1, delta_sh, delta_sw, m2n) + bias[:, None]
+        dt_next = tl.where(m2n, _softplus(z1, SOFTPLUS), 0.0)
+        Bt = _load(B_base, n, B_sc, hh, ww, B_sh, B_sw, mnt)
+        Ct = _load(C_base, n, C_sc, hh, ww, C_sh, C_sw, mnt)
         dtu = dt * u
         bx = dtu[:, None, :] * Bt[None, :, :]
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
@@ -468,27 +562,14 @@ def _bwd_kernel(
         if SOFTPLUS:  # d softplus(z) / dz = sigmoid(z), 1 above the threshold
             ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp2(-z * LOG2E)))
         ddt = tl.where(m2, ddt, 0.0)
-        tl.store(
-            ddelta_base + (cl * ddelta_sc)[:, None] + (hh * ddelta_sh + ww * ddelta_sw)[None, :],
-            ddt.to(ddelta_ptr.dtype.element_ty),
-            mask=m2,
-        )
-        du_ptrs = du_base + (cl * du_sc)[:, None] + (hh * du_sh + ww * du_sw)[None, :]
-        if ADD_DU:
-            tl.atomic_add(du_ptrs, du, mask=m2, sem="relaxed")
-        else:
-            tl.store(du_ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
+        ddelta_ptrs = _tile(ddelta_base, cl, ddelta_sc, hh, ww, ddelta_sh, ddelta_sw)
+        tl.store(ddelta_ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+        _write(_tile(du_base, cl, du_sc, hh, ww, du_sh, du_sw), du, m2, ADD_DU)
         # dB_t, dC_t: sums over this block's channels; the other blocks add theirs
         dB_t = tl.sum(gh * dtu[:, None, :], axis=0)
         dC_t = tl.sum(h * dy[:, None, :], axis=0)
-        dB_ptrs = dB_base + (n * dB_sc)[:, None] + (hh * dB_sh + ww * dB_sw)[None, :]
-        dC_ptrs = dC_base + (n * dC_sc)[:, None] + (hh * dC_sh + ww * dC_sw)[None, :]
-        if ADD_DBC:
-            tl.atomic_add(dB_ptrs, dB_t, mask=mnt, sem="relaxed")
-            tl.atomic_add(dC_ptrs, dC_t, mask=mnt, sem="relaxed")
-        else:
-            tl.store(dB_ptrs, dB_t, mask=mnt)
-            tl.store(dC_ptrs, dC_t, mask=mnt)
+        _write(_tile(dB_base, n, dB_sc, hh, ww, dB_sh, dB_sw), dB_t, mnt, ADD_DBC)
+        _write(_tile(dC_base, n, dC_sc, hh, ww, dC_sh, dC_sw), dC_t, mnt, ADD_DBC)
         acc_dA += tl.sum(gh * ah * dt[:, None, :], axis=2)
         acc_dD += tl.sum(dy * u, axis=1)
         acc_dbias += tl.sum(ddt, axis=1)
@@ -555,21 +636,11 @@ def _per_direction(p: Problem, like: Tensor) -> tuple[Tensor, Strides]:
 
 
 def forward(
-    p: Problem,
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    softplus: bool,
-    out_dtype: torch.dtype,
-    chunk: int | None = None,
-) -> Tensor:
-    """y, shaped and laid out like u, in ``out_dtype``. ``chunk`` (a power of two) overrides
-    the chunk length."""
-    cfg = _config(p, chunk, backward=False)
+    p: Problem, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+    delta_bias: Tensor | None, softplus: bool, out_dtype: torch.dtype,
+) -> Tensor:  # fmt: skip
+    """y, shaped and laid out like u, in ``out_dtype``."""
+    cfg = _config(p, backward=False)
     if p.n_dir == 1:
         y = empty(u.shape, out_dtype, u.device)
         y_strides, add = p.x_strides(y), False
@@ -582,39 +653,55 @@ def forward(
     xs, ds, bs, cs = p.x_strides(u), p.delta_strides(delta), p.bc_strides(B), p.bc_strides(C)
     c, n = cfg.block_c, cfg.n_pad
     off64 = _off64(p, cfg, [(xs, c), (ds, c), (bs, n), (cs, n), (y_strides, c)])
-    wrap_triton(_fwd_kernel)[cfg.grid(p)](
+    tensors = {
         **tensor_args("u", u, xs),
         **tensor_args("delta", delta, ds),
         **tensor_args("B", B, bs),
         **tensor_args("C", C, cs),
         **tensor_args("y", y, y_strides),
         **_params(A, D, delta_bias),
+    }
+    cols = _columns(p, u, delta)
+    step = 2 if cols else 1  # the column kernel takes directions 1 and 3
+    wrap_triton(_fwd_kernel)[(p.n_groups // step * cfg.n_cb, p.batch)](
+        **tensors,
         **_sizes(p, cfg),
+        group_step=step,
         **_flags(cfg, p, D, delta_bias, softplus),
         OFF64=off64,
         ADD_Y=add,
     )
+    if cols:
+        h_pad = next_pow2(p.H)
+        wrap_triton(_fwd_columns_kernel)[(2 * p.channels, p.batch)](
+            **tensors,
+            H=p.H,
+            W=p.W,
+            channels=p.channels,
+            n_chunks=triton.cdiv(p.W, cols),
+            N=p.d_state,
+            N_PAD=n,
+            H_PAD=h_pad,
+            COLS=cols,
+            HAS_D=D is not None,
+            HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=softplus,
+            OFF64=off64,
+            ADD_Y=add,
+            num_warps=8 if h_pad * n * cols >= 2048 else 4,
+        )
     if p.n_dir > 1 and not add:
         y = y.sum(0)  # the directions in a fixed order
     return y.to(out_dtype)
 
 
 def backward(
-    p: Problem,
-    dy: Tensor,
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    softplus: bool,
-    chunk: int | None = None,
-) -> tuple[Tensor, ...]:
+    p: Problem, dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+    D: Tensor | None, delta_bias: Tensor | None, softplus: bool,
+) -> tuple[Tensor, ...]:  # fmt: skip
     """(du, ddelta, dB, dC, dA, dD, ddelta_bias) in the dtypes of u, delta, B, C, A, A, A;
     du like u, ddelta like delta, dB and dC shaped like B, dD and ddelta_bias (rows,)."""
-    cfg = _config(p, chunk, backward=True)
+    cfg = _config(p, backward=True)
     dev = u.device
     f32 = torch.float32
     det = deterministic()

@@ -25,87 +25,37 @@ def _problem(u: Tensor, B: Tensor, N: int) -> scan.Problem:
         return Strides(t.stride(0), t.stride(1), t.stride(2), 0, t.stride(3))
 
     return scan.Problem(
-        batch=b,
-        H=1,
-        W=L,
-        n_dir=1,
-        n_groups=G,
-        channels=channels,
-        d_state=N,
-        x_strides=seq,
-        delta_strides=seq,
-        bc_strides=per_group,
-    )
+        batch=b, H=1, W=L, n_dir=1, n_groups=G, channels=channels, d_state=N,
+        x_strides=seq, delta_strides=seq, bc_strides=per_group,
+    )  # fmt: skip
 
 
 def launch_fwd(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    out_float32: bool,
-    chunk: int | None = None,
-) -> Tensor:
-    """y (b, d, L); ``chunk`` forces the chunk length (tests of the carry path)."""
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+    delta_bias: Tensor | None, delta_softplus: bool, out_float32: bool,
+) -> Tensor:  # fmt: skip
+    """y (b, d, L): the kernel op zeromamba::selective_scan_fwd_triton, with the signature of
+    zeromamba::selective_scan_fwd."""
     check_dtype("selective_scan", u)
     p = _problem(u, B, A.shape[1])
     y_dtype = out_dtype(u.dtype, out_float32)
-    return scan.forward(p, u, delta, A, B, C, D, delta_bias, delta_softplus, y_dtype, chunk)
+    return scan.forward(p, u, delta, A, B, C, D, delta_bias, delta_softplus, y_dtype)
 
 
 def launch_bwd(
-    dy: Tensor,
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    chunk: int | None = None,
-) -> tuple[Tensor, ...]:
+    dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+    delta_bias: Tensor | None, delta_softplus: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """(du, ddelta, dA, dB, dC, dD, ddelta_bias), each in its input's dtype (dD, ddelta_bias:
-    (d,) in A's dtype, also when D / delta_bias are None)."""
+    (d,) in A's dtype, also when D / delta_bias are None): the kernel op
+    zeromamba::selective_scan_bwd_triton, with the signature of zeromamba::selective_scan_bwd."""
     check_dtype("selective_scan", u)
     p = _problem(u, B, A.shape[1])
     du, ddelta, dB, dC, dA, dD, dbias = scan.backward(
-        p, dy, u, delta, A, B, C, D, delta_bias, delta_softplus, chunk
+        p, dy, u, delta, A, B, C, D, delta_bias, delta_softplus
     )
     return du, ddelta, dA, dB, dC, dD, dbias
 
 
-@triton_op("zeromamba::selective_scan_fwd_triton", mutates_args=())
-def selective_scan_fwd(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    out_float32: bool,
-) -> Tensor:
-    """Kernel op of the triton backend: the signature of zeromamba::selective_scan_fwd."""
-    return launch_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus, out_float32)
-
-
-@triton_op("zeromamba::selective_scan_bwd_triton", mutates_args=())
-def selective_scan_bwd(
-    dy: Tensor,
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Kernel op of the triton backend: the signature of zeromamba::selective_scan_bwd."""
-    return launch_bwd(dy, u, delta, A, B, C, D, delta_bias, delta_softplus)
+selective_scan_fwd = triton_op("zeromamba::selective_scan_fwd_triton", launch_fwd, mutates_args=())
+selective_scan_bwd = triton_op("zeromamba::selective_scan_bwd_triton", launch_bwd, mutates_args=())

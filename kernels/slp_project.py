@@ -39,70 +39,41 @@ MAX_R_SPLITS = 16
 
 @triton.jit
 def _score_tiles(
-    feat_ptr,
-    q1_ptr,
-    q2_ptr,
-    bi,
-    i,
-    r,
-    imask,
-    rmask,
-    F,
-    sf_b,
-    sf_f,
-    sf_r,
-    sq1_a,
-    sq1_f,
-    sq2_a,
-    sq2_f,
-    BLOCK_A: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_F: tl.constexpr,
-    PRECISION: tl.constexpr,
+    feat, q1, q2, bi, i, r, imask, rmask, F, BLOCK_F: tl.constexpr, PRECISION: tl.constexpr
 ):
-    """(s1, s2) fp32 tiles (BLOCK_A, BLOCK_R) of q1 feat[bi], q2 feat[bi]."""
-    s1 = tl.zeros((BLOCK_A, BLOCK_R), dtype=tl.float32)
-    s2 = tl.zeros((BLOCK_A, BLOCK_R), dtype=tl.float32)
+    """(s1, s2) fp32 tiles (len(i), len(r)) of q1 feat[bi], q2 feat[bi]; feat is (pointer,
+    batch, F and R strides), q1 and q2 (pointer, A and F strides)."""
+    feat_ptr, sf_b, sf_f, sf_r = feat
+    q1_ptr, sq1_a, sq1_f = q1
+    q2_ptr, sq2_a, sq2_f = q2
+    s1 = tl.zeros((i.shape[0], r.shape[0]), dtype=tl.float32)
+    s2 = tl.zeros((i.shape[0], r.shape[0]), dtype=tl.float32)
     for f0 in range(0, F, BLOCK_F):
         f = f0 + tl.arange(0, BLOCK_F)
         fmask = f < F
         qm = imask[:, None] & fmask[None, :]
-        q1 = tl.load(q1_ptr + i[:, None] * sq1_a + f[None, :] * sq1_f, mask=qm, other=0.0)
-        q2 = tl.load(q2_ptr + i[:, None] * sq2_a + f[None, :] * sq2_f, mask=qm, other=0.0)
+        q1t = tl.load(q1_ptr + i[:, None] * sq1_a + f[None, :] * sq1_f, mask=qm, other=0.0)
+        q2t = tl.load(q2_ptr + i[:, None] * sq2_a + f[None, :] * sq2_f, mask=qm, other=0.0)
         ft = tl.load(
             feat_ptr + bi * sf_b + f[:, None] * sf_f + r[None, :] * sf_r,
             mask=fmask[:, None] & rmask[None, :],
             other=0.0,
         )
-        s1 = tl.dot(q1, ft, s1, input_precision=PRECISION)
-        s2 = tl.dot(q2, ft, s2, input_precision=PRECISION)
+        s1 = tl.dot(q1t, ft, s1, input_precision=PRECISION)
+        s2 = tl.dot(q2t, ft, s2, input_precision=PRECISION)
     return s1, s2
 
 
 @triton.jit
 def _fwd_kernel(
-    feat_ptr,
-    q1_ptr,
-    q2_ptr,
-    part_ptr,
-    A,
-    F,
-    R,
-    n_split,
-    r_per_split,
-    part_plane,
-    sf_b,
-    sf_f,
-    sf_r,
-    sq1_a,
-    sq1_f,
-    sq2_a,
-    sq2_f,
-    BLOCK_A: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_F: tl.constexpr,
+    feat_ptr, sf_b, sf_f, sf_r,
+    q1_ptr, sq1_a, sq1_f,
+    q2_ptr, sq2_a, sq2_f,
+    part_ptr, part_plane,
+    A, F, R, n_split, r_per_split,
+    BLOCK_A: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr,
     PRECISION: tl.constexpr,
-):
+):  # fmt: skip
     """The softmax statistics (m, l, acc) of regions [split * r_per_split, + r_per_split) into
     part (3, b, n_split, A) fp32. r_per_split is a multiple of BLOCK_R and every split starts
     below R, so each program sees a valid region and m stays finite."""
@@ -117,27 +88,9 @@ def _fwd_kernel(
         r = split * r_per_split + r0 + tl.arange(0, BLOCK_R)
         rmask = r < R
         s1, s2 = _score_tiles(
-            feat_ptr=feat_ptr,
-            q1_ptr=q1_ptr,
-            q2_ptr=q2_ptr,
-            bi=bi,
-            i=i,
-            r=r,
-            imask=imask,
-            rmask=rmask,
-            F=F,
-            sf_b=sf_b,
-            sf_f=sf_f,
-            sf_r=sf_r,
-            sq1_a=sq1_a,
-            sq1_f=sq1_f,
-            sq2_a=sq2_a,
-            sq2_f=sq2_f,
-            BLOCK_A=BLOCK_A,
-            BLOCK_R=BLOCK_R,
-            BLOCK_F=BLOCK_F,
-            PRECISION=PRECISION,
-        )
+            feat=(feat_ptr, sf_b, sf_f, sf_r), q1=(q1_ptr, sq1_a, sq1_f), q2=(q2_ptr, sq2_a, sq2_f),
+            bi=bi, i=i, r=r, imask=imask, rmask=rmask, F=F, BLOCK_F=BLOCK_F, PRECISION=PRECISION,
+        )  # fmt: skip
         s1 = tl.where(rmask[None, :], s1, float("-inf"))
         m_new = tl.maximum(m, tl.max(s1, axis=1))
         scale = tl.exp2((m - m_new) * LOG2E)  # exp2(-inf) = 0 on the first tile
@@ -153,31 +106,15 @@ def _fwd_kernel(
 
 @triton.jit
 def _ds_kernel(
-    feat_ptr,
-    q1_ptr,
-    q2_ptr,
-    dout_ptr,
-    out_ptr,
-    lse_ptr,
-    ds_ptr,
-    A,
-    F,
-    R,
-    ds_plane,
-    sf_b,
-    sf_f,
-    sf_r,
-    sq1_a,
-    sq1_f,
-    sq2_a,
-    sq2_f,
-    sdo_b,
-    sdo_a,
-    BLOCK_A: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_F: tl.constexpr,
+    feat_ptr, sf_b, sf_f, sf_r,
+    q1_ptr, sq1_a, sq1_f,
+    q2_ptr, sq2_a, sq2_f,
+    dout_ptr, sdo_b, sdo_a,
+    out_ptr, lse_ptr, ds_ptr, ds_plane,
+    A, F, R,
+    BLOCK_A: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr,
     PRECISION: tl.constexpr,
-):
+):  # fmt: skip
     """ds (2, b, A, R) contiguous: ds1 = dout p (s2 - out), ds2 = dout p, p = exp(s1 - lse);
     out and lse (b, A) fp32."""
     i = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
@@ -186,27 +123,9 @@ def _ds_kernel(
     imask = i < A
     rmask = r < R
     s1, s2 = _score_tiles(
-        feat_ptr=feat_ptr,
-        q1_ptr=q1_ptr,
-        q2_ptr=q2_ptr,
-        bi=bi,
-        i=i,
-        r=r,
-        imask=imask,
-        rmask=rmask,
-        F=F,
-        sf_b=sf_b,
-        sf_f=sf_f,
-        sf_r=sf_r,
-        sq1_a=sq1_a,
-        sq1_f=sq1_f,
-        sq2_a=sq2_a,
-        sq2_f=sq2_f,
-        BLOCK_A=BLOCK_A,
-        BLOCK_R=BLOCK_R,
-        BLOCK_F=BLOCK_F,
-        PRECISION=PRECISION,
-    )
+        feat=(feat_ptr, sf_b, sf_f, sf_r), q1=(q1_ptr, sq1_a, sq1_f), q2=(q2_ptr, sq2_a, sq2_f),
+        bi=bi, i=i, r=r, imask=imask, rmask=rmask, F=F, BLOCK_F=BLOCK_F, PRECISION=PRECISION,
+    )  # fmt: skip
     lse = tl.load(lse_ptr + bi * A + i, mask=imask, other=0.0)
     out = tl.load(out_ptr + bi * A + i, mask=imask, other=0.0)
     dout = tl.load(dout_ptr + bi * sdo_b + i * sdo_a, mask=imask, other=0.0).to(tl.float32)
@@ -329,17 +248,21 @@ def _precision(x: Tensor) -> str:
     return FP32_DOT if x.dtype == torch.float32 else "ieee"
 
 
-def _feat_strides(feat: Tensor) -> dict[str, int]:
-    return dict(zip(("sf_b", "sf_f", "sf_r"), feat.stride(), strict=True))
+def _feat_args(feat: Tensor) -> dict:
+    """feat and its strides as the kernels' named arguments."""
+    return dict(zip(("feat_ptr", "sf_b", "sf_f", "sf_r"), (feat, *feat.stride()), strict=True))
 
 
-def _q_strides(q1: Tensor, q2: Tensor) -> dict[str, int]:
-    return {
-        "sq1_a": q1.stride(0),
-        "sq1_f": q1.stride(1),
-        "sq2_a": q2.stride(0),
-        "sq2_f": q2.stride(1),
-    }
+def _q_args(q1: Tensor, q2: Tensor) -> dict:
+    """q1, q2 and their strides as the kernels' named arguments."""
+    return {"q1_ptr": q1, "sq1_a": q1.stride(0), "sq1_f": q1.stride(1)} | {
+        "q2_ptr": q2, "sq2_a": q2.stride(0), "sq2_f": q2.stride(1),
+    }  # fmt: skip
+
+
+def _tiles(A: int, F: int, R: int, x: Tensor) -> dict:
+    """The sizes, tile sizes and dot precision every kernel takes, by name."""
+    return {"A": A, "F": F, "R": R, **_blocks(A, F, R), "PRECISION": _precision(x)}
 
 
 def _forward(feat: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
@@ -352,20 +275,13 @@ def _forward(feat: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
     n_split = triton.cdiv(R, r_per_split)
     part = empty((3, b, n_split, A), torch.float32, feat.device)
     wrap_triton(_fwd_kernel)[(triton.cdiv(A, blk["BLOCK_A"]), n_split, b)](
-        feat_ptr=feat,
-        q1_ptr=q1,
-        q2_ptr=q2,
+        **_feat_args(feat),
+        **_q_args(q1, q2),
         part_ptr=part,
-        A=A,
-        F=F,
-        R=R,
+        part_plane=b * n_split * A,
         n_split=n_split,
         r_per_split=r_per_split,
-        part_plane=b * n_split * A,
-        **_feat_strides(feat),
-        **_q_strides(q1, q2),
-        **blk,
-        PRECISION=_precision(feat),
+        **_tiles(A, F, R, feat),
         num_warps=NUM_WARPS,
     )
     m, l, acc = part.unbind(0)
@@ -399,28 +315,20 @@ def slp_project_bwd(
         return torch.zeros_like(feat, memory_format=torch.contiguous_format), zeros, zeros.clone()
     out, lse = _forward(feat, q1, q2)
     blk = _blocks(A, F, R)
-    precision = _precision(feat)
     # ds in the dtype the gradient dots multiply in: the inputs' for fp16/bf16, fp32 for fp32
     ds = empty((2, b, A, R), feat.dtype, dev)
     n_a = triton.cdiv(A, blk["BLOCK_A"])
     wrap_triton(_ds_kernel)[(n_a, triton.cdiv(R, blk["BLOCK_R"]), b)](
-        feat_ptr=feat,
-        q1_ptr=q1,
-        q2_ptr=q2,
+        **_feat_args(feat),
+        **_q_args(q1, q2),
         dout_ptr=dout,
+        sdo_b=dout.stride(0),
+        sdo_a=dout.stride(1),
         out_ptr=out,
         lse_ptr=lse,
         ds_ptr=ds,
-        A=A,
-        F=F,
-        R=R,
         ds_plane=b * A * R,
-        **_feat_strides(feat),
-        **_q_strides(q1, q2),
-        sdo_b=dout.stride(0),
-        sdo_a=dout.stride(1),
-        **blk,
-        PRECISION=precision,
+        **_tiles(A, F, R, feat),
         num_warps=NUM_WARPS,
     )
     n_f = triton.cdiv(F, blk["BLOCK_F"])
@@ -429,33 +337,22 @@ def slp_project_bwd(
     dq = empty((2, n_split, A, F), torch.float32, dev)
     wrap_triton(_dq_kernel)[(n_a, n_f, n_split)](
         ds_ptr=ds,
-        feat_ptr=feat,
+        ds_plane=b * A * R,
+        **_feat_args(feat),
         dq_ptr=dq,
-        A=A,
-        F=F,
-        R=R,
+        dq_plane=n_split * A * F,
         n_batch=b,
         b_per_split=b_per_split,
-        ds_plane=b * A * R,
-        dq_plane=n_split * A * F,
-        **_feat_strides(feat),
-        **blk,
-        PRECISION=precision,
+        **_tiles(A, F, R, feat),
         num_warps=DQ_NUM_WARPS,
     )
     dfeat = empty((b, F, R), feat.dtype, dev)
     wrap_triton(_dfeat_kernel)[(n_f, triton.cdiv(R, blk["BLOCK_R"]), b)](
         ds_ptr=ds,
-        q1_ptr=q1,
-        q2_ptr=q2,
-        dfeat_ptr=dfeat,
-        A=A,
-        F=F,
-        R=R,
         ds_plane=b * A * R,
-        **_q_strides(q1, q2),
-        **blk,
-        PRECISION=precision,
+        **_q_args(q1, q2),
+        dfeat_ptr=dfeat,
+        **_tiles(A, F, R, feat),
         num_warps=NUM_WARPS,
     )
     # the batch splits, in a fixed order; sum makes new tensors, so the outputs do not alias

@@ -35,91 +35,37 @@ def _problem(x: Tensor, N: int, channel_last: bool) -> scan.Problem:
             return Strides(t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4))
 
     return scan.Problem(
-        batch=b,
-        H=H,
-        W=W,
-        n_dir=4,
-        n_groups=4,
-        channels=c,
-        d_state=N,
-        x_strides=plane,
-        delta_strides=per_direction,
-        bc_strides=per_direction,
-    )
+        batch=b, H=H, W=W, n_dir=4, n_groups=4, channels=c, d_state=N,
+        x_strides=plane, delta_strides=per_direction, bc_strides=per_direction,
+    )  # fmt: skip
 
 
 def launch_fwd(
-    x: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    channel_last: bool,
-    out_float32: bool,
-    chunk: int | None = None,
-) -> Tensor:
-    """y in x's layout; ``chunk`` forces the chunk length (tests of the carry path)."""
+    x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+    delta_bias: Tensor | None, delta_softplus: bool, channel_last: bool, out_float32: bool,
+) -> Tensor:  # fmt: skip
+    """y in x's layout: the kernel op zeromamba::ss2d_scan_fwd_triton, with the signature of
+    zeromamba::ss2d_scan_fwd."""
     check_dtype("ss2d_scan", x)
     p = _problem(x, A.shape[1], channel_last)
     y_dtype = out_dtype(x.dtype, out_float32)
-    return scan.forward(p, x, delta, A, B, C, D, delta_bias, delta_softplus, y_dtype, chunk)
+    return scan.forward(p, x, delta, A, B, C, D, delta_bias, delta_softplus, y_dtype)
 
 
 def launch_bwd(
-    dy: Tensor,
-    x: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    channel_last: bool,
-    chunk: int | None = None,
-) -> tuple[Tensor, ...]:
+    dy: Tensor, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+    delta_bias: Tensor | None, delta_softplus: bool, channel_last: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """(dx, ddelta, dA, dB, dC, dD, ddelta_bias), each in its input's dtype (dD, ddelta_bias:
-    (4C,) in A's dtype, also when D / delta_bias are None)."""
+    (4C,) in A's dtype, also when D / delta_bias are None): the kernel op
+    zeromamba::ss2d_scan_bwd_triton, with the signature of zeromamba::ss2d_scan_bwd."""
     check_dtype("ss2d_scan", x)
     p = _problem(x, A.shape[1], channel_last)
     dx, ddelta, dB, dC, dA, dD, dbias = scan.backward(
-        p, dy, x, delta, A, B, C, D, delta_bias, delta_softplus, chunk
+        p, dy, x, delta, A, B, C, D, delta_bias, delta_softplus
     )
     return dx, ddelta, dA, dB, dC, dD, dbias
 
 
-@triton_op("zeromamba::ss2d_scan_fwd_triton", mutates_args=())
-def ss2d_scan_fwd(
-    x: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    channel_last: bool,
-    out_float32: bool,
-) -> Tensor:
-    """Kernel op of the triton backend: the signature of zeromamba::ss2d_scan_fwd."""
-    return launch_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last, out_float32)
-
-
-@triton_op("zeromamba::ss2d_scan_bwd_triton", mutates_args=())
-def ss2d_scan_bwd(
-    dy: Tensor,
-    x: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    channel_last: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Kernel op of the triton backend: the signature of zeromamba::ss2d_scan_bwd."""
-    return launch_bwd(dy, x, delta, A, B, C, D, delta_bias, delta_softplus, channel_last)
+ss2d_scan_fwd = triton_op("zeromamba::ss2d_scan_fwd_triton", launch_fwd, mutates_args=())
+ss2d_scan_bwd = triton_op("zeromamba::ss2d_scan_bwd_triton", launch_bwd, mutates_args=())

@@ -48,8 +48,9 @@ def test_gpu_scans_across_warps(chunk, channel_last):
     y_ref, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
     f = to(kw, torch.float32, "cuda")
     args = [f[k] for k in ("x", *SCAN_GRADS[1:])]
-    y = ss2d_kernels.launch_fwd(*args, True, channel_last, False, chunk=chunk)
-    grads = ss2d_kernels.launch_bwd(dy.float().cuda(), *args, True, channel_last, chunk=chunk)
+    with scan.forced_chunk(chunk):
+        y = ss2d_kernels.launch_fwd(*args, True, channel_last, False)
+        grads = ss2d_kernels.launch_bwd(dy.float().cuda(), *args, True, channel_last)
     names = ("x", *SCAN_GRADS[1:])
     _assert_close({"y": y, **dict(zip(names, grads))}, {"y": y_ref, **g_ref})
 
@@ -77,8 +78,9 @@ def test_selective_scan_chunk_carries(off64, monkeypatch):
     y_ref, g_ref = _reference_grads(reference.selective_scan, kw, dy)
     f = to(kw, torch.float32, DEVICE)
     args = [f[k] for k in SCAN_GRADS]
-    y = ss_kernels.launch_fwd(*args, True, False, chunk=4)
-    grads = ss_kernels.launch_bwd(dy.float().to(DEVICE), *args, True, chunk=4)
+    with scan.forced_chunk(4):
+        y = ss_kernels.launch_fwd(*args, True, False)
+        grads = ss_kernels.launch_bwd(dy.float().to(DEVICE), *args, True)
     _assert_close({"y": y, **dict(zip(SCAN_GRADS, grads))}, {"y": y_ref, **g_ref})
 
 
@@ -90,10 +92,21 @@ def test_ss2d_scan_chunk_carries(channel_last):
     y_ref, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
     f = to(kw, torch.float32, DEVICE)
     args = [f[k] for k in ("x", *SCAN_GRADS[1:])]
-    y = ss2d_kernels.launch_fwd(*args, True, channel_last, False, chunk=8)
-    grads = ss2d_kernels.launch_bwd(dy.float().to(DEVICE), *args, True, channel_last, chunk=8)
+    with scan.forced_chunk(8):
+        y = ss2d_kernels.launch_fwd(*args, True, channel_last, False)
+        grads = ss2d_kernels.launch_bwd(dy.float().to(DEVICE), *args, True, channel_last)
     names = ("x", *SCAN_GRADS[1:])
     _assert_close({"y": y, **dict(zip(names, grads))}, {"y": y_ref, **g_ref})
+
+
+def test_ss2d_scan_column_tiles():
+    """Channel-first maps: the column directions run on ``_fwd_columns_kernel`` with 32
+    columns a chunk, so a 70-column map walks three chunks (the last one ragged) in each of
+    the two orders; half-filled rows of the padded tile (H = 3)."""
+    kw = to(ss2d_inputs(1, 2, 3, 70, 2, seed=9), device=DEVICE)
+    p = ss2d_kernels._problem(kw["x"], 2, channel_last=False)
+    assert scan._columns(p, kw["x"], kw["delta"]) == 32
+    check_against_reference("ss2d_scan", "triton", kw, torch.float32)
 
 
 def test_selective_scan_default_chunks():
@@ -179,8 +192,9 @@ def _count_atomics(monkeypatch) -> list:
 
 def _ss2d_fwd_bwd(kw: dict, dy: torch.Tensor) -> list:
     args = [kw[k] for k in ("x", *SCAN_GRADS[1:])]
-    y = ss2d_kernels.launch_fwd(*args, True, False, False, chunk=8)
-    return [y, *ss2d_kernels.launch_bwd(dy, *args, True, False, chunk=8)]
+    with scan.forced_chunk(8):
+        y = ss2d_kernels.launch_fwd(*args, True, False, False)
+        return [y, *ss2d_kernels.launch_bwd(dy, *args, True, False)]
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="counts the interpreter's atomics")
@@ -218,7 +232,7 @@ def test_tile_offsets_switch_to_int64_past_2_31():
     small = torch.empty((32, 192, 112, 112), device="meta")
     for x, want in ((big, True), (small, False)):
         p = ss2d_kernels._problem(x, 1, channel_last=False)
-        cfg = scan._config(p, None, backward=True)
+        cfg = scan._config(p, backward=True)
         assert scan._off64(p, cfg, [(p.x_strides(x), cfg.block_c)]) is want
 
 
@@ -234,7 +248,11 @@ def test_offsets_are_int64_in_the_ttir(off64):
     out = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     launches = json.loads(out.stdout)
-    assert {ln["kernel"] for ln in launches} == {"_fwd_kernel", "_bwd_kernel"}
+    assert {ln["kernel"] for ln in launches} == {
+        "_fwd_kernel",
+        "_fwd_columns_kernel",
+        "_bwd_kernel",
+    }
     for ln in launches:
         assert ln["OFF64"] is off64
         assert ln["scalar"] == ["i64"], ln
