@@ -6,13 +6,15 @@ A step is ``zsl_loss(model(images), labels, class_att, 1.0).backward()`` (CUB's 
 as ``bench_model.py``). Three models with the same weights run interleaved (ours, committed
 unfused, committed fused, ours, ...):
 
-* ``current``: this tree's ZeroMamba (channel-last backbone, fused ss2d_scan);
+* ``current``: this tree's ZeroMamba (fused ss2d_scan);
 * ``<rev> unfused`` and ``<rev> fused``: the backbone code of git revision ``--baseline``
   (``zeromamba/models/vmamba.py`` at that commit, loaded from git), with this tree's ops.
 
 The ratios are medians over rounds of baseline / current with their min-max. ``--profile`` adds
-a torch.profiler table of one step per model (self CPU time by op, top rows) for the configs
-given. Writes ``<out>/step-cpu.json`` and ``.md``.
+torch.profiler tables per model (self CPU time per step by op and by kind of op, over
+``--profile-steps`` steps) and the step's GEMM and convolution FLOPs with the floor they set at
+this machine's measured GEMM rate. ``--threads 1 --clock cpu`` gives the least load-dependent
+figures on a shared machine. Writes ``<out>/step-cpu-<config>-<size>px[-<tag>].json`` and ``.md``.
 
 Usage:
   python bench/bench_step.py --baseline e1cfe95 --config tiny --size 224 --batch 2 --rounds 5
@@ -118,16 +120,17 @@ def category(op: str) -> str:
     return "other (autograd, allocation, small ops)"
 
 
-def profile_step(step, rows: int = 25) -> dict:
-    """Self CPU time of one step (after a warm-up step): the top ops, the time by category
-    (CATEGORIES), and the step's GEMM and convolution FLOPs (forward and backward, counted by
-    torch.utils.flop_counter)."""
+def profile_step(step, steps: int = 3, rows: int = 25) -> dict:
+    """Self CPU time per step over ``steps`` profiled steps (after a warm-up step): the top
+    ops, the time by category (CATEGORIES), and the step's GEMM and convolution FLOPs (forward
+    and backward, counted by torch.utils.flop_counter)."""
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
     step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
+        for _ in range(steps):
+            step()
     counter = FlopCounterMode(display=False)
     with counter:
         step()
@@ -138,18 +141,19 @@ def profile_step(step, rows: int = 25) -> dict:
         c = category(e.key)
         by_category[c] = by_category.get(c, 0.0) + e.self_cpu_time_total
     return {
-        "total_ms": total / 1e3,
+        "steps": steps,
+        "total_ms": total / 1e3 / steps,
         "gemm_flops": counter.get_total_flops(),
         "categories": [
-            {"category": c, "self_ms": t / 1e3, "pct": 100 * t / total}
+            {"category": c, "self_ms": t / 1e3 / steps, "pct": 100 * t / total}
             for c, t in sorted(by_category.items(), key=lambda kv: -kv[1])
         ],
         "ops": [
             {
                 "op": e.key,
-                "self_ms": e.self_cpu_time_total / 1e3,
+                "self_ms": e.self_cpu_time_total / 1e3 / steps,
                 "pct": 100 * e.self_cpu_time_total / total,
-                "calls": e.count,
+                "calls": e.count // steps,
             }
             for e in events[:rows]
         ],
@@ -209,7 +213,7 @@ def markdown(result: dict) -> str:
     if profiles:
         names = list(profiles)
         lines += [
-            "## Profile: self CPU time of one step by category (ms, % of the step)",
+            "## Profile: self CPU time per step by category (ms, % of the step)",
             "",
             "GEMM floor: the step's GEMM and convolution FLOPs at the GEMM rate above.",
             "",
@@ -246,7 +250,7 @@ def markdown(result: dict) -> str:
         lines.append("")
     for name, prof in profiles.items():
         lines += [
-            f"## Profile: {name} (self CPU time of one step, top ops)",
+            f"## Profile: {name} (self CPU time per step, top ops)",
             "",
             "| op | self ms | % | calls |",
             "|---|---|---|---|",
@@ -267,6 +271,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--baseline", default="e1cfe95", help="git revision of the committed model")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="add per-op profiles of one step")
+    p.add_argument("--profile-steps", type=int, default=3, help="steps profiled per model")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument(
         "--clock",
@@ -313,7 +318,7 @@ def main(argv=None) -> int:
         "agreement": agree,
     }
     if args.profile:
-        result["profiles"] = {n: profile_step(steps[n]) for n in steps}
+        result["profiles"] = {n: profile_step(steps[n], args.profile_steps) for n in steps}
     meta["loadavg_end"] = os.getloadavg()[0]
     tag = f"-{args.tag}" if args.tag else ""
     name = f"step-cpu-{args.config}-{args.size}px{tag}"
