@@ -10,11 +10,10 @@
 // afterwards, and dA / dD / ddelta_bias into per-batch partials: results are deterministic for a
 // given thread count, no atomics.
 //
-// Per direction, the walk over the direction's order computes softplus and exp(dt A) of a row
-// (vectorised across lanes, independent of the state, so they overlap the walk's dependency
-// chain) just before its step. The backward recomputes the forward states: a pass stores the
-// state at the start of every chunk of T steps (skipped when one chunk holds the sequence; with
-// several chunks the transcendentals get their own vector pass first), then each chunk, last
+// Per direction, softplus and exp(dt A) are first computed for all positions in one vectorised
+// pass (independent elements); the sequential walk over the direction's order is then only
+// multiply-adds. The backward recomputes the forward states: a pass stores the state at the start
+// of every chunk of T steps (skipped when one chunk holds the sequence), then each chunk, last
 // first, recomputes its states into a small buffer and runs the reverse-time scan of dh through it.
 
 #include "common.h"  // first: sets the optimisation pragma

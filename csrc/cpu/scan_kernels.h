@@ -94,43 +94,37 @@ struct LaneParams {
   }
 };
 
-// The transcendentals of one position p ([p][lane] rows): delta is replaced by dt (after bias and
-// softplus) in place, sig (the backward's, when kSig) gets d dt / d delta, and for d_state = 1 a1
-// gets exp(dt A). The forward skips the derivative at compile time: it costs a vector division.
-template <bool kSig, typename acc_t, int kDState>
-inline void prepare_row(acc_t* dt, acc_t* sig, acc_t* a1, const LaneParams<acc_t, kDState>& lp,
-                        bool softplus) {
-  if (softplus) {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      if constexpr (kSig) {
-        dt[l] = Math<acc_t>::softplus(dt[l] + lp.bias[l], &sig[l]);
-      } else {
-        dt[l] = Math<acc_t>::softplus(dt[l] + lp.bias[l]);
-      }
-    }
-  } else {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      dt[l] += lp.bias[l];
-      if constexpr (kSig) sig[l] = acc_t(1);
-    }
-  }
-  if constexpr (kDState == 1) {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) a1[l] = Math<acc_t>::exp(dt[l] * lp.A[0][l]);
-  }
-}
-
 // Before a direction is walked, its transcendentals are computed in one pass over the whole
 // [p][lane] buffer (independent elements, so the vector units stay busy), leaving the sequential
-// walk only multiply-adds.
+// walk only multiply-adds: delta is replaced by dt (after bias and softplus) in place, sig (the
+// backward's, when kSig) gets d dt / d delta, and for d_state = 1 a1 gets exp(dt A). The forward
+// skips the derivative at compile time: it costs a vector division.
 template <bool kSig, typename acc_t, int kDState>
 void prepare_direction(acc_t* delta, acc_t* sig, acc_t* a1, const LaneParams<acc_t, kDState>& lp,
                        bool softplus, int64_t L) {
-  for (int64_t p = 0; p < L; ++p)
-    prepare_row<kSig>(&delta[p * V], kSig ? &sig[p * V] : sig,
-                      kDState == 1 ? &a1[p * V] : a1, lp, softplus);
+  for (int64_t p = 0; p < L; ++p) {
+    acc_t* dt = &delta[p * V];
+    if (softplus) {
+#pragma omp simd
+      for (int l = 0; l < V; ++l) {
+        if constexpr (kSig) {
+          dt[l] = Math<acc_t>::softplus(dt[l] + lp.bias[l], &sig[p * V + l]);
+        } else {
+          dt[l] = Math<acc_t>::softplus(dt[l] + lp.bias[l]);
+        }
+      }
+    } else {
+#pragma omp simd
+      for (int l = 0; l < V; ++l) {
+        dt[l] += lp.bias[l];
+        if constexpr (kSig) sig[p * V + l] = acc_t(1);
+      }
+    }
+    if constexpr (kDState == 1) {
+#pragma omp simd
+      for (int l = 0; l < V; ++l) a1[p * V + l] = Math<acc_t>::exp(dt[l] * lp.A[0][l]);
+    }
+  }
 }
 
 // h <- exp(dt A) h + dt u B for the V lanes at one step. For d_state = 1, a1 is the precomputed
@@ -236,6 +230,8 @@ void forward_impl(const ScanProblem& pb, const LaneTensor& y) {
         stage_states(buf.Bs.data(), pb.B, b, k, g, d_state, L);
         stage_states(buf.Cs.data(), pb.C, b, k, g, d_state, L);
         const LaneParams<acc_t, kDState> lp(pb, k, c0, nl, d_state);
+        prepare_direction<false>(buf.delta.data(), static_cast<acc_t*>(nullptr), buf.a1.data(),
+                                 lp, pb.softplus, L);
         const int32_t* pos = pb.pos != nullptr ? pb.pos + k * L : nullptr;
         acc_t h[LaneParams<acc_t, kDState>::kStates][V] = {};
         for (int64_t t = 0; t < L; ++t) {
@@ -244,9 +240,6 @@ void forward_impl(const ScanProblem& pb, const LaneTensor& y) {
             prefetch_rows<acc_t>(pos[t + kAhead], d_state, buf,
                                  {buf.delta.data(), buf.u.data(), buf.acc.data(),
                                   kDState == 1 ? buf.a1.data() : buf.delta.data()});
-          // the transcendentals of row p in the walk: they overlap the walk's dependency chain
-          prepare_row<false>(&buf.delta[p * V], static_cast<acc_t*>(nullptr),
-                             kDState == 1 ? &buf.a1[p * V] : nullptr, lp, pb.softplus);
           acc_t yv[V] = {};
           lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * d_state], lp, d_state,
                     kDState == 1 ? &buf.a1[p * V] : nullptr, static_cast<acc_t*>(nullptr),
@@ -315,13 +308,8 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
           stage_states(buf.Bs.data(), pb.B, b, k, g, d_state, L);
           stage_states(buf.Cs.data(), pb.C, b, k, g, d_state, L);
           const LaneParams<acc_t, kDState> lp(pb, k, c0, nl, d_state);
-          // One chunk: the transcendentals are computed in the walk that recomputes the states
-          // (one pass over the rows instead of two; the independent transcendentals overlap the
-          // walk's dependency chain). Several chunks: one pass first, as the forward does.
-          const bool prepare_in_walk = chunks == 1;
-          if (!prepare_in_walk)
-            prepare_direction<true>(buf.delta.data(), buf.sig.data(), buf.a1.data(), lp,
-                                    pb.softplus, L);
+          prepare_direction<true>(buf.delta.data(), buf.sig.data(), buf.a1.data(), lp, pb.softplus,
+                                  L);
           const int32_t* pos = pb.pos != nullptr ? pb.pos + k * L : nullptr;
           auto position = [&](int64_t t) -> int64_t { return pos != nullptr ? pos[t] : t; };
           auto a1_at = [&](int64_t p) { return kDState == 1 ? &buf.a1[p * V] : nullptr; };
@@ -345,10 +333,8 @@ void backward_impl(const ScanProblem& pb, const LaneTensor& dyT, const ScanGrads
               const int64_t p = position(t), i = t - t0;
               if (pos != nullptr && t + kAhead < t1)
                 prefetch_rows<acc_t>(pos[t + kAhead], d_state, buf,
-                                     {buf.delta.data(), buf.u.data(), buf.sig.data(),
+                                     {buf.delta.data(), buf.u.data(),
                                       kDState == 1 ? buf.a1.data() : buf.u.data()});
-              if (prepare_in_walk)
-                prepare_row<true>(&buf.delta[p * V], &buf.sig[p * V], a1_at(p), lp, pb.softplus);
               lane_step(h, &buf.delta[p * V], &buf.u[p * V], &buf.Bs[p * d_state], lp, d_state,
                         a1_at(p), kDState == 1 ? nullptr : &buf.ac[i * d_state * V],
                         &buf.hc[i * d_state * V]);
