@@ -160,35 +160,34 @@ def profile_step(step, steps: int = 3, rows: int = 25) -> dict:
     }
 
 
-def gemm_gflops(n: int = 1024, runs: int = 7) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def gemm_gflops(clock: str, n: int = 1024, runs: int = 7) -> float:
     """This machine's fp32 GEMM rate now (GFLOP/s, median of ``runs`` n x n x n products), with
-    the same clock and threads as the step loop."""
+    the step loop's clock and threads."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    r = interleaved({"mm": lambda: a @ b}, rounds=runs, budget_s=1e9, clock=CLOCKS[CLOCK[0]])
+    r = interleaved({"mm": lambda: a @ b}, rounds=runs, budget_s=1e9, clock=CLOCKS[clock])
     return 2 * n**3 / (r.median_ms("mm") * 1e6)
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-CLOCK = ["wall"]  # set by main
+def _run_facts(m: dict) -> str:
+    """One sentence: when, where, what against what, and how it was timed."""
+    return (
+        f"{m['date']}, {m['machine']}, commit {m['commit']} against the backbone of "
+        f"{m['baseline']}, torch {m['torch']}, {m['threads']} threads, {m['clock']} time, "
+        f"1-min load average {m['loadavg_start']:.1f} at the start, "
+        f"{m['loadavg_end']:.1f} at the end; fp32 GEMM rate {m['gemm_gflops']:.0f} GFLOP/s "
+        "(1024^3 products, same clock)."
+    )
 
 
 def markdown(result: dict) -> str:
     m = result["meta"]
-    lines = [
-        f"# CPU training step: {m['config']} {m['size']} px, b={m['batch']}",
-        "",
-        (
-            f"{m['date']}, {m['machine']}, commit {m['commit']} against the backbone of "
-            f"{m['baseline']}, torch {m['torch']}, {m['threads']} threads, {m['clock']} time, "
-            f"1-min load average {m['loadavg_start']:.1f} at the start, "
-            f"{m['loadavg_end']:.1f} at the end; fp32 GEMM rate {m['gemm_gflops']:.0f} GFLOP/s "
-            "(1024^3 products, same clock)."
-        ),
-        "",
-        "| model | median step s | min-max s |",
-        "|---|---|---|",
-    ]
+    title = f"# CPU training step: {m['config']} {m['size']} px, b={m['batch']}"
+    lines = [title, "", _run_facts(m), ""]
+    lines += ["| model | median step s | min-max s |", "|---|---|---|"]
     for name, ms in result["step_ms"].items():
         s = sorted(ms)
         lines.append(
@@ -292,7 +291,6 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    CLOCK[0] = args.clock
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "machine": args.machine or f"{platform.node()} ({os.cpu_count()} CPUs)",
@@ -305,7 +303,7 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "clock": args.clock,
         "loadavg_start": os.getloadavg()[0],
-        "gemm_gflops": gemm_gflops(),
+        "gemm_gflops": gemm_gflops(args.clock),
     }
     ms = models(args.config, args.baseline)
     steps, agree = step_fns(ms, args.size, args.batch)
