@@ -263,27 +263,28 @@ def machine(args: argparse.Namespace, device: str) -> dict:
 # --------------------------------------------------------------------------- main
 
 
+# per device: the quick (config, px, batch, dtype), the full one, the full run's variants
+_SETTINGS = {
+    "cpu": (("nano", 32, 2, "float32"), ("tiny", 224, 2, "float32"), ["fused:cpu", "unfused:cpu"]),
+    "cuda": (
+        ("nano", 64, 4, "bfloat16"),
+        ("small", 448, 32, "bfloat16"),
+        ["fused:default", "unfused:default"],
+    ),
+}
+
+
 def settings(args: argparse.Namespace) -> Setting:
-    if args.device == "cpu":
-        if args.quick:
-            return Setting("cpu", "nano", 32, 2, "float32", ["fused:default", "unfused:default"])
-        return Setting(
-            "cpu",
-            args.config or "tiny",
-            args.size or 224,
-            args.batch or 2,
-            "float32",
-            args.variants or ["fused:cpu", "unfused:cpu"],
-        )
+    quick, (config, size, batch, dtype), variants = _SETTINGS[args.device]
     if args.quick:
-        return Setting("cuda", "nano", 64, 4, "bfloat16", ["fused:default", "unfused:default"])
+        return Setting(args.device, *quick, ["fused:default", "unfused:default"])
     return Setting(
-        "cuda",
-        args.config or "small",
-        args.size or 448,
-        args.batch or 32,
-        "bfloat16",
-        args.variants or ["fused:default", "unfused:default"],
+        args.device,
+        args.config or config,
+        args.size or size,
+        args.batch or batch,
+        dtype,
+        args.variants or variants,
     )
 
 

@@ -207,6 +207,26 @@ def _backends(device: str, names: tuple[str, ...]) -> tuple[list[str], dict[str,
     return ok, missing
 
 
+def slp_cases(bench: Bench, shapes, backends: list[str], modes: tuple[str, ...]) -> None:
+    """slp_project on ``bench.device`` for each (b, A, F, R): our backends (the reference
+    backend excepted) against the einsum form."""
+    fp32 = torch.float32
+    for b, A, F_, R in shapes:
+        slp = [Impl(n, slp_op(n), _slp_args) for n in backends if n != "reference"]
+        slp.append(Impl("einsum", reference.slp_project, _slp_args))
+        bench.case(
+            "slp_project",
+            f"b={b} A={A} F={F_} R={R}",
+            {"b": b, "A": A, "F": F_, "R": R},
+            "float32",
+            slp,
+            slp_inputs(b, A, F_, R, fp32, bench.device),
+            modes,
+            fp32,
+            (b, A),
+        )
+
+
 def run_cpu(args, bench: Bench, notes: list[str]) -> None:
     backends, missing = _backends("cpu", ("cpu", "reference"))
     notes += [f"backend {n} not run: {why}" for n, why in missing.items()]
@@ -226,20 +246,7 @@ def run_cpu(args, bench: Bench, notes: list[str]) -> None:
 
     # slp first, the reference loop last: what a --time-limit cuts is the least needed.
     if "slp" in args.suites:
-        for b, A, F_, R in QUICK_SLP if args.quick else CPU_SLP:
-            slp = [Impl(n, slp_op(n), _slp_args) for n in backends if n != "reference"]
-            slp.append(Impl("einsum", reference.slp_project, _slp_args))
-            bench.case(
-                "slp_project",
-                f"b={b} A={A} F={F_} R={R}",
-                {"b": b, "A": A, "F": F_, "R": R},
-                "float32",
-                slp,
-                slp_inputs(b, A, F_, R, fp32, "cpu"),
-                ("fwd", "fwd+bwd"),
-                fp32,
-                (b, A),
-            )
+        slp_cases(bench, QUICK_SLP if args.quick else CPU_SLP, backends, ("fwd", "fwd+bwd"))
     if "ss2d" in args.suites:
         for b, c, H, W, N in QUICK_SS2D if args.quick else CPU_SS2D:
             bench.case(
@@ -303,20 +310,8 @@ def run_gpu(
             if device == "cuda":
                 torch.cuda.empty_cache()
     if "slp" in args.suites:
-        for b, A, F_, R in QUICK_SLP if args.quick else GPU_SLP:
-            slp = [Impl(n, slp_op(n), _slp_args) for n in backends]
-            slp.append(Impl("einsum", reference.slp_project, _slp_args))
-            bench.case(
-                "slp_project",
-                f"b={b} A={A} F={F_} R={R}",
-                {"b": b, "A": A, "F": F_, "R": R},
-                "float32",
-                slp,
-                slp_inputs(b, A, F_, R, fp32, device),
-                ("fwd", "bwd", "fwd+bwd"),
-                fp32,
-                (b, A),
-            )
+        modes = ("fwd", "bwd", "fwd+bwd")
+        slp_cases(bench, QUICK_SLP if args.quick else GPU_SLP, backends, modes)
     for r in bench.rows:
         if "gbps" in r:
             r["pct_copy"] = 100 * r["gbps"] / meta["copy_gbps"]
@@ -525,24 +520,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="ss2d,scan,slp",
         help="comma-separated subset of ss2d,scan,slp (scan: CPU only)",
     )
-    p.add_argument(
-        "--time-limit",
-        type=float,
-        default=None,
-        help="seconds; measurements starting later are skipped (default: cpu 1800, cuda 180)",
+    optional = (  # unset: a default that depends on --device or --quick, filled in below
+        (
+            "--time-limit",
+            float,
+            "seconds; measurements starting later are skipped (default: cpu 1800, cuda 180)",
+        ),
+        (
+            "--min-run-time",
+            float,
+            "CPU seconds of timed runs per measurement (default 1, --quick 0.02)",
+        ),
+        (
+            "--rounds",
+            int,
+            "CPU: rounds of the interleaved comparisons (default 7, --quick 3; 0 skips them)",
+        ),
     )
-    p.add_argument(
-        "--min-run-time",
-        type=float,
-        default=None,
-        help="CPU seconds of timed runs per measurement (default 1, --quick 0.02)",
-    )
-    p.add_argument(
-        "--rounds",
-        type=int,
-        default=None,
-        help="CPU: rounds of the interleaved comparisons (default 7, --quick 3; 0 skips them)",
-    )
+    for flag, kind, text in optional:
+        p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument(
         "--ratios-only",
         action="store_true",

@@ -107,33 +107,22 @@ def verify_mambapy() -> list[dict]:
     Raises SystemExit on a mismatch: a wrong peer would make every ratio meaningless.
     """
     out = []
+
+    def scan_ref(u, delta, A, B, C, D, bias):
+        return reference.selective_scan(u, delta, A, B, C, D, bias, True)
+
+    def seeded(make_inputs, seed):
+        return lambda s: make_inputs(*s, torch.float64, "cpu", seed=seed)
+
+    ss2d = (mambapy_ss2d, mambapy_ss2d_layout, reference.ss2d_scan, ss2d_inputs)
+    scan = (mambapy_selective_scan, mambapy_scan_layout, scan_ref, scan_inputs)
     cases = [
-        (
-            "ss2d",
-            (2, 3, 5, 7, 1),
-            mambapy_ss2d,
-            mambapy_ss2d_layout,
-            reference.ss2d_scan,
-            lambda s: ss2d_inputs(*s, torch.float64, "cpu", seed=3),
-        ),
-        (
-            "ss2d",
-            (1, 2, 6, 3, 3),
-            mambapy_ss2d,
-            mambapy_ss2d_layout,
-            reference.ss2d_scan,
-            lambda s: ss2d_inputs(*s, torch.float64, "cpu", seed=4),
-        ),
-        (
-            "selective_scan",
-            (2, 6, 37, 2, 2),
-            mambapy_selective_scan,
-            mambapy_scan_layout,
-            lambda u, delta, A, B, C, D, bias: reference.selective_scan(
-                u, delta, A, B, C, D, bias, True
-            ),
-            lambda s: scan_inputs(*s, torch.float64, "cpu", seed=5),
-        ),
+        (op, shape, run, layout, ref, seeded(make_inputs, seed))
+        for op, shape, seed, (run, layout, ref, make_inputs) in (
+            ("ss2d", (2, 3, 5, 7, 1), 3, ss2d),
+            ("ss2d", (1, 2, 6, 3, 3), 4, ss2d),
+            ("selective_scan", (2, 6, 37, 2, 2), 5, scan),
+        )
     ]
     for op, shape, run, layout, ref, make in cases:
         errs = check_against_reference(run, layout, ref, make(shape))

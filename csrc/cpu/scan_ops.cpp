@@ -71,10 +71,21 @@ Params params(const at::Tensor& A, const std::optional<at::Tensor>& D,
   return p;
 }
 
-void set_params(ScanProblem& pb, const Params& p) {
+// The problem's sizes, parameters and flags (its activation layouts are set by the caller).
+void set_problem(ScanProblem& pb, const Params& p, int64_t batch, int64_t n_dir,
+                 int64_t channels, int64_t groups, int64_t d_state, int64_t L,
+                 bool delta_softplus, at::ScalarType act) {
+  pb.batch = batch;
+  pb.n_dir = n_dir;
+  pb.channels = channels;
+  pb.groups = groups;
+  pb.d_state = d_state;
+  pb.L = L;
   pb.A = p.A.data_ptr();
   pb.D = p.D.defined() ? p.D.data_ptr() : nullptr;
   pb.bias = p.bias.defined() ? p.bias.data_ptr() : nullptr;
+  pb.softplus = delta_softplus;
+  pb.compute = compute_dtype(act);
 }
 
 at::ScalarType out_dtype(at::ScalarType act, bool out_float32) {
@@ -146,19 +157,11 @@ ScanArgs scan_args(const at::Tensor& u_in, const at::Tensor& delta_in, const at:
   s.B = B_in.contiguous();
   s.C = C_in.contiguous();
   ScanProblem& pb = s.pb;
-  pb.batch = b;
-  pb.n_dir = 1;
-  pb.channels = d;
-  pb.groups = G;
-  pb.d_state = d_state;
-  pb.L = L;
+  set_problem(pb, s.p, b, 1, d, G, d_state, L, delta_softplus, act);
   pb.u = lanes(s.u, d * L, 0, L, 1);
   pb.delta = lanes(s.delta, d * L, 0, L, 1);
   pb.B = states(s.B, G * d_state * L, 0, d_state * L, L, 1);
   pb.C = states(s.C, G * d_state * L, 0, d_state * L, L, 1);
-  set_params(pb, s.p);
-  pb.softplus = delta_softplus;
-  pb.compute = compute_dtype(act);
   return s;
 }
 
@@ -255,21 +258,13 @@ Ss2dArgs ss2d_args(const at::Tensor& x_in, const at::Tensor& delta_in, const at:
     s.bc_layout = states(s.B, 4 * d_state * L, d_state * L, 0, L, 1);
   }
   ScanProblem& pb = s.pb;
-  pb.batch = b;
-  pb.n_dir = 4;
-  pb.channels = c;
-  pb.groups = 1;
-  pb.d_state = d_state;
-  pb.L = L;
+  set_problem(pb, s.p, b, 4, c, 1, d_state, L, delta_softplus, act);
   pb.pos = s.pos.data();
   pb.u = s.x_layout;
   pb.delta = s.delta_layout;
   pb.B = s.bc_layout;
   pb.C = s.bc_layout;
   pb.C.data = s.C.data_ptr();
-  set_params(pb, s.p);
-  pb.softplus = delta_softplus;
-  pb.compute = compute_dtype(act);
   return s;
 }
 
