@@ -223,10 +223,10 @@ def _block(
 
 
 @triton.jit
-def _position(t, grp, L, H, W, FOUR_WAY: tl.constexpr, OFF64: tl.constexpr):
-    """Spatial position (h, w) of the steps t of group grp: row-major (H = 1, W = L) without
-    FOUR_WAY; else direction grp's order (0 row-major, 1 column-major, 2 and 3 reversed)."""
-    if FOUR_WAY:
+def _position(t, grp, L, H, W, N_DIR: tl.constexpr, OFF64: tl.constexpr):
+    """Spatial position (h, w) of the steps t of group grp: row-major (H = 1, W = L) when N_DIR is
+    1; with 4, direction grp's order (0 row-major, 1 column-major, 2 and 3 reversed)."""
+    if N_DIR == 4:
         s = tl.where(grp >= 2, L - 1 - t, t)
         col = (grp % 2) == 1
         hh = tl.where(col, s % H, s // W)
@@ -249,13 +249,13 @@ def _chunk(
     H,
     W,
     BLOCK_T: tl.constexpr,
-    FOUR_WAY: tl.constexpr,
+    N_DIR: tl.constexpr,
     OFF64: tl.constexpr,
 ):
     """Chunk j: its steps t (BLOCK_T,), their positions (hh, ww) and the masks of its (channel,
     step) and (state, step) tiles."""
     t = j * BLOCK_T + tl.arange(0, BLOCK_T)
-    hh, ww = _position(t, grp, L, H, W, FOUR_WAY, OFF64)
+    hh, ww = _position(t, grp, L, H, W, N_DIR, OFF64)
     tmask = t < L
     return t, hh, ww, cmask[:, None] & tmask[None, :], nmask[:, None] & tmask[None, :]
 
@@ -314,7 +314,7 @@ def _fwd_kernel(
     L, H, W, rows, channels, n_cb, n_chunks, group_step,
     N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    FOUR_WAY: tl.constexpr, OFF64: tl.constexpr,
+    N_DIR: tl.constexpr, OFF64: tl.constexpr,
     ADD_Y: tl.constexpr,
 ):  # fmt: skip
     """Grid (n_groups / group_step * n_cb, batch): every group_step-th group (2: the ss2d row
@@ -343,7 +343,7 @@ def _fwd_kernel(
     h_prev = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
     j = 0
     while j < n_chunks:
-        _, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
+        _, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, N_DIR, OFF64)
         u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
         z = _load(delta_base, cl, delta_sc, hh, ww, delta_sh, delta_sw, m2) + bias[:, None]
         dt = tl.where(m2, _softplus(z, SOFTPLUS), 0.0)  # masked steps: the scan's identity
@@ -467,7 +467,7 @@ def _bwd_kernel(
     L, H, W, rows, channels, n_cb, n_chunks,
     N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    FOUR_WAY: tl.constexpr, OFF64: tl.constexpr, ADD_DU: tl.constexpr, ADD_DBC: tl.constexpr,
+    N_DIR: tl.constexpr, OFF64: tl.constexpr, ADD_DU: tl.constexpr, ADD_DBC: tl.constexpr,
 ):  # fmt: skip
     """Grid (n_groups * n_cb, batch). Walk forward saving every chunk's start state in hs, then
     walk backward with the adjoint g and write every gradient: du (ADD_DU: relaxed atomic adds
@@ -502,7 +502,7 @@ def _bwd_kernel(
     h_start = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
     j = 0
     while j < n_chunks:
-        t, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
+        t, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, N_DIR, OFF64)
         tl.store(hs_base + (j * N + hs_tile), h_start, mask=sm)
         u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
         z = _load(delta_base, cl, delta_sc, hh, ww, delta_sh, delta_sw, m2) + bias[:, None]
@@ -524,8 +524,8 @@ def _bwd_kernel(
     acc_dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     j = n_chunks - 1
     while j >= 0:
-        t, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, FOUR_WAY, OFF64)
-        hh1, ww1 = _position(t + 1, grp, L, H, W, FOUR_WAY, OFF64)  # step t + 1
+        t, hh, ww, m2, mnt = _chunk(j, grp, cmask, nmask, L, H, W, BLOCK_T, N_DIR, OFF64)
+        hh1, ww1 = _position(t + 1, grp, L, H, W, N_DIR, OFF64)  # step t + 1
         m2n = cmask[:, None] & ((t + 1) < L)[None, :]
         dy = _load(dy_base, cl, dy_sc, hh, ww, dy_sh, dy_sw, m2)
         u = _load(u_base, cl, u_sc, hh, ww, u_sh, u_sw, m2)
@@ -591,7 +591,7 @@ def _flags(cfg: _Config, p: Problem, D, delta_bias, softplus: bool) -> dict:
         "HAS_D": D is not None,
         "HAS_BIAS": delta_bias is not None,
         "SOFTPLUS": softplus,
-        "FOUR_WAY": p.n_dir == 4,
+        "N_DIR": p.n_dir,
         "num_warps": cfg.num_warps,
     }
 

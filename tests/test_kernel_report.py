@@ -199,10 +199,12 @@ def test_triton_launches_are_captured_on_meta_tensors():
     ins = tk.meta_inputs("ss2d_scan", shape, torch.bfloat16, "channel_first")
     launches = tk.op_launches("ss2d_scan", "fwd", ins)
     names = [ln.name for ln in launches]
-    assert names == ["_fwd_kernel"]  # one launch walks the 4 chunks of L = 240
-    assert launches[0].grid[1] == 2 and launches[0].kwargs["FOUR_WAY"] is True
+    # the row directions walk the 4 chunks of L = 240 in one launch; the column directions of a
+    # channel-first map have their own launch (adjacent columns as lanes)
+    assert names == ["_fwd_kernel", "_fwd_columns_kernel"]
+    assert launches[0].grid[1] == 2 and launches[0].kwargs["N_DIR"] == 4
     _, _, signature, constexprs, _ = tk._specialise(launches[0])
-    assert signature[next(iter(signature))] == "*bf16"  # x, as Triton's JIT would type it
+    assert signature["u_ptr"] == "*bf16"  # x, as Triton's JIT would type it
     assert constexprs[(list(signature).index("N"),)] == 1
 
 
