@@ -201,9 +201,11 @@ def _ss2d_fwd_bwd(kw: dict, dy: torch.Tensor) -> list:
 @pytest.mark.parametrize("how", ["env", "torch"])
 def test_deterministic_mode(how, monkeypatch):
     """$ZEROMAMBA_DETERMINISTIC=1 or torch.use_deterministic_algorithms(True): no atomics (the
-    default adds the directions' y and dx and the channel blocks' dB with atomics), results
+    default adds the directions' y and dx with atomics), results
     bitwise repeatable and equal to the reference's within tolerance."""
-    kw = ss2d_inputs(2, 40, 5, 6, 2, seed=4)  # 40 channels: several channel blocks
+    # the default path adds the four directions into y and dx with atomics; 6 channels keep the
+    # interpreted column kernel (one program per channel and column direction) short
+    kw = ss2d_inputs(2, 6, 5, 6, 2, seed=4)
     dy = torch.randn(kw["x"].shape, dtype=torch.float64)
     _, g_ref = _reference_grads(reference.ss2d_scan, kw, dy)
     f = to(kw, torch.float32, DEVICE)
