@@ -32,7 +32,7 @@ KERNEL_SOURCES = (
     "csrc/cuda/slp.cu",
     "csrc/emu/selftest.cu",
 )
-RUNTIME_SOURCES = ("csrc/emu/runtime.cpp", "csrc/emu/harness.cpp")
+RUNTIME_SOURCES = ("csrc/emu/runtime.cpp", "csrc/emu/fiber.cpp", "csrc/emu/harness.cpp")
 COMMON_FLAGS = ("-std=c++17", "-fPIC", "-g1", "-Wall", "-Wno-unknown-pragmas", "-Icsrc/emu/include")
 KERNEL_FLAGS = ("-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0", "-x", "c++")
 

@@ -18,8 +18,6 @@
 // one request; its distinct 32-byte sectors and 128-byte lines, counted relative to the start
 // of the allocation (GPU allocations are 256-byte aligned), are what the request moves.
 #include <dlfcn.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdarg>
@@ -32,55 +30,10 @@
 #include <vector>
 
 #include "cuda_emu.h"
+#include "fiber.h"
 
 namespace cuda_emu {
 namespace {
-
-// ------------------------------------------------------------------------------ context switch
-
-#if defined(__x86_64__)
-extern "C" void cuda_emu_switch(void** save_sp, void* next_sp);
-extern "C" void cuda_emu_trampoline();
-// Saves the callee-saved registers, MXCSR and the x87 control word on the current stack, stores
-// the stack pointer in *save_sp, and resumes the context whose stack pointer is next_sp.
-asm(R"(
-  .text
-  .globl cuda_emu_switch
-  .type cuda_emu_switch,@function
-cuda_emu_switch:
-  pushq %rbp
-  pushq %rbx
-  pushq %r12
-  pushq %r13
-  pushq %r14
-  pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
-  movq %rsp, (%rdi)
-  movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
-  popq %r15
-  popq %r14
-  popq %r13
-  popq %r12
-  popq %rbx
-  popq %rbp
-  ret
-  .size cuda_emu_switch, .-cuda_emu_switch
-  .globl cuda_emu_trampoline
-  .type cuda_emu_trampoline,@function
-cuda_emu_trampoline:
-  movq %r12, %rdi
-  callq *%r13
-  ud2
-  .size cuda_emu_trampoline, .-cuda_emu_trampoline
-)");
-#else
-#error "the kernel lab's CUDA emulator supports x86-64 hosts"
-#endif
 
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kMaxThreads = 1024;
@@ -293,8 +246,6 @@ void yield() {
   cuda_emu_switch(&t->sp, e.main_sp);
 }
 
-extern "C" void cuda_emu_fiber_main(void* arg);
-
 struct FiberStart {
   void (*thunk)(void*);
   void* ctx;
@@ -332,25 +283,7 @@ extern "C" void cuda_emu_fiber_main(void* arg) {
 }
 
 void start_fiber(Thread& t) {
-  // Initial frame for cuda_emu_switch: control words, r15..r12 (r12 = arg, r13 = entry), rbx,
-  // rbp, then the return address (the trampoline); after `ret` the stack is 16-byte aligned.
-  uintptr_t top = reinterpret_cast<uintptr_t>(t.stack) + kStackBytes;
-  top &= ~uintptr_t(15);
-  uint64_t* sp = reinterpret_cast<uint64_t*>(top - 80);
-  uint32_t mxcsr = 0x1f80;
-  uint16_t fpucw = 0x037f;
-  uint64_t cw = 0;
-  std::memcpy(&cw, &mxcsr, 4);
-  std::memcpy(reinterpret_cast<char*>(&cw) + 4, &fpucw, 2);
-  sp[0] = cw;
-  sp[1] = 0;                                                  // r15
-  sp[2] = 0;                                                  // r14
-  sp[3] = reinterpret_cast<uint64_t>(&cuda_emu_fiber_main);  // r13
-  sp[4] = reinterpret_cast<uint64_t>(&t);                    // r12
-  sp[5] = 0;                                                  // rbx
-  sp[6] = 0;                                                  // rbp
-  sp[7] = reinterpret_cast<uint64_t>(&cuda_emu_trampoline);
-  t.sp = sp;
+  t.sp = fiber_stack_pointer(t.stack, kStackBytes, &cuda_emu_fiber_main, &t);
   t.state = State::kRun;
   t.occurrence.clear();
 }
@@ -358,12 +291,7 @@ void start_fiber(Thread& t) {
 char* stack_for(int i) {
   Emulator& e = emu();
   while (static_cast<int>(e.stacks.size()) <= i) {
-    const long page = sysconf(_SC_PAGESIZE);
-    void* m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) throw std::bad_alloc();
-    mprotect(m, page, PROT_NONE);  // guard page below the stack
-    e.stacks.push_back(static_cast<char*>(m) + page);
+    e.stacks.push_back(fiber_stack(kStackBytes));
   }
   return e.stacks[i];
 }
