@@ -114,6 +114,20 @@ def test_ss2d_tile_boundaries(H, W):
 
 
 @pytest.mark.parametrize(
+    "H, W, N, dtype",
+    [
+        (66, 18, 2, torch.bfloat16),  # 64-step chain tiles + 2; a band of 16 columns + 2
+        (3, 33, 16, torch.float32),  # three bands, the last with one column
+    ],
+    ids=["66x18", "3x33"],
+)
+def test_ss2d_column_bands(H, W, N, dtype):
+    """Channel-first column directions run lanes on columns: bands of 16 columns chained end to
+    start, each column in chain tiles of 64 steps."""
+    check("ss2d_scan", ss2d_inputs(1, 2, H, W, N), dtype)
+
+
+@pytest.mark.parametrize(
     "H, W, where",
     [
         (96, 128, "smem"),  # 48 KiB plane: needs the shared-memory opt-in

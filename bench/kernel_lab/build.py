@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_SOURCES = (
     "csrc/cuda/scan_fwd.cu",
+    "csrc/cuda/scan_fwd_cf.cu",
     "csrc/cuda/scan_bwd.cu",
     "csrc/cuda/scan_bwd_cl.cu",
     "csrc/cuda/slp.cu",

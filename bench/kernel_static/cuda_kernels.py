@@ -150,6 +150,7 @@ def _threads_per_block(name: str, code: list[sass.Instr]) -> int | None:
         "scan_fwd_kernel": ("scan.cuh", "kThreads"),
         "scan_bwd_kernel": ("scan.cuh", "kThreads"),
         "scan_fwd_cl_kernel": ("scan.cuh", "kThreads"),
+        "scan_fwd_cf_kernel": ("scan.cuh", "kThreads"),
         "scan_bwd_cl_kernel": ("scan.cuh", "kThreads"),
         "slp_fwd_kernel": ("slp.cu", "kThreads"),
         "slp_bwd_kernel": ("slp.cu", "kThreads"),
@@ -160,6 +161,13 @@ def _threads_per_block(name: str, code: list[sass.Instr]) -> int | None:
         return None
     file, const = sizes[name]
     return _constant((CUDA_DIR / file).read_text(), const)
+
+
+# Kernels whose per-tile loops split the steps between them: the channel-first ss2d forward runs
+# one loop over the row directions' steps and two (the column fold, then the scan) over the
+# column directions', so a step costs half the sum of its hot loops. Elsewhere every hot loop
+# runs over every step (the backward's two sweeps).
+STEP_SHARES = {"scan_fwd_cf_kernel": 2}
 
 
 def kernel_records(objects: list[CompiledObject]) -> list[dict]:
@@ -181,7 +189,7 @@ def kernel_records(objects: list[CompiledObject]) -> list[dict]:
             hot = sass.hot_loops(co.code.get(mangled, []))
             per_step = None
             if name.startswith("scan_") and hot:
-                per_step = sum(lp.path for lp in hot) / consts["items"]
+                per_step = sum(lp.path for lp in hot) / consts["items"] / STEP_SHARES.get(name, 1)
             rows.append(
                 {
                     "backend": "cuda",

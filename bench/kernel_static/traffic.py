@@ -21,6 +21,7 @@ import torch
 UNITS = {
     "scan_fwd_kernel": ("b", "C"),
     "scan_bwd_kernel": ("b", "C"),
+    "scan_fwd_cf_kernel": ("b", "C"),
     "scan_fwd_cl_kernel": ("b", "C"),  # ceil(C / 16) blocks per batch: C a multiple of 16
     "scan_bwd_cl_kernel": ("b", "C"),
     "param_grad_reduce_kernel": ("b", "C"),

@@ -268,6 +268,26 @@ __device__ __forceinline__ Affine block_exclusive_scan(Affine v, Affine& total, 
   return compose(before_warp, excl);
 }
 
+// Exclusive scan of per-lane affine maps over each group of kGroup consecutive lanes (a power of
+// two), in lane order: returns the composition of the maps of the group's lanes before this one
+// (identity for the first) and sets `all` to the whole group's composition.
+template <int kGroup>
+__device__ __forceinline__ Affine group_exclusive_scan(Affine v, Affine& all) {
+  static_assert(kGroup >= 1 && 32 % kGroup == 0, "groups: a divisor of the warp size");
+  const int lane = threadIdx.x & 31, in_group = lane % kGroup;
+  const Affine identity = {1.f, 0.f};
+  Affine inc = v;
+#pragma unroll
+  for (int offset = 1; offset < kGroup; offset *= 2) {
+    const Affine before = shfl_up(inc, offset);
+    if (in_group >= offset) inc = compose(before, inc);
+  }
+  const int last = lane - in_group + kGroup - 1;
+  all = {__shfl_sync(0xffffffffu, inc.a, last), __shfl_sync(0xffffffffu, inc.b, last)};
+  const Affine excl = shfl_up(inc, 1);
+  return in_group == 0 ? identity : excl;
+}
+
 // Block-wide sum along the chains of block_exclusive_scan; every thread gets its chain's sum.
 // `smem` holds kThreads / 32 * kChains floats.
 template <int kThreads, int kChains = 1>

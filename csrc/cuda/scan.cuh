@@ -176,6 +176,33 @@ struct Sequence {
     C = opaque(static_cast<const T*>(p.C) + b * p.bc_sb + group * p.bc_sg);
     D = p.D != nullptr ? p.D[row] : 0.f;
     bias = p.delta_bias != nullptr ? p.delta_bias[row] : 0.f;
+    set_contiguity();
+  }
+
+  // Column k of a column direction's walk, in the direction's order (k = 0 is the column its
+  // first step visits), as a sequence of its own: the H steps of that column, pointers moved onto
+  // it (the lanes-on-columns forward, docs/design.md §4.4). A k past the last column gives an
+  // inactive sequence (on the last column read). Offsets inside the column then stay those of
+  // the plane minus the column's start: Accumulator::column and column_offset move the outputs.
+  __device__ __forceinline__ Sequence column(int k, int W) const {
+    Sequence s = *this;
+    s.active = active && k < W;
+    const int w = column_w(k < W ? k : W - 1, W);
+    s.u = opaque(u + w * u_st.outer);
+    s.delta = opaque(delta + w * dl_st.outer);
+    s.B = opaque(B + w * bc_st.outer);
+    s.C = opaque(C + w * bc_st.outer);
+    s.walk.n_outer = 1;
+    s.set_contiguity();
+    return s;
+  }
+  // The spatial column w of the k-th column in the walk's order.
+  __device__ __forceinline__ int column_w(int k, int W) const {
+    return walk.reverse ? W - 1 - k : k;
+  }
+
+ private:
+  __device__ __forceinline__ void set_contiguity() {
     u_contiguous = walk.contiguous(u_st);
     dl_contiguous = walk.contiguous(dl_st);
     bc_contiguous = walk.contiguous(bc_st);
@@ -228,6 +255,18 @@ struct Steps {
     return run(q, q.bc_st, q.bc_contiguous);
   }
 
+  // The segment's steps of state n as one affine map h -> a*h + b (dt = u = 0 on padding steps
+  // leave h alone); A2n = A[n] * log2(e).
+  __device__ __forceinline__ Affine map_of(const ScanParams& p, const Sequence<T>& q, int n,
+                                           float A2n) const {
+    float Bv[kItems];
+    load_run(opaque(q.B + n * p.bc_sn), bc_run(q), Bv);
+    Affine agg = {1.f, 0.f};
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) agg = compose(agg, {exp2f(dt[e] * A2n), dt[e] * Bv[e] * u[e]});
+    return agg;
+  }
+
   // B and C of state n at the steps (bc: bc_run).
   __device__ __forceinline__ void load_bc(const ScanParams& p, const Sequence<T>& q, int n,
                                           const Run<kItems>& bc, float (&Bv)[kItems],
@@ -277,6 +316,12 @@ struct Accumulator {
   float* plane;
   bool in_smem;
 
+  // The accumulator of spatial column w (Sequence::column): its positions h*W in shared memory,
+  // its offsets h*s_h (s_w: u's column stride) in the workspace.
+  __device__ __forceinline__ Accumulator column(int w, int s_w) const {
+    return {plane + (in_smem ? w : w * s_w), in_smem};
+  }
+
   template <typename T, int kItems, typename Out>
   __device__ __forceinline__ void add(const Sequence<T>& q, const Steps<T, kItems>& s, int dir,
                                       const float (&v)[kItems], Out&& out) const {
@@ -294,17 +339,123 @@ struct Accumulator {
   }
 };
 
+// The forward of one sequence along chains of kC threads (as scan_fwd_block), tile by tile from
+// the states in `carry` (left as the states leaving the sequence); emit(s, y) writes each tile's
+// outputs.
+template <typename T, int kMaxN, int kC, typename Emit>
+__device__ __forceinline__ void scan_fwd_tiles(const ScanFwdParams& p, const Sequence<T>& seq,
+                                               int L, int seg, const float (&A2)[kMaxN],
+                                               float (&carry)[kMaxN], Affine* scan_smem,
+                                               Emit&& emit) {
+  using Traits = ScanTraits<kMaxN>;
+  constexpr int kItems = Traits::kItems, kTile = Traits::kThreads / kC * kItems;
+  const int N = p.d_state;
+  for (int64_t t0 = 0; t0 < L; t0 += kTile) {
+    Steps<T, kItems> s;
+    s.load(p, seq, t0, L, seg);
+    float y[kItems], dtu[kItems];
+    const Run<kItems> bc = s.bc_run(seq);
+#pragma unroll
+    for (int e = 0; e < kItems; ++e) {
+      y[e] = seq.D * s.u[e];
+      dtu[e] = s.dt[e] * s.u[e];
+    }
+#pragma unroll
+    for (int n = 0; n < kMaxN; ++n) {
+      if (n < N) {
+        float a[kItems], bu[kItems], Bv[kItems], Cv[kItems];
+        s.load_bc(p, seq, n, bc, Bv, Cv);
+        Affine agg = {1.f, 0.f};
+#pragma unroll
+        for (int e = 0; e < kItems; ++e) {
+          a[e] = exp2f(s.dt[e] * A2[n]);
+          bu[e] = dtu[e] * Bv[e];  // dtu = 0 on padding steps
+          agg = compose(agg, {a[e], bu[e]});
+        }
+        Affine total;
+        const Affine before =
+            block_exclusive_scan<Traits::kThreads, false, kC>(agg, total, scan_smem);
+        float h = before.a * carry[n] + before.b;
+#pragma unroll
+        for (int e = 0; e < kItems; ++e) {
+          h = a[e] * h + bu[e];
+          y[e] += Cv[e] * h;  // padding steps are never stored
+        }
+        carry[n] = total.a * carry[n] + total.b;
+      }
+    }
+    emit(s, y);
+  }
+}
+
+// Channel-first ss2d column directions, lanes on columns (docs/design.md §4.4): the block walks
+// the plane in bands of kC columns in the direction's order; chain k (threads k mod kC) scans the
+// k-th column of the band as a sequence of H steps, so a warp's load of one step is kC adjacent
+// elements of two rows (two sectors in bf16) instead of 32 rows. Columns chain end to start: a
+// first sweep folds each column into one affine map per state (reading u, delta and B), a scan
+// of the kC maps across the chains gives each column its entering state, and the second sweep
+// is scan_fwd_tiles from those states.
+template <typename T, int kMaxN, int kC>
+__device__ __forceinline__ void scan_fwd_columns(const ScanFwdParams& p, const Sequence<T>& plane,
+                                                 const float (&A2)[kMaxN], const Accumulator& acc,
+                                                 void* y_plane, Affine* scan_smem) {
+  using Traits = ScanTraits<kMaxN>;
+  constexpr int kItems = Traits::kItems, kTile = Traits::kThreads / kC * kItems;
+  const int chain = static_cast<int>(threadIdx.x % kC), seg = static_cast<int>(threadIdx.x / kC);
+  const int N = p.d_state;
+  float band_carry[kMaxN];
+#pragma unroll
+  for (int n = 0; n < kMaxN; ++n) band_carry[n] = 0.f;
+  for (int k0 = 0; k0 < p.W; k0 += kC) {
+    const Sequence<T> col = plane.column(k0 + chain, p.W);
+    Affine map[kMaxN];
+#pragma unroll
+    for (int n = 0; n < kMaxN; ++n) map[n] = {1.f, 0.f};
+    for (int64_t t0 = 0; t0 < p.H; t0 += kTile) {
+      Steps<T, kItems> s;
+      s.load(p, col, t0, p.H, seg);
+#pragma unroll
+      for (int n = 0; n < kMaxN; ++n) {
+        if (n < N) {
+          Affine total;
+          block_exclusive_scan<Traits::kThreads, false, kC>(s.map_of(p, col, n, A2[n]), total,
+                                                            scan_smem);
+          map[n] = compose(map[n], total);
+        }
+      }
+    }
+    float carry[kMaxN];
+#pragma unroll
+    for (int n = 0; n < kMaxN; ++n) {
+      Affine all;
+      const Affine before = group_exclusive_scan<kC>(map[n], all);
+      carry[n] = before.a * band_carry[n] + before.b;
+      band_carry[n] = all.a * band_carry[n] + all.b;
+    }
+    const int w = plane.column_w(k0 + chain < p.W ? k0 + chain : p.W - 1, p.W);
+    const Accumulator col_acc = acc.column(w, col.u_st.outer);
+    const unsigned y_off = static_cast<unsigned>(w * col.u_st.outer);
+    scan_fwd_tiles<T, kMaxN, kC>(p, col, p.H, seg, A2, carry, scan_smem, [&](const auto& s,
+                                                                          const auto& y) {
+      col_acc.add(col, s, plane.walk.reverse ? 3 : 1, y, [&](unsigned i, float v) {
+        store_as<T>(y_plane, y_off + i, v, p.y_float32);
+      });
+    });
+  }
+}
+
 // Blocks on x: batch * ceil(channels / kC); block x scans channels kC * (x % groups_c) + k,
 // k < kC, of batch x / groups_c (gridDim.y would cap the batch at 65,535). kC = 1: one plane
 // per block, the threads on consecutive steps of one sequence (channel-first ss2d and
-// selective_scan). kC = kLaneChannels: channel-last ss2d, lane k of a group of kC lanes on
+// selective_scan; kColumns: the channel-first ss2d kernel, whose column directions run
+// scan_fwd_columns). kC = kLaneChannels: channel-last ss2d, lane k of a group of kC lanes on
 // channel k, so a warp's load of one step is contiguous. Dynamic shared memory: H*W floats when
-// the ss2d plane accumulates there (acc_in_smem; kC = 1 only), else none.
-template <typename T, int kMaxN, int kC>
+// the ss2d plane accumulates there (acc_in_smem; kC = 1 only), else none. scan_smem: kWarps * kC
+// entries, kWarps * kLaneChannels with kColumns.
+template <typename T, int kMaxN, int kC, bool kColumns = false>
 __device__ __forceinline__ void scan_fwd_block(const ScanFwdParams& p, bool acc_in_smem,
                                                float* acc_smem, Affine* scan_smem) {
   using Traits = ScanTraits<kMaxN>;
-  constexpr int kItems = Traits::kItems, kTile = Traits::kThreads / kC * kItems;
   const int groups_c = (p.channels + kC - 1) / kC;
   const int b = static_cast<int>(blockIdx.x / groups_c);
   const int c = static_cast<int>(blockIdx.x % groups_c) * kC + static_cast<int>(threadIdx.x % kC);
@@ -325,40 +476,15 @@ __device__ __forceinline__ void scan_fwd_block(const ScanFwdParams& p, bool acc_
       A2[n] = n < N ? p.A[seq.row * N + n] * kLog2e : 0.f;  // exp(dt*A) = exp2(dt*A*log2 e)
       carry[n] = 0.f;
     }
-    for (int64_t t0 = 0; t0 < L; t0 += kTile) {
-      Steps<T, kItems> s;
-      s.load(p, seq, t0, L, seg);
-      float y[kItems], dtu[kItems];
-      const Run<kItems> bc = s.bc_run(seq);
-#pragma unroll
-      for (int e = 0; e < kItems; ++e) {
-        y[e] = seq.D * s.u[e];
-        dtu[e] = s.dt[e] * s.u[e];
+    if constexpr (kColumns) {
+      if (dir & 1) {
+        scan_fwd_columns<T, kMaxN, Traits::kLaneChannels>(p, seq, A2, acc, y_plane, scan_smem);
+        __syncthreads();  // the next direction reads acc at positions other threads wrote
+        continue;
       }
-#pragma unroll
-      for (int n = 0; n < kMaxN; ++n) {
-        if (n < N) {
-          float a[kItems], bu[kItems], Bv[kItems], Cv[kItems];
-          s.load_bc(p, seq, n, bc, Bv, Cv);
-          Affine agg = {1.f, 0.f};
-#pragma unroll
-          for (int e = 0; e < kItems; ++e) {
-            a[e] = exp2f(s.dt[e] * A2[n]);
-            bu[e] = dtu[e] * Bv[e];  // dtu = 0 on padding steps
-            agg = compose(agg, {a[e], bu[e]});
-          }
-          Affine total;
-          const Affine before =
-              block_exclusive_scan<Traits::kThreads, false, kC>(agg, total, scan_smem);
-          float h = before.a * carry[n] + before.b;
-#pragma unroll
-          for (int e = 0; e < kItems; ++e) {
-            h = a[e] * h + bu[e];
-            y[e] += Cv[e] * h;  // padding steps are never stored
-          }
-          carry[n] = total.a * carry[n] + total.b;
-        }
-      }
+    }
+    scan_fwd_tiles<T, kMaxN, kC>(p, seq, L, seg, A2, carry, scan_smem, [&](const auto& s,
+                                                                         const auto& y) {
       if (four) {
         acc.add(seq, s, dir, y,
                 [&](unsigned i, float v) { store_as<T>(y_plane, i, v, p.y_float32); });
@@ -367,7 +493,7 @@ __device__ __forceinline__ void scan_fwd_block(const ScanFwdParams& p, bool acc_
       } else {
         store_run(static_cast<T*>(y_plane), s.u_run(seq), y, s.n_valid);
       }
-    }
+    });
     __syncthreads();  // the next direction reads acc at positions other threads wrote
   }
   if (four && acc_in_smem) {
@@ -385,6 +511,21 @@ __global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>
   __shared__ Affine scan_smem[ScanTraits<kMaxN>::kWarps];
   scan_fwd_block<T, kMaxN, 1>(p, acc_in_smem, acc_smem, scan_smem);
 }
+
+// Channel-first ss2d forward: scan_fwd_kernel's plane per block, the column directions with
+// lanes on columns (scan_fwd_columns: kLaneChannels chains).
+template <typename T, int kMaxN>
+__global__ void __launch_bounds__(ScanTraits<kMaxN>::kThreads, ScanTraits<kMaxN>::kFwdMinBlocks)
+    scan_fwd_cf_kernel(ScanFwdParams p, bool acc_in_smem) {
+  ZM_DYNAMIC_SHARED(float, acc_smem);
+  __shared__ Affine scan_smem[ScanTraits<kMaxN>::kWarps * ScanTraits<kMaxN>::kLaneChannels];
+  scan_fwd_block<T, kMaxN, 1, true>(p, acc_in_smem, acc_smem, scan_smem);
+}
+
+// Launches scan_fwd_cf_kernel for p's dtype and d_state bucket on `blocks` blocks with `smem`
+// bytes of dynamic shared memory (the plane, when acc_in_smem). Defined in its own file
+// (scan_fwd_cf.cu) so that it compiles in parallel with scan_fwd.cu.
+cudaError_t launch_fwd_cf(const ScanFwdParams& p, bool acc_in_smem, int smem, unsigned blocks);
 
 // Channel-last ss2d forward: lanes on channels (scan_fwd_block with kC = kLaneChannels).
 template <typename T, int kMaxN>
@@ -482,16 +623,8 @@ __device__ __forceinline__ void scan_bwd_block(const ScanBwdParams& p, const Bwd
 #pragma unroll
       for (int n = 0; n < kMaxN; ++n) {
         if (n < N) {
-          const T* B_n = opaque(seq.B + n * p.bc_sn);
-          float Bv[kItems];
-          load_run(B_n, s.bc_run(seq), Bv);
-          Affine agg = {1.f, 0.f};
-#pragma unroll
-          for (int e = 0; e < kItems; ++e) {  // dt = u = 0 on padding steps
-            agg = compose(agg, {exp2f(s.dt[e] * A2[n]), s.dt[e] * Bv[e] * s.u[e]});
-          }
           Affine total;
-          block_exclusive_scan<kThreads, false, kC>(agg, total, scan_smem);
+          block_exclusive_scan<kThreads, false, kC>(s.map_of(p, seq, n, A2[n]), total, scan_smem);
           carry[n] = total.a * carry[n] + total.b;
         }
       }

@@ -23,15 +23,10 @@ cudaError_t launch_fwd(const ScanFwdParams& p) {
   }
   const bool in_smem = fwd_acc_in_smem(p);
   const int smem = in_smem ? p.H * p.W * static_cast<int>(sizeof(float)) : 0;
-  auto kernel = scan_fwd_kernel<T, kMaxN>;
-  // The default allows 48 KiB of static + dynamic shared memory: opt in whenever the plane is
-  // there, since the kernel's static shared memory counts against the same 48 KiB.
-  if (smem > 0) {
-    ZM_RETURN_IF_ERROR(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  }
   const int64_t blocks = static_cast<int64_t>(p.channels) * p.batch;
   if (blocks > kMaxGridX) return cudaErrorInvalidValue;
+  if (p.n_dir == 4) return launch_fwd_cf(p, in_smem, smem, static_cast<unsigned>(blocks));
+  auto kernel = scan_fwd_kernel<T, kMaxN>;
   ZM_LAUNCH(kernel, static_cast<unsigned>(blocks), Traits::kThreads, smem, p.stream)(p, in_smem);
   return cudaGetLastError();
 }
