@@ -1,6 +1,7 @@
-"""The Triton slp_project's split paths (docs/design.md §4.8): the forward's R splits merged by
-torch, including a split whose last R-tile lies past R, and the dq kernel's batch splits,
-including a split that runs past the batch; no atomics, so the gradients repeat bitwise."""
+"""The Triton slp_project's row kernels around the score and gradient GEMMs (docs/design.md
+§4.8): rows longer than one tile (the online softmax rescales; the backward's second sweep
+reloads all but the kept first tile), a last tile past R, a last program past the last row;
+no atomics, so the gradients repeat bitwise; autograd saves only the inputs."""
 
 import pytest
 import torch
@@ -18,25 +19,36 @@ DEVICE = DEVICES[-1]
 
 
 @pytest.fixture
-def small_splits(monkeypatch):
-    # R = 150 is 5 R-tiles of 32: 2 splits of 3 tiles, the second's last tile (160..191) past R.
-    monkeypatch.setattr(slp_kernels, "MAX_R_SPLITS", 2)
-    # one (A block, F block) wants 2 programs: b = 3 runs as 2 splits of 2 batches, the second
-    # running one batch past the end.
-    monkeypatch.setattr(slp_kernels, "TARGET_PROGRAMS", 2)
+def small_tiles(monkeypatch):
+    # R = 150 is 5 tiles of 32 regions, the last (128..159) past R; 4 rows a program, so the
+    # 3 x 5 = 15 rows leave the last program one row past the end.
+    monkeypatch.setattr(slp_kernels, "MAX_BLOCK_R", 32)
+    monkeypatch.setattr(slp_kernels, "TILE_ELEMS", 128)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_split_paths_against_reference(small_splits, dtype):
-    kw = to(slp_inputs(3, 20, 40, 150, seed=5), device=DEVICE)
+def test_multi_tile_rows_against_reference(small_tiles, dtype):
+    kw = to(slp_inputs(3, 5, 40, 150, seed=5), device=DEVICE)
     check_against_reference("slp_project", "triton", kw, dtype)
 
 
-def test_gradients_repeat_bitwise(small_splits):
+def test_gradients_repeat_bitwise(small_tiles):
     kw = to(slp_inputs(3, 20, 40, 150, seed=6), torch.float32, DEVICE)
     dout = torch.randn(3, 20, device=DEVICE)
     runs = [slp_kernels.slp_project_bwd(dout, kw["feat"], kw["q1"], kw["q2"]) for _ in range(2)]
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
-    y = ops.slp_project(**kw, backend="triton")
-    assert y.shape == (3, 20) and torch.isfinite(y).all()
+    outs = [slp_kernels.slp_project_fwd(kw["feat"], kw["q1"], kw["q2"]) for _ in range(2)]
+    assert torch.equal(*outs) and torch.isfinite(outs[0]).all()
+
+
+def test_autograd_saves_only_the_inputs():
+    """No score-sized tensor lives between the passes (the >= 10x memory target against the
+    einsum form, which saves (b, A, R) tensors)."""
+    kw = to(slp_inputs(2, 6, 8, 10, seed=7), torch.float32, DEVICE, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = ops.slp_project(**kw, backend="triton")
+    assert sorted(t.numel() for t in saved) == sorted(t.numel() for t in kw.values())
+    y.sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in kw.values())
