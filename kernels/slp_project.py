@@ -94,11 +94,11 @@ def _softmax_reduce_kernel(
 
 
 @triton.jit
-def _store_ds(ds_ptr, ds1_off, ds2_off, ok, r0, R, s1, s2, lse2, out, dout, BLOCK_R: tl.constexpr):
-    """ds2 = dout exp(s1 - lse), ds1 = ds2 (s2 - out) of one tile, in ds's dtype."""
+def _store_ds(ds_ptr, ds1_off, ds2_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R: tl.constexpr):
+    """ds2 = dout p = exp(s1 - m) dout / l, ds1 = ds2 (s2 - out) of one tile, in ds's dtype."""
     r = r0 + tl.arange(0, BLOCK_R)
     mask = ok[:, None] & (r < R)[None, :]
-    g2 = tl.exp2(s1 * LOG2E - lse2[:, None]) * dout[:, None]
+    g2 = tl.exp2((s1 - m[:, None]) * LOG2E) * dout_l[:, None]
     g1 = g2 * (s2 - out[:, None])
     ty = ds_ptr.dtype.element_ty
     tl.store(ds_ptr + ds1_off[:, None] + r[None, :], g1.to(ty), mask=mask)
@@ -123,14 +123,14 @@ def _ds_kernel(
         s1, s2 = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
         m, l, acc = _fold(m, l, acc, s1, s2)
     out = acc / l
-    lse2 = m * LOG2E + tl.log2(l)  # log-sum-exp of s1 in base 2
     dout = tl.load(dout_ptr + bi * sdo_b + i * sdo_a, mask=ok, other=0.0).to(tl.float32)
+    dout_l = dout / l
     ds1_off = (i * n_batch + bi) * R
     ds2_off = ds1_off + A * n_batch * R
-    _store_ds(ds_ptr, ds1_off, ds2_off, ok, 0, R, c1, c2, lse2, out, dout, BLOCK_R)
+    _store_ds(ds_ptr, ds1_off, ds2_off, ok, 0, R, c1, c2, m, dout_l, out, BLOCK_R)
     for r0 in range(BLOCK_R, R, BLOCK_R):
         s1, s2 = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
-        _store_ds(ds_ptr, ds1_off, ds2_off, ok, r0, R, s1, s2, lse2, out, dout, BLOCK_R)
+        _store_ds(ds_ptr, ds1_off, ds2_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R)
 
 
 def _row_blocks(R: int) -> dict[str, int]:
