@@ -38,7 +38,9 @@ MAX_BLOCK_R = 256
 # backward's row kernel, which keeps a tile between its sweeps, takes 56 registers (56%
 # occupancy); 8 rows took 215 (12.5%).
 TILE_ELEMS = 1024
-# Finite: exp2 of (MINUS_INF - m) is a clean 0, and a row past the last one gives no NaN.
+# The running max's start and the padding's score: finite, so that a row whose scores are all
+# -inf (the reference's NaN) meets no inf - inf before l = 0 makes out NaN; padded regions are
+# masked out of the sums, so they never count as scores.
 MINUS_INF = tl.constexpr(-1e30)
 # torch >= 2.8 has a half-in, fp32-out bmm on CUDA; the CPU (interpreter) path upcasts instead.
 HAS_FP32_OUT_BMM = hasattr(torch.ops.aten.bmm, "dtype")
@@ -46,23 +48,24 @@ HAS_FP32_OUT_BMM = hasattr(torch.ops.aten.bmm, "dtype")
 
 @triton.jit
 def _score_tile(s_ptr, s1_off, A, R, rows_ok, r0, BLOCK_R: tl.constexpr):
-    """(s1, s2) fp32 tiles (rows, BLOCK_R) of regions r0.., MINUS_INF / 0 past R; s1_off: the
-    offsets of the rows' s1 in S (b, 2A, R), s2 A rows further."""
+    """(s1, s2, mask) fp32 tiles (rows, BLOCK_R) of regions r0.., MINUS_INF / 0 where the mask
+    is off (past R or past the last row); s1_off: the offsets of the rows' s1 in S (b, 2A, R),
+    s2 A rows further."""
     r = r0 + tl.arange(0, BLOCK_R)
     mask = rows_ok[:, None] & (r < R)[None, :]
     o = s1_off[:, None] + r[None, :]
     s1 = tl.load(s_ptr + o, mask=mask, other=MINUS_INF)
     s2 = tl.load(s_ptr + A * R + o, mask=mask, other=0.0)
-    return s1, s2
+    return s1, s2, mask
 
 
 @triton.jit
-def _fold(m, l, acc, s1, s2):
+def _fold(m, l, acc, s1, s2, mask):
     """The online softmax (running max m, sum l of exp(s1 - m), acc = sum of exp(s1 - m) s2)
     after one more tile."""
     m_new = tl.maximum(m, tl.max(s1, axis=1))
     scale = tl.exp2((m - m_new) * LOG2E)
-    p = tl.exp2((s1 - m_new[:, None]) * LOG2E)
+    p = tl.where(mask, tl.exp2((s1 - m_new[:, None]) * LOG2E), 0.0)
     return m_new, l * scale + tl.sum(p, axis=1), acc * scale + tl.sum(p * s2, axis=1)
 
 
@@ -88,9 +91,10 @@ def _softmax_reduce_kernel(
     l = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
     for r0 in range(0, R, BLOCK_R):
-        s1, s2 = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
-        m, l, acc = _fold(m, l, acc, s1, s2)
-    tl.store(out_ptr + row, (acc / l).to(out_ptr.dtype.element_ty), mask=ok)
+        s1, s2, mask = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
+        m, l, acc = _fold(m, l, acc, s1, s2, mask)
+    out = acc / tl.where(ok, l, 1.0)  # l = 0 past the last row
+    tl.store(out_ptr + row, out.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -117,11 +121,12 @@ def _ds_kernel(
     m = tl.full((BLOCK_ROWS,), MINUS_INF, dtype=tl.float32)
     l = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
-    c1, c2 = _score_tile(s_ptr, s1_off, A, R, ok, 0, BLOCK_R)
-    m, l, acc = _fold(m, l, acc, c1, c2)
+    c1, c2, c_mask = _score_tile(s_ptr, s1_off, A, R, ok, 0, BLOCK_R)
+    m, l, acc = _fold(m, l, acc, c1, c2, c_mask)
     for r0 in range(BLOCK_R, R, BLOCK_R):
-        s1, s2 = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
-        m, l, acc = _fold(m, l, acc, s1, s2)
+        s1, s2, mask = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
+        m, l, acc = _fold(m, l, acc, s1, s2, mask)
+    l = tl.where(ok, l, 1.0)  # l = 0 past the last row
     out = acc / l
     dout = tl.load(dout_ptr + bi * sdo_b + i * sdo_a, mask=ok, other=0.0).to(tl.float32)
     dout_l = dout / l
@@ -129,7 +134,7 @@ def _ds_kernel(
     ds2_off = ds1_off + A * n_batch * R
     _store_ds(ds_ptr, ds1_off, ds2_off, ok, 0, R, c1, c2, m, dout_l, out, BLOCK_R)
     for r0 in range(BLOCK_R, R, BLOCK_R):
-        s1, s2 = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
+        s1, s2, _ = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
         _store_ds(ds_ptr, ds1_off, ds2_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R)
 
 
