@@ -47,15 +47,14 @@ HAS_FP32_OUT_BMM = hasattr(torch.ops.aten.bmm, "dtype")
 
 
 @triton.jit
-def _score_tile(s_ptr, s1_off, A, R, rows_ok, r0, BLOCK_R: tl.constexpr):
+def _score_tile(s_ptr, s_off, R, rows_ok, r0, BLOCK_R: tl.constexpr):
     """(s1, s2, mask) fp32 tiles (rows, BLOCK_R) of regions r0.., MINUS_INF / 0 where the mask
-    is off (past R or past the last row); s1_off: the offsets of the rows' s1 in S (b, 2A, R),
-    s2 A rows further."""
+    is off (past R or past the last row); s_off: the offsets of the rows' s1 and s2 in S."""
     r = r0 + tl.arange(0, BLOCK_R)
     mask = rows_ok[:, None] & (r < R)[None, :]
-    o = s1_off[:, None] + r[None, :]
-    s1 = tl.load(s_ptr + o, mask=mask, other=MINUS_INF)
-    s2 = tl.load(s_ptr + A * R + o, mask=mask, other=0.0)
+    s1_off, s2_off = s_off
+    s1 = tl.load(s_ptr + (s1_off[:, None] + r[None, :]), mask=mask, other=MINUS_INF)
+    s2 = tl.load(s_ptr + (s2_off[:, None] + r[None, :]), mask=mask, other=0.0)
     return s1, s2, mask
 
 
@@ -72,12 +71,12 @@ def _fold(m, l, acc, s1, s2, mask):
 @triton.jit
 def _rows(n_rows, A, R, BLOCK_ROWS: tl.constexpr):
     """This program's rows (b, i) (int64), which of them exist, their batch and attribute, and
-    the offsets of their s1 in S."""
+    the offsets of their s1 and s2 in S (b, 2A, R), every offset int64."""
     row = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     ok = row < n_rows
     bi = row // A
     i = row - bi * A
-    return row, ok, bi, i, (bi * 2 * A + i) * R
+    return row, ok, bi, i, ((bi * 2 * A + i) * R, (bi * 2 * A + A + i) * R)
 
 
 @triton.jit
@@ -86,27 +85,28 @@ def _softmax_reduce_kernel(
     BLOCK_ROWS: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     """out (b, A) contiguous, in its dtype, from S (b, 2A, R) fp32."""
-    row, ok, _, _, s1_off = _rows(n_rows, A, R, BLOCK_ROWS)
+    row, ok, _, _, s_off = _rows(n_rows, A, R, BLOCK_ROWS)
     m = tl.full((BLOCK_ROWS,), MINUS_INF, dtype=tl.float32)
     l = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
     for r0 in range(0, R, BLOCK_R):
-        s1, s2, mask = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
+        s1, s2, mask = _score_tile(s_ptr, s_off, R, ok, r0, BLOCK_R)
         m, l, acc = _fold(m, l, acc, s1, s2, mask)
     out = acc / tl.where(ok, l, 1.0)  # l = 0 past the last row
     tl.store(out_ptr + row, out.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
-def _store_ds(ds_ptr, ds1_off, ds2_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R: tl.constexpr):
+def _store_ds(ds_ptr, ds_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R: tl.constexpr):
     """ds2 = dout p = exp(s1 - m) dout / l, ds1 = ds2 (s2 - out) of one tile, in ds's dtype."""
     r = r0 + tl.arange(0, BLOCK_R)
     mask = ok[:, None] & (r < R)[None, :]
     g2 = tl.exp2((s1 - m[:, None]) * LOG2E) * dout_l[:, None]
     g1 = g2 * (s2 - out[:, None])
     ty = ds_ptr.dtype.element_ty
-    tl.store(ds_ptr + ds1_off[:, None] + r[None, :], g1.to(ty), mask=mask)
-    tl.store(ds_ptr + ds2_off[:, None] + r[None, :], g2.to(ty), mask=mask)
+    ds1_off, ds2_off = ds_off
+    tl.store(ds_ptr + (ds1_off[:, None] + r[None, :]), g1.to(ty), mask=mask)
+    tl.store(ds_ptr + (ds2_off[:, None] + r[None, :]), g2.to(ty), mask=mask)
 
 
 @triton.jit
@@ -117,25 +117,24 @@ def _ds_kernel(
     """ds (2A, b, R) contiguous, in its dtype, from S (b, 2A, R) fp32 and dout (b, A): ds1 of
     row (b, i) at (i b_total + b) R, ds2 at ((A + i) b_total + b) R, so that dq is one GEMM over
     (b, r). Sweep 1 forms the row's statistics, keeping the first tile; sweep 2 writes ds."""
-    _, ok, bi, i, s1_off = _rows(n_rows, A, R, BLOCK_ROWS)
+    _, ok, bi, i, s_off = _rows(n_rows, A, R, BLOCK_ROWS)
     m = tl.full((BLOCK_ROWS,), MINUS_INF, dtype=tl.float32)
     l = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
-    c1, c2, c_mask = _score_tile(s_ptr, s1_off, A, R, ok, 0, BLOCK_R)
+    c1, c2, c_mask = _score_tile(s_ptr, s_off, R, ok, 0, BLOCK_R)
     m, l, acc = _fold(m, l, acc, c1, c2, c_mask)
     for r0 in range(BLOCK_R, R, BLOCK_R):
-        s1, s2, mask = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
+        s1, s2, mask = _score_tile(s_ptr, s_off, R, ok, r0, BLOCK_R)
         m, l, acc = _fold(m, l, acc, s1, s2, mask)
     l = tl.where(ok, l, 1.0)  # l = 0 past the last row
     out = acc / l
     dout = tl.load(dout_ptr + bi * sdo_b + i * sdo_a, mask=ok, other=0.0).to(tl.float32)
     dout_l = dout / l
-    ds1_off = (i * n_batch + bi) * R
-    ds2_off = ds1_off + A * n_batch * R
-    _store_ds(ds_ptr, ds1_off, ds2_off, ok, 0, R, c1, c2, m, dout_l, out, BLOCK_R)
+    ds_off = ((i * n_batch + bi) * R, ((A + i) * n_batch + bi) * R)
+    _store_ds(ds_ptr, ds_off, ok, 0, R, c1, c2, m, dout_l, out, BLOCK_R)
     for r0 in range(BLOCK_R, R, BLOCK_R):
-        s1, s2, _ = _score_tile(s_ptr, s1_off, A, R, ok, r0, BLOCK_R)
-        _store_ds(ds_ptr, ds1_off, ds2_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R)
+        s1, s2, mask = _score_tile(s_ptr, s_off, R, ok, r0, BLOCK_R)
+        _store_ds(ds_ptr, ds_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R)
 
 
 def _row_blocks(R: int) -> dict[str, int]:

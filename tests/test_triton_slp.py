@@ -1,7 +1,15 @@
 """The Triton slp_project's row kernels around the score and gradient GEMMs (docs/design.md
 §4.8): rows longer than one tile (the online softmax rescales; the backward's second sweep
 reloads all but the kept first tile), a last tile past R, a last program past the last row;
-no atomics, so the gradients repeat bitwise; autograd saves only the inputs."""
+no atomics, so the gradients repeat bitwise; autograd saves only the inputs; both kernels
+lower for sm_90 with int64 offsets."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +60,31 @@ def test_autograd_saves_only_the_inputs():
     assert sorted(t.numel() for t in saved) == sorted(t.numel() for t in kw.values())
     y.sum().backward()
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in kw.values())
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="lowers the kernels without the interpreter")
+def test_row_kernels_lower_with_int64_offsets():
+    """The Triton front end (which the interpreter skips) takes both row kernels at the CUB
+    shape, and every pointer offset is int64: S and ds pass 2^31 elements at large b A R."""
+    tests = Path(__file__).resolve().parent
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(tests)!r})
+        import torch, triton_offsets as t
+        from kernel_static import triton_kernels as tk
+        s = {{"b": 32, "A": 312, "F": 768, "R": 196}}
+        ins = tk.meta_inputs("slp_project", s, torch.bfloat16, "-")
+        out = []
+        for p in ("fwd", "bwd"):
+            for ln in tk.op_launches("slp_project", p, ins):
+                out.append({{"kernel": ln.name, **t.offsets(t.ttir(ln))}})
+        print(json.dumps(out))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-c", script]
+    out = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    launches = json.loads(out.stdout)
+    assert [ln["kernel"] for ln in launches] == ["_softmax_reduce_kernel", "_ds_kernel"]
+    for ln in launches:
+        assert ln["tile"] == ["i64"] and ln["scalar"] in ([], ["i64"]), ln
