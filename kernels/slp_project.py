@@ -2,19 +2,23 @@
 
 out[b, i] = sum_r softmax_r(s1[b, i, :])[r] * s2[b, i, r], s1 = q1 feat[b], s2 = q2 feat[b].
 
-Forward: grid (A blocks, R splits, b). A program forms the (BLOCK_A, BLOCK_R) tiles of s1 and s2
-with tl.dot over F-tiles for the R-tiles of its split and folds them into an online softmax
-(running max m, denominator l, numerator acc); a few torch ops merge the splits' partial
-statistics: out = acc / l. Neither the (b, A, F) projection nor the scores reach memory.
-Backward, with the merged out and log-sum-exp: `_ds_kernel` (grid (A blocks, R-tiles, b))
-recomputes the score tile and writes ds1 = dout p (s2 - out), ds2 = dout p into a transient
-(2, b, A, R) buffer; `_dq_kernel` (grid (A blocks, F blocks, batch splits)) accumulates
-dq = sum over (b, r) of ds feat^T in registers; `_dfeat_kernel` (grid (F blocks, R-tiles, b))
-accumulates dfeat = q1^T ds1 + q2^T ds2 over A in registers. No atomics: every output element
-has one writer and a fixed summation order (the batch splits of dq are summed by torch), so the
-gradients are bitwise repeatable.
-Dots: fp16/bf16 inputs multiply in their own dtype with fp32 accumulation (exact products);
-fp32 inputs use tf32 (``FP32_DOT``), within the tf32-level tolerance of docs/design.md §6.
+The score and gradient products are matrix products with F as the inner dimension, so they run
+as torch GEMMs (cuBLAS on a GPU) and the two Triton kernels here do only the per-row work between
+them, which is memory-bound:
+
+* forward: ``S = q feat`` with ``q = (q1; q2)``, a transient fp32 (b, 2A, R) (s1 in rows
+  0..A-1 of a batch, s2 in rows A..2A-1); ``_softmax_reduce_kernel``: out = sum_r p s2,
+  p = softmax_r(s1), one online-softmax sweep per row;
+* backward: S again; ``_ds_kernel``: the row's statistics and out, then ds1 = dout p (s2 - out),
+  ds2 = dout p into ds (2A, b, R) in the inputs' dtype; dfeat[b] = q^T ds[:, b] (one batched
+  GEMM reading ds in place) and dq = ds feat^T over every (b, r) (two GEMMs after a copy of
+  feat to (F, b R)).
+
+No atomics: every element has one writer and the GEMMs are deterministic on one stream, so both
+passes repeat bitwise. Nothing of score size outlives a call: autograd saves only the inputs.
+GEMM precision: fp32 inputs multiply as torch's fp32 matmul does (tf32 only where
+``torch.backends.cuda.matmul.allow_tf32`` allows it); fp16/bf16 scores accumulate and come out
+in fp32; the gradient GEMMs take ds in the inputs' dtype and accumulate in fp32.
 """
 
 import torch
@@ -26,279 +30,150 @@ from torch.library import triton_op, wrap_triton
 from ._alloc import empty
 from ._common import LOG2E, check_dtype, next_pow2
 
-# tl.dot input precision for fp32 inputs ("ieee" would be fp32-exact at several times the cost).
-FP32_DOT = "tf32"
 NUM_WARPS = 4
-# The dq kernel holds two (BLOCK_A, BLOCK_F) fp32 accumulators: 8 warps keep the fp32/tf32
-# variant free of spills on sm_90.
-DQ_NUM_WARPS = 8
-# Batch splits of the dq kernel: enough programs to fill an H100's 132 SMs twice.
-TARGET_PROGRAMS = 264
-MAX_R_SPLITS = 16
+# Regions a row tile holds: rows of up to this many regions (the model's R = 196 = 14 x 14) are
+# read from memory once in the backward, which keeps the first tile between its two sweeps.
+MAX_BLOCK_R = 256
+# Elements of a (rows, regions) tile: 4 rows of 256 regions. Compiled for sm_90 at 4 warps the
+# backward's row kernel, which keeps a tile between its sweeps, takes 80 registers (37.5%
+# occupancy); 8 rows took over 200 (12.5%).
+TILE_ELEMS = 1024
+# The running max's start and the padding's score: finite, so that a row whose scores are all
+# -inf (the reference's NaN) meets no inf - inf before l = 0 makes out NaN; padded regions are
+# masked out of the sums, so they never count as scores.
+MINUS_INF = tl.constexpr(-1e30)
+# torch >= 2.8 has a half-in, fp32-out bmm on CUDA; the CPU (interpreter) path upcasts instead.
+HAS_FP32_OUT_BMM = hasattr(torch.ops.aten.bmm, "dtype")
 
 
 @triton.jit
-def _score_tiles(
-    feat, q1, q2, bi, i, r, imask, rmask, F, BLOCK_F: tl.constexpr, PRECISION: tl.constexpr
-):
-    """(s1, s2) fp32 tiles (len(i), len(r)) of q1 feat[bi], q2 feat[bi]; feat is (pointer,
-    batch, F and R strides), q1 and q2 (pointer, A and F strides)."""
-    feat_ptr, sf_b, sf_f, sf_r = feat
-    q1_ptr, sq1_a, sq1_f = q1
-    q2_ptr, sq2_a, sq2_f = q2
-    s1 = tl.zeros((i.shape[0], r.shape[0]), dtype=tl.float32)
-    s2 = tl.zeros((i.shape[0], r.shape[0]), dtype=tl.float32)
-    for f0 in range(0, F, BLOCK_F):
-        f = f0 + tl.arange(0, BLOCK_F)
-        fmask = f < F
-        qm = imask[:, None] & fmask[None, :]
-        q1t = tl.load(q1_ptr + i[:, None] * sq1_a + f[None, :] * sq1_f, mask=qm, other=0.0)
-        q2t = tl.load(q2_ptr + i[:, None] * sq2_a + f[None, :] * sq2_f, mask=qm, other=0.0)
-        ft = tl.load(
-            feat_ptr + bi * sf_b + f[:, None] * sf_f + r[None, :] * sf_r,
-            mask=fmask[:, None] & rmask[None, :],
-            other=0.0,
-        )
-        s1 = tl.dot(q1t, ft, s1, input_precision=PRECISION)
-        s2 = tl.dot(q2t, ft, s2, input_precision=PRECISION)
-    return s1, s2
+def _score_tile(s_ptr, s_off, R, rows_ok, r0, BLOCK_R: tl.constexpr):
+    """(s1, s2, mask) fp32 tiles (rows, BLOCK_R) of regions r0.., MINUS_INF / 0 where the mask
+    is off (past R or past the last row); s_off: the offsets of the rows' s1 and s2 in S."""
+    r = r0 + tl.arange(0, BLOCK_R)
+    mask = rows_ok[:, None] & (r < R)[None, :]
+    s1_off, s2_off = s_off
+    s1 = tl.load(s_ptr + (s1_off[:, None] + r[None, :]), mask=mask, other=MINUS_INF)
+    s2 = tl.load(s_ptr + (s2_off[:, None] + r[None, :]), mask=mask, other=0.0)
+    return s1, s2, mask
 
 
 @triton.jit
-def _fwd_kernel(
-    feat_ptr, sf_b, sf_f, sf_r,
-    q1_ptr, sq1_a, sq1_f,
-    q2_ptr, sq2_a, sq2_f,
-    part_ptr, part_plane,
-    A, F, R, n_split, r_per_split,
-    BLOCK_A: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr,
-    PRECISION: tl.constexpr,
+def _fold(m, l, acc, s1, s2, mask):
+    """The online softmax (running max m, sum l of exp(s1 - m), acc = sum of exp(s1 - m) s2)
+    after one more tile."""
+    m_new = tl.maximum(m, tl.max(s1, axis=1))
+    scale = tl.exp2((m - m_new) * LOG2E)
+    p = tl.where(mask, tl.exp2((s1 - m_new[:, None]) * LOG2E), 0.0)
+    return m_new, l * scale + tl.sum(p, axis=1), acc * scale + tl.sum(p * s2, axis=1)
+
+
+@triton.jit
+def _rows(n_rows, A, R, BLOCK_ROWS: tl.constexpr):
+    """This program's rows (b, i) (int64), which of them exist, their batch and attribute, and
+    the offsets of their s1 and s2 in S (b, 2A, R), every offset int64."""
+    row = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    ok = row < n_rows
+    bi = row // A
+    i = row - bi * A
+    return row, ok, bi, i, ((bi * 2 * A + i) * R, (bi * 2 * A + A + i) * R)
+
+
+@triton.jit
+def _softmax_reduce_kernel(
+    s_ptr, out_ptr, n_rows, A, R,
+    BLOCK_ROWS: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
-    """The softmax statistics (m, l, acc) of regions [split * r_per_split, + r_per_split) into
-    part (3, b, n_split, A) fp32. r_per_split is a multiple of BLOCK_R and every split starts
-    below R, so each program sees a valid region and m stays finite."""
-    i = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
-    split = tl.program_id(1)
-    bi = tl.program_id(2).to(tl.int64)
-    imask = i < A
-    m = tl.full((BLOCK_A,), float("-inf"), dtype=tl.float32)
-    l = tl.zeros((BLOCK_A,), dtype=tl.float32)
-    acc = tl.zeros((BLOCK_A,), dtype=tl.float32)
-    for r0 in range(0, r_per_split, BLOCK_R):
-        r = split * r_per_split + r0 + tl.arange(0, BLOCK_R)
-        rmask = r < R
-        s1, s2 = _score_tiles(
-            feat=(feat_ptr, sf_b, sf_f, sf_r), q1=(q1_ptr, sq1_a, sq1_f), q2=(q2_ptr, sq2_a, sq2_f),
-            bi=bi, i=i, r=r, imask=imask, rmask=rmask, F=F, BLOCK_F=BLOCK_F, PRECISION=PRECISION,
-        )  # fmt: skip
-        s1 = tl.where(rmask[None, :], s1, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s1, axis=1))
-        scale = tl.exp2((m - m_new) * LOG2E)  # exp2(-inf) = 0 on the first tile
-        p = tl.exp2((s1 - m_new[:, None]) * LOG2E)
-        l = l * scale + tl.sum(p, axis=1)
-        acc = acc * scale + tl.sum(p * s2, axis=1)
-        m = m_new
-    o = (bi * n_split + split) * A + i
-    tl.store(part_ptr + o, m, mask=imask)
-    tl.store(part_ptr + part_plane + o, l, mask=imask)
-    tl.store(part_ptr + 2 * part_plane + o, acc, mask=imask)
+    """out (b, A) contiguous, in its dtype, from S (b, 2A, R) fp32."""
+    row, ok, _, _, s_off = _rows(n_rows, A, R, BLOCK_ROWS)
+    m = tl.full((BLOCK_ROWS,), MINUS_INF, dtype=tl.float32)
+    l = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        s1, s2, mask = _score_tile(s_ptr, s_off, R, ok, r0, BLOCK_R)
+        m, l, acc = _fold(m, l, acc, s1, s2, mask)
+    out = acc / tl.where(ok, l, 1.0)  # l = 0 past the last row
+    tl.store(out_ptr + row, out.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _store_ds(ds_ptr, ds_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R: tl.constexpr):
+    """ds2 = dout p = exp(s1 - m) dout / l, ds1 = ds2 (s2 - out) of one tile, in ds's dtype."""
+    r = r0 + tl.arange(0, BLOCK_R)
+    mask = ok[:, None] & (r < R)[None, :]
+    g2 = tl.exp2((s1 - m[:, None]) * LOG2E) * dout_l[:, None]
+    g1 = g2 * (s2 - out[:, None])
+    ty = ds_ptr.dtype.element_ty
+    ds1_off, ds2_off = ds_off
+    tl.store(ds_ptr + (ds1_off[:, None] + r[None, :]), g1.to(ty), mask=mask)
+    tl.store(ds_ptr + (ds2_off[:, None] + r[None, :]), g2.to(ty), mask=mask)
 
 
 @triton.jit
 def _ds_kernel(
-    feat_ptr, sf_b, sf_f, sf_r,
-    q1_ptr, sq1_a, sq1_f,
-    q2_ptr, sq2_a, sq2_f,
-    dout_ptr, sdo_b, sdo_a,
-    out_ptr, lse_ptr, ds_ptr, ds_plane,
-    A, F, R,
-    BLOCK_A: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr,
-    PRECISION: tl.constexpr,
+    s_ptr, dout_ptr, sdo_b, sdo_a, ds_ptr, n_rows, n_batch, A, R,
+    BLOCK_ROWS: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
-    """ds (2, b, A, R) contiguous: ds1 = dout p (s2 - out), ds2 = dout p, p = exp(s1 - lse);
-    out and lse (b, A) fp32."""
-    i = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
-    r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
-    bi = tl.program_id(2).to(tl.int64)
-    imask = i < A
-    rmask = r < R
-    s1, s2 = _score_tiles(
-        feat=(feat_ptr, sf_b, sf_f, sf_r), q1=(q1_ptr, sq1_a, sq1_f), q2=(q2_ptr, sq2_a, sq2_f),
-        bi=bi, i=i, r=r, imask=imask, rmask=rmask, F=F, BLOCK_F=BLOCK_F, PRECISION=PRECISION,
-    )  # fmt: skip
-    lse = tl.load(lse_ptr + bi * A + i, mask=imask, other=0.0)
-    out = tl.load(out_ptr + bi * A + i, mask=imask, other=0.0)
-    dout = tl.load(dout_ptr + bi * sdo_b + i * sdo_a, mask=imask, other=0.0).to(tl.float32)
-    ds2 = tl.exp2((s1 - lse[:, None]) * LOG2E) * dout[:, None]
-    ds1 = ds2 * (s2 - out[:, None])
-    o = bi * A * R + i[:, None] * R + r[None, :]
-    mask = imask[:, None] & rmask[None, :]
-    tl.store(ds_ptr + o, ds1.to(ds_ptr.dtype.element_ty), mask=mask)
-    tl.store(ds_ptr + ds_plane + o, ds2.to(ds_ptr.dtype.element_ty), mask=mask)
+    """ds (2A, b, R) contiguous, in its dtype, from S (b, 2A, R) fp32 and dout (b, A): ds1 of
+    row (b, i) at (i b_total + b) R, ds2 at ((A + i) b_total + b) R, so that dq is one GEMM over
+    (b, r). Sweep 1 forms the row's statistics, keeping the first tile; sweep 2 writes ds."""
+    _, ok, bi, i, s_off = _rows(n_rows, A, R, BLOCK_ROWS)
+    m = tl.full((BLOCK_ROWS,), MINUS_INF, dtype=tl.float32)
+    l = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
+    c1, c2, c_mask = _score_tile(s_ptr, s_off, R, ok, 0, BLOCK_R)
+    m, l, acc = _fold(m, l, acc, c1, c2, c_mask)
+    for r0 in range(BLOCK_R, R, BLOCK_R):
+        s1, s2, mask = _score_tile(s_ptr, s_off, R, ok, r0, BLOCK_R)
+        m, l, acc = _fold(m, l, acc, s1, s2, mask)
+    l = tl.where(ok, l, 1.0)  # l = 0 past the last row
+    out = acc / l
+    dout = tl.load(dout_ptr + bi * sdo_b + i * sdo_a, mask=ok, other=0.0).to(tl.float32)
+    dout_l = dout / l
+    ds_off = ((i * n_batch + bi) * R, ((A + i) * n_batch + bi) * R)
+    _store_ds(ds_ptr, ds_off, ok, 0, R, c1, c2, m, dout_l, out, BLOCK_R)
+    for r0 in range(BLOCK_R, R, BLOCK_R):
+        s1, s2, mask = _score_tile(s_ptr, s_off, R, ok, r0, BLOCK_R)
+        _store_ds(ds_ptr, ds_off, ok, r0, R, s1, s2, m, dout_l, out, BLOCK_R)
 
 
-@triton.jit
-def _dq_kernel(
-    ds_ptr,
-    feat_ptr,
-    dq_ptr,
-    A,
-    F,
-    R,
-    n_batch,
-    b_per_split,
-    ds_plane,
-    dq_plane,
-    sf_b,
-    sf_f,
-    sf_r,
-    BLOCK_A: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_F: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    """dq1, dq2 partial sums over the batches [split * b_per_split, + b_per_split) and every
-    region, accumulated in registers, into dq (2, n_split, A, F) fp32."""
-    i = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
-    f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-    split = tl.program_id(2)
-    imask = i < A
-    fmask = f < F
-    acc1 = tl.zeros((BLOCK_A, BLOCK_F), dtype=tl.float32)
-    acc2 = tl.zeros((BLOCK_A, BLOCK_F), dtype=tl.float32)
-    for bb in range(b_per_split):
-        bi = (split * b_per_split + bb).to(tl.int64)
-        r_end = tl.where(bi < n_batch, R, 0)  # the last split may run past the batch
-        for r0 in range(0, R, BLOCK_R):
-            r = r0 + tl.arange(0, BLOCK_R)
-            rmask = r < r_end
-            dm = imask[:, None] & rmask[None, :]
-            o = bi * A * R + i[:, None] * R + r[None, :]
-            d1 = tl.load(ds_ptr + o, mask=dm, other=0.0)
-            d2 = tl.load(ds_ptr + ds_plane + o, mask=dm, other=0.0)
-            ft = tl.load(
-                feat_ptr + bi * sf_b + f[None, :] * sf_f + r[:, None] * sf_r,
-                mask=rmask[:, None] & fmask[None, :],
-                other=0.0,
-            )
-            acc1 = tl.dot(d1, ft, acc1, input_precision=PRECISION)
-            acc2 = tl.dot(d2, ft, acc2, input_precision=PRECISION)
-    o = (split * A + i[:, None]).to(tl.int64) * F + f[None, :]
-    mask = imask[:, None] & fmask[None, :]
-    tl.store(dq_ptr + o, acc1, mask=mask)
-    tl.store(dq_ptr + dq_plane + o, acc2, mask=mask)
+def _row_blocks(R: int) -> dict[str, int]:
+    """BLOCK_R (the row, up to MAX_BLOCK_R regions) and BLOCK_ROWS (rows a program owns)."""
+    block_r = min(MAX_BLOCK_R, next_pow2(R))
+    return {"BLOCK_ROWS": max(1, TILE_ELEMS // block_r), "BLOCK_R": block_r}
 
 
-@triton.jit
-def _dfeat_kernel(
-    ds_ptr,
-    q1_ptr,
-    q2_ptr,
-    dfeat_ptr,
-    A,
-    F,
-    R,
-    ds_plane,
-    sq1_a,
-    sq1_f,
-    sq2_a,
-    sq2_f,
-    BLOCK_A: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_F: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    """dfeat (b, F, R) contiguous, in its dtype: q1^T ds1 + q2^T ds2, summed over A in
-    registers."""
-    f = tl.program_id(0) * BLOCK_F + tl.arange(0, BLOCK_F)
-    r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
-    bi = tl.program_id(2).to(tl.int64)
-    fmask = f < F
-    rmask = r < R
-    acc = tl.zeros((BLOCK_F, BLOCK_R), dtype=tl.float32)
-    for a0 in range(0, A, BLOCK_A):
-        i = a0 + tl.arange(0, BLOCK_A)
-        imask = i < A
-        qm = fmask[:, None] & imask[None, :]
-        q1t = tl.load(q1_ptr + i[None, :] * sq1_a + f[:, None] * sq1_f, mask=qm, other=0.0)
-        q2t = tl.load(q2_ptr + i[None, :] * sq2_a + f[:, None] * sq2_f, mask=qm, other=0.0)
-        dm = imask[:, None] & rmask[None, :]
-        o = bi * A * R + i[:, None] * R + r[None, :]
-        d1 = tl.load(ds_ptr + o, mask=dm, other=0.0)
-        d2 = tl.load(ds_ptr + ds_plane + o, mask=dm, other=0.0)
-        acc = tl.dot(q1t, d1, acc, input_precision=PRECISION)
-        acc = tl.dot(q2t, d2, acc, input_precision=PRECISION)
-    o = bi * F * R + f[:, None] * R + r[None, :]
-    tl.store(
-        dfeat_ptr + o, acc.to(dfeat_ptr.dtype.element_ty), mask=fmask[:, None] & rmask[None, :]
-    )
+def _row_grid(n_rows: int, blocks: dict[str, int]) -> tuple[int]:
+    return (triton.cdiv(n_rows, blocks["BLOCK_ROWS"]),)
 
 
-def _blocks(A: int, F: int, R: int) -> dict[str, int]:
-    """BLOCK_A (64: one Hopper wgmma M tile), BLOCK_R, BLOCK_F; tl.dot wants tiles of at least
-    16 a side."""
-    return {
-        "BLOCK_A": min(64, max(16, next_pow2(A))),
-        "BLOCK_R": min(32, max(16, next_pow2(R))),
-        "BLOCK_F": min(64, max(16, next_pow2(F))),
-    }
-
-
-def _precision(x: Tensor) -> str:
-    return FP32_DOT if x.dtype == torch.float32 else "ieee"
-
-
-def _feat_args(feat: Tensor) -> dict:
-    """feat and its strides as the kernels' named arguments."""
-    return dict(zip(("feat_ptr", "sf_b", "sf_f", "sf_r"), (feat, *feat.stride()), strict=True))
-
-
-def _q_args(q1: Tensor, q2: Tensor) -> dict:
-    """q1, q2 and their strides as the kernels' named arguments."""
-    return {"q1_ptr": q1, "sq1_a": q1.stride(0), "sq1_f": q1.stride(1)} | {
-        "q2_ptr": q2, "sq2_a": q2.stride(0), "sq2_f": q2.stride(1),
-    }  # fmt: skip
-
-
-def _tiles(A: int, F: int, R: int, x: Tensor) -> dict:
-    """The sizes, tile sizes and dot precision every kernel takes, by name."""
-    return {"A": A, "F": F, "R": R, **_blocks(A, F, R), "PRECISION": _precision(x)}
-
-
-def _forward(feat: Tensor, q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
-    """(out, lse), both (b, A) fp32, from the merged partial statistics of the R splits."""
-    b, F, R = feat.shape
-    A = q1.shape[0]
-    blk = _blocks(A, F, R)
-    r_tiles = triton.cdiv(R, blk["BLOCK_R"])
-    r_per_split = triton.cdiv(r_tiles, min(r_tiles, MAX_R_SPLITS)) * blk["BLOCK_R"]
-    n_split = triton.cdiv(R, r_per_split)
-    part = empty((3, b, n_split, A), torch.float32, feat.device)
-    wrap_triton(_fwd_kernel)[(triton.cdiv(A, blk["BLOCK_A"]), n_split, b)](
-        **_feat_args(feat),
-        **_q_args(q1, q2),
-        part_ptr=part,
-        part_plane=b * n_split * A,
-        n_split=n_split,
-        r_per_split=r_per_split,
-        **_tiles(A, F, R, feat),
-        num_warps=NUM_WARPS,
-    )
-    m, l, acc = part.unbind(0)
-    m_all = m.amax(dim=1, keepdim=True)
-    w = torch.exp(m - m_all)
-    denom = (l * w).sum(dim=1)
-    return (acc * w).sum(dim=1) / denom, m_all.squeeze(1) + torch.log(denom)
+def _scores(q: Tensor, feat: Tensor) -> Tensor:
+    """S[b] = q feat[b]: (b, 2A, R) fp32 for q (2A, F), feat (b, F, R); q is broadcast over the
+    batch with a zero stride (read once, no copy)."""
+    b = feat.shape[0]
+    if feat.dtype == torch.float32:
+        return torch.bmm(q.expand(b, *q.shape), feat)
+    if feat.device.type != "cpu" and HAS_FP32_OUT_BMM:
+        return torch.bmm(q.expand(b, *q.shape), feat, out_dtype=torch.float32)
+    # no half-in, fp32-out bmm here: the same products from fp32 copies
+    return torch.bmm(q.float().expand(b, *q.shape), feat.float())
 
 
 @triton_op("zeromamba::slp_project_fwd_triton", mutates_args=())
 def slp_project_fwd(feat: Tensor, q1: Tensor, q2: Tensor) -> Tensor:
     """out (b, A) in feat's dtype; the signature of zeromamba::slp_project_fwd."""
     check_dtype("slp_project", feat)
-    if feat.shape[0] == 0 or q1.shape[0] == 0:
-        return empty((feat.shape[0], q1.shape[0]), feat.dtype, feat.device)
-    out, _ = _forward(feat, q1, q2)
-    return out.to(feat.dtype)
+    b, _, R = feat.shape
+    A = q1.shape[0]
+    out = empty((b, A), feat.dtype, feat.device)
+    if out.numel() == 0:
+        return out
+    s = _scores(torch.cat((q1, q2)), feat)
+    blk = _row_blocks(R)
+    wrap_triton(_softmax_reduce_kernel)[_row_grid(b * A, blk)](
+        s_ptr=s, out_ptr=out, n_rows=b * A, A=A, R=R, **blk, num_warps=NUM_WARPS
+    )
+    return out
 
 
 @triton_op("zeromamba::slp_project_bwd_triton", mutates_args=())
@@ -313,47 +188,27 @@ def slp_project_bwd(
     if b == 0 or A == 0 or F == 0:  # out ignores feat (A = 0) or no term has a summand
         zeros = torch.zeros((A, F), dtype=q1.dtype, device=dev)
         return torch.zeros_like(feat, memory_format=torch.contiguous_format), zeros, zeros.clone()
-    out, lse = _forward(feat, q1, q2)
-    blk = _blocks(A, F, R)
-    # ds in the dtype the gradient dots multiply in: the inputs' for fp16/bf16, fp32 for fp32
-    ds = empty((2, b, A, R), feat.dtype, dev)
-    n_a = triton.cdiv(A, blk["BLOCK_A"])
-    wrap_triton(_ds_kernel)[(n_a, triton.cdiv(R, blk["BLOCK_R"]), b)](
-        **_feat_args(feat),
-        **_q_args(q1, q2),
+    q = torch.cat((q1, q2))
+    s = _scores(q, feat)
+    ds = empty((2 * A, b, R), feat.dtype, dev)
+    blk = _row_blocks(R)
+    wrap_triton(_ds_kernel)[_row_grid(b * A, blk)](
+        s_ptr=s,
         dout_ptr=dout,
         sdo_b=dout.stride(0),
         sdo_a=dout.stride(1),
-        out_ptr=out,
-        lse_ptr=lse,
         ds_ptr=ds,
-        ds_plane=b * A * R,
-        **_tiles(A, F, R, feat),
-        num_warps=NUM_WARPS,
-    )
-    n_f = triton.cdiv(F, blk["BLOCK_F"])
-    b_per_split = triton.cdiv(b, min(b, max(1, triton.cdiv(TARGET_PROGRAMS, n_a * n_f))))
-    n_split = triton.cdiv(b, b_per_split)
-    dq = empty((2, n_split, A, F), torch.float32, dev)
-    wrap_triton(_dq_kernel)[(n_a, n_f, n_split)](
-        ds_ptr=ds,
-        ds_plane=b * A * R,
-        **_feat_args(feat),
-        dq_ptr=dq,
-        dq_plane=n_split * A * F,
+        n_rows=b * A,
         n_batch=b,
-        b_per_split=b_per_split,
-        **_tiles(A, F, R, feat),
-        num_warps=DQ_NUM_WARPS,
-    )
-    dfeat = empty((b, F, R), feat.dtype, dev)
-    wrap_triton(_dfeat_kernel)[(n_f, triton.cdiv(R, blk["BLOCK_R"]), b)](
-        ds_ptr=ds,
-        ds_plane=b * A * R,
-        **_q_args(q1, q2),
-        dfeat_ptr=dfeat,
-        **_tiles(A, F, R, feat),
+        A=A,
+        R=R,
+        **blk,
         num_warps=NUM_WARPS,
     )
-    # the batch splits, in a fixed order; sum makes new tensors, so the outputs do not alias
-    return dfeat, dq[0].sum(dim=0).to(q1.dtype), dq[1].sum(dim=0).to(q2.dtype)
+    del s
+    # dfeat[b] = q^T ds[:, b]: q^T broadcast, ds viewed (b, 2A, R) with strides (R, b R, 1)
+    dfeat = torch.bmm(q.t().expand(b, F, 2 * A), ds.permute(1, 0, 2))
+    # dq = ds (2A, b R) feat^T: feat's (b, r) is one index only after a copy
+    feat_t = feat.permute(1, 0, 2).reshape(F, b * R).t()
+    ds2d = ds.view(2 * A, b * R)
+    return dfeat, torch.mm(ds2d[:A], feat_t), torch.mm(ds2d[A:], feat_t)

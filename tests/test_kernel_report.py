@@ -188,6 +188,32 @@ def test_slp_rows_place_the_kernels_among_the_gemms():
     assert "| cuda | einsum-bf16 |" in "\n".join(slp_table(comparison))
 
 
+@pytest.mark.parametrize("pass_", ["fwd", "bwd"])
+def test_triton_slp_gemms_are_charged_as_the_cuda_bindings(pass_, monkeypatch):
+    """The Triton SLP's torch calls, seen on meta tensors, are the CUDA binding's modeled ops:
+    the same GEMM FLOPs and bytes (a broadcast q read once), the same copies, one row kernel."""
+    import torch
+
+    monkeypatch.setenv("ZEROMAMBA_POISON", "0")  # as the report runs: no NaN fills
+    from kernel_static import slp_model, torch_glue
+    from kernel_static import triton_kernels as tk
+
+    s = {"b": 4, "A": 40, "F": 32, "R": 20}
+    glue = torch_glue.GlueRecorder()
+    with glue:
+        launches = tk.op_launches(
+            "slp_project", pass_, tk.meta_inputs("slp_project", s, torch.bfloat16, "-")
+        )
+    assert [ln.name for ln in launches] == [
+        "_softmax_reduce_kernel" if pass_ == "fwd" else "_ds_kernel"
+    ]
+    ours = torch_glue.glue_launches(glue.calls)
+    cuda = slp_model.cuda_binding_ops(pass_, s)
+    assert sorted(g["flops"] for g in ours) == sorted(o["flops"] for o in cuda)
+    assert sorted(g["bytes_l2"] for g in ours) == sorted(-(-o["bytes"] // 32) * 32 for o in cuda)
+    assert all(g["math"] == "bf16" for g in ours if g["flops"])
+
+
 # --------------------------------------------------------------------------- Triton capture
 
 

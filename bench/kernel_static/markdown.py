@@ -209,11 +209,12 @@ ASSUMPTIONS = f"""\
   program count; along grid axes of more than 8 programs only the first, last and evenly spaced
   inner programs run, weighted by the programs they stand for. The torch calls of the launcher
   (zeroed accumulators, partial-sum reductions, casts) are charged their streaming bytes, seen
-  on meta tensors at the real shape.
+  on meta tensors at the real shape; its matrix products (the SLP's score and gradient GEMMs)
+  are charged as the CUDA binding's: max(FLOPs at the GEMM efficiency, bytes).
 * **Time** (Triton) per launch = max(bytes moved / 3.35 TB/s, issue), the issue limit as for
   CUDA with every warp issuing each SASS instruction once per program for straight-line kernels
-  (the scan passes); kernels with loops (the chunk-carry combine, the SLP kernels) are charged
-  their bytes only, so their times are lower bounds. No pipe limit for the SLP `tl.dot` tiles.
+  (the scan passes); kernels with loops (the chunk-carry combine, the SLP row kernels) are
+  charged their bytes only, so their times are lower bounds.
 * Not modeled: L1/L2 hit rates, bank conflicts, atomic contention (atomics are counted, their
   sectors charged), tail effects beyond the resident-warp count, clocks below boost.
 """

@@ -100,13 +100,13 @@ def saved_bytes(form: str, s: dict, e_in: int = IN_BYTES) -> int:
     """Bytes autograd holds between the passes beyond the caller's inputs (output included)."""
     b, A, F, R = (s[k] for k in "bAFR")
     out = b * A * e_in
-    if form == "cuda":
+    if form in ("cuda", "triton"):
         return out  # feat, q1, q2 are the caller's tensors: nothing else is saved
     if form == "einsum":  # fp32 copies of feat, q1, q2 (einsum's saved inputs), p, s2
         return out + 4 * (b * F * R + 2 * A * F) + 2 * 4 * b * A * R
     if form == "einsum-bf16":  # p (softmax's output) and s2 (mul's other input)
         return out + 2 * e_in * b * A * R
-    raise ValueError(f"saved_bytes: form must be cuda, einsum or einsum-bf16, got {form!r}")
+    raise ValueError(f"saved_bytes: form must be cuda, triton, einsum or einsum-bf16, got {form!r}")
 
 
 __all__ = ["cuda_binding_ops", "einsum_ops", "saved_bytes"]

@@ -295,7 +295,7 @@ class TritonCompiler:
         for c in self.cache.values():
             threads = c.num_warps * 32
             occ = occupancy(threads, c.resources.regs, c.shared)
-            keep = ("N", "N_PAD", "BLOCK_C", "BLOCK_T", "BLOCK_R", "BLOCK_K", "BLOCK_A", "BLOCK_F")
+            keep = ("N", "N_PAD", "BLOCK_C", "BLOCK_T", "BLOCK_R", "BLOCK_K", "BLOCK_ROWS")
             var = {k: v for k, v in c.constexprs.items() if k in keep}
             flags = ("OFF64", "ADD_Y", "ADD_DU", "ADD_DBC")
             var.update({k: v for k, v in c.constexprs.items() if k in flags})
