@@ -164,6 +164,26 @@ def test_slp_has_no_atomics_and_repeats_bitwise():
         assert torch.equal(v, runs[1][0][k]), k
 
 
+def test_slp_row_of_minus_inf_scores_is_nan_like_the_reference():
+    """Row (b, 1) has s1 = -inf at every region; R = 9 leaves 23 padded lanes per warp, which
+    must stay out of the softmax sums (a padded entry counted as exp(0) would give 0, not NaN)."""
+    inputs = to(slp_inputs(b=2, A=3, F=4, R=9), torch.float32)
+    inputs["feat"] = inputs["feat"].abs() + 0.1
+    inputs["q1"][1, 0] = float("-inf")
+    dout = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    leaves = to(inputs, torch.float32, requires_grad=True)
+    ref = reference.slp_project(**leaves)
+    ref_grads = torch.autograd.grad(ref, list(leaves.values()), dout)
+    out = emulate("slp_project", "fwd", **inputs)[0]["out"]
+    grads = emulate("slp_project", "bwd", dout=dout, **inputs)[0]
+    assert torch.isnan(ref).any()
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+    for name, g in zip(leaves, ref_grads, strict=True):
+        assert torch.equal(torch.isnan(grads[GRAD_NAMES.get(name, "d" + name)]), torch.isnan(g)), (
+            name
+        )
+
+
 @pytest.mark.parametrize("op", ["ss2d_scan", "selective_scan"])
 def test_deterministic_mode_has_no_atomics(op):
     inputs = {

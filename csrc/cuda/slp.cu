@@ -107,7 +107,9 @@ __global__ void __launch_bounds__(kThreads) slp_bwd_kernel(SlpBwdParams p) {
     const int r = lane + 32 * k;
     c1[k] = r < p.R ? s1[r] : kMinusInf;
     c2[k] = r < p.R ? s2[r] : 0.f;
-    st.add(c1[k], c2[k]);  // a kMinusInf entry adds exp(-1e30 - m) = 0
+    // Padding stays out of the sums: a row whose scores are all -inf must give NaN, as the
+    // reference does, and a padded -1e30 would count as exp(0) = 1 against it.
+    if (r < p.R) st.add(c1[k], c2[k]);
   }
   for (int r = lane + 32 * kCached; r < p.R; r += 32) st.add(s1[r], s2[r]);
   st.warp_merge();
