@@ -28,7 +28,7 @@ import torch
 
 from bench.cases import CPU_SLP
 from bench.memory import memory
-from bench.report import finite, git_commit
+from bench.report import finite, git_commit, ratio_rows
 from bench.timing import interleaved
 from zeromamba import ops, reference
 from zeromamba.testing import slp_inputs
@@ -162,24 +162,19 @@ def run(args) -> dict:
     }
 
 
+def _facts(res: dict) -> str:
+    """One sentence: when, where, which code, how it was timed and under what load."""
+    return (
+        f"{res['date']}, {res['machine']}, commit {res['commit']}, torch {res['torch']}, "
+        f"{res['threads']} threads, {res['clock']} time, 1-min load average "
+        f"{res['loadavg_start']:.1f} at the start, {res['loadavg_end']:.1f} at the end."
+    )
+
+
 def markdown(res: dict) -> str:
     s = res["shape"]
-    out = [
-        f"# SLP fwd+bwd on CPU: b={s['b']} A={s['A']} F={s['F']} R={s['R']}, fp32",
-        "",
-        (
-            f"{res['date']}, {res['machine']}, commit {res['commit']}, torch {res['torch']}, "
-            f"{res['threads']} threads, {res['clock']} time, 1-min load average "
-            f"{res['loadavg_start']:.1f} at the start, {res['loadavg_end']:.1f} at the end."
-        ),
-        "",
-        "| interleaved (per round) | median | min-max | rounds |",
-        "|---|---|---|---|",
-    ]
-    for name, q in res["ratios"].items():
-        out.append(
-            f"| {name} | {q['median']:.3g}x | {q['min']:.3g}-{q['max']:.3g} | {q['rounds']} |"
-        )
+    title = f"# SLP fwd+bwd on CPU: b={s['b']} A={s['A']} F={s['F']} R={s['R']}, fp32"
+    out = [title, "", _facts(res), "", *ratio_rows(res["ratios"], "interleaved (per round)")]
     out += [
         "",
         "Median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in res["median_ms"].items()),
