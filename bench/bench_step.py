@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:  # run as a script: the bench package sits next to
 
 import torch
 
-from bench.report import finite, git_commit
+from bench.report import finite, git_commit, ratio_rows
 from bench.timing import interleaved
 from zeromamba.models import ZeroMamba, zsl_loss
 from zeromamba.testing import rel_err
@@ -193,15 +193,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {name} | {s[len(s) // 2] / 1e3:.3g} | {s[0] / 1e3:.3g}-{s[-1] / 1e3:.3g} |"
         )
-    lines += [
-        "",
-        "| ratio (interleaved, per round) | median | min-max | rounds |",
-        "|---|---|---|---|",
-    ]
-    for name, r in result["ratios"].items():
-        lines.append(
-            f"| {name} | {r['median']:.3g}x | {r['min']:.3g}-{r['max']:.3g} | {r['rounds']} |"
-        )
+    lines += ["", *ratio_rows(result["ratios"], "ratio (interleaved, per round)")]
     lines += [
         "",
         "Outputs agree (eval mode, rel. error to the first model): "

@@ -136,6 +136,16 @@ def interleaved_table(entries: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def ratio_rows(ratios: dict[str, dict], head: str) -> list[str]:
+    """Markdown table of interleaved ratios: median, min-max and rounds, one row per ratio."""
+    lines = [f"| {head} | median | min-max | rounds |", "|---|---|---|---|"]
+    for name, r in ratios.items():
+        lines.append(
+            f"| {name} | {r['median']:.3g}x | {r['min']:.3g}-{r['max']:.3g} | {r['rounds']} |"
+        )
+    return lines
+
+
 def _ms(r: dict | None) -> str:
     if r is None:
         return ""

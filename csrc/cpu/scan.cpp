@@ -23,7 +23,12 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>  // the AVX tile transpose of the staging copies (scan_kernels.h)
+#endif
 
 namespace zeromamba::cpu {
 namespace {
@@ -37,6 +42,7 @@ constexpr int64_t kChunkBudget = 1 << 18;  // elements of a thread's backward ch
 #define ZEROMAMBA_X86_ISAS 1
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#define ZEROMAMBA_AVX 1
 namespace avx512 {
 constexpr int V = 16;
 #include "scan_kernels.h"
@@ -50,8 +56,10 @@ constexpr int V = 8;
 #include "scan_kernels.h"
 }  // namespace avx2
 #pragma GCC pop_options
+#undef ZEROMAMBA_AVX
 #endif
 
+#define ZEROMAMBA_AVX 0
 namespace baseline {
 constexpr int V = 8;
 #include "scan_kernels.h"

@@ -1,11 +1,36 @@
 // The scan kernels proper, included by scan.cpp once per instruction set, inside a namespace that
 // defines V (lanes per step) and a `#pragma GCC target` region; so this file has no include guard
 // and includes nothing (scan.cpp includes what it needs first). See scan.cpp for the algorithm.
+// ZEROMAMBA_AVX (1 or 0, set by scan.cpp per instruction set) enables the AVX intrinsics.
 
 // ---------------------------------------------------------------------------- staging
 
+#if ZEROMAMBA_AVX
+// dst row j = column j of the 8 x 8 fp32 block src (rows ss apart; dst rows ds apart), in
+// registers: 8 vector loads, 24 shuffles, 8 vector stores.
+inline void transpose8(const float* src, int64_t ss, float* dst, int64_t ds) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
+  for (int i = 0; i < 8; i += 2) {  // t[i]: columns 0, 1 | 4, 5 of rows i, i + 1 interleaved
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // columns 2, 3 | 6, 7
+  }
+  for (int h = 0; h < 8; h += 4) {  // r[h + c]: column c | c + 4 of rows h .. h + 3
+    r[h + 0] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int c = 0; c < 4; ++c) {
+    _mm256_storeu_ps(dst + c * ds, _mm256_permute2f128_ps(r[c], r[c + 4], 0x20));
+    _mm256_storeu_ps(dst + (c + 4) * ds, _mm256_permute2f128_ps(r[c], r[c + 4], 0x31));
+  }
+}
+#endif
+
 // Copies between a lane tensor and a [p][lane] buffer, converting types. Channel-first lanes are
-// planes L apart, so those copies go through 8 x 8 tiles: contiguous reads and contiguous writes.
+// planes L apart, so those copies go through 8 x 8 tiles: contiguous reads and contiguous writes
+// (fp32 tiles of all V lanes transposed in vector registers where the ISA has AVX).
 template <bool kToBuffer, typename buf_t, typename mem_t>
 void copy_lanes(buf_t* buf, mem_t* mem, int64_t sc, int64_t sp, int nl, int64_t L) {
   auto move = [](auto& to, const auto& from) {
@@ -20,7 +45,21 @@ void copy_lanes(buf_t* buf, mem_t* mem, int64_t sc, int64_t sp, int nl, int64_t 
     return;
   }
   constexpr int64_t kTile = 8;
-  for (int64_t p0 = 0; p0 < L; p0 += kTile) {
+  int64_t p_vec = 0;  // positions before p_vec went through the register transpose
+#if ZEROMAMBA_AVX
+  if constexpr (std::is_same_v<std::remove_const_t<buf_t>, float> &&
+                std::is_same_v<std::remove_const_t<mem_t>, float> && V % kTile == 0) {
+    if (sp == 1 && nl == V) {
+      p_vec = L / kTile * kTile;
+      for (int64_t p0 = 0; p0 < p_vec; p0 += kTile)
+        for (int l0 = 0; l0 < V; l0 += kTile) {
+          if constexpr (kToBuffer) transpose8(mem + l0 * sc + p0, sc, buf + p0 * V + l0, V);
+          else transpose8(buf + p0 * V + l0, V, mem + l0 * sc + p0, sc);
+        }
+    }
+  }
+#endif
+  for (int64_t p0 = p_vec; p0 < L; p0 += kTile) {
     const int64_t pn = std::min(kTile, L - p0);
     for (int l = 0; l < nl; ++l)
       for (int64_t i = 0; i < pn; ++i) {
