@@ -154,3 +154,31 @@ def test_gzsl_refuses_bad_inputs():
         ev.gzsl(s, sl[:2], u, ul, seen, unseen, 0.0)
     with pytest.raises(ValueError, match="not among"):
         ev.ausuc(s, torch.tensor([0, 0, 5]), u, ul, seen, unseen)
+
+
+def test_seen_only_is_the_ceiling_of_s_over_gamma():
+    from zeromamba.training.scoring import EvalSets, zero_shot_metrics
+
+    class _Split:
+        def __init__(self, labels):
+            self.labels = torch.tensor(labels)
+
+    # classes 0, 1 seen, 2 unseen; attributes are one-hot, so the scores are the predictions
+    att = torch.eye(3)
+    pred_seen = torch.tensor(
+        [
+            [0.9, 0.1, 0.8],  # label 0: right among seen, unseen 2 close behind
+            [0.2, 0.7, 0.9],  # label 1: right among seen, unseen 2 ahead
+            [0.6, 0.5, 0.0],  # label 1: wrong among seen
+        ]
+    )
+    pred_unseen = torch.tensor([[0.1, 0.2, 0.9]])
+    sets = EvalSets("val", _Split([0, 1, 1]), _Split([2]), torch.tensor([0, 1]), torch.tensor([2]))
+    # class 0: 1/1, class 1: 1/2 -> 75%, whatever gamma does
+    for gamma in (-5.0, 0.0, 0.05, None):
+        m = zero_shot_metrics(pred_seen, pred_unseen, sets, att, gamma)
+        assert m["seen_only"] == pytest.approx(75.0)
+        assert m["S"] <= m["seen_only"] + 1e-9
+    assert zero_shot_metrics(pred_seen, pred_unseen, sets, att, -5.0)["S"] == pytest.approx(75.0)
+    # at gamma 0 the second image goes to the unseen class: S drops below the ceiling
+    assert zero_shot_metrics(pred_seen, pred_unseen, sets, att, 0.0)["S"] == pytest.approx(50.0)

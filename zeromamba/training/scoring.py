@@ -150,8 +150,9 @@ def zero_shot_metrics(
     gamma: float | None,
 ) -> dict[str, float]:
     """:func:`score_metrics` on ``sets``, plus the fraction of seen-set images that gamma
-    switches to an unseen class (``seen_switched``) and the seen-set images' median switching
-    threshold (``seen_typical``, see :mod:`zeromamba.calibration`).
+    switches to an unseen class (``seen_switched``), the seen-set images' median switching
+    threshold (``seen_typical``, see :mod:`zeromamba.calibration`) and the seen-set accuracy
+    among the seen classes alone (``seen_only``, percent).
 
     The candidate classes are the sets' seen + unseen classes only (on validation, the test
     classes are not candidates). pred_*: (n, A); attributes: (n_classes, A) of every class.
@@ -177,6 +178,11 @@ def zero_shot_metrics(
     )
     metrics["seen_switched"] = calibration.switched_fraction(metrics["gamma"], t_seen)
     metrics["seen_typical"] = calibration.typical_threshold(t_seen)
+    # the seen images classified among the seen classes alone: S with no unseen candidate, the
+    # ceiling of S whatever gamma does (what holds H back when it is low)
+    metrics["seen_only"] = evaluation.czsl(
+        pred_seen @ attributes.float().T, sets.seen_set.labels, sets.seen_classes
+    )
     return metrics
 
 

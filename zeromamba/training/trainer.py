@@ -627,6 +627,7 @@ def _train(
         "H": h_m["H"],
         "ausuc": h_m["ausuc"],
         "gamma": h_m["gamma"],
+        "seen_only": h_m.get("seen_only"),  # S's ceiling: seen images among seen classes alone
         "epochs": epochs,
         "n_seen": len(data.seen),
         "n_unseen": len(data.unseen),
