@@ -16,14 +16,18 @@ pairs (a, b) -> h = a h_prev + b (a = exp(dt A), b = dt B u), and the cumulative
 a's carries the previous chunk's end state in. Everything is read once per pass. In fp32 with
 exp2 forms (dA = exp2(dt A log2 e), softplus = log2(1 + exp2(z log2 e)) ln 2, identity above 20).
 
-* forward: walks chunks 0 .. n-1 and writes y. On channel-first ss2d maps the two column
-  directions go to a second launch, ``_fwd_columns_kernel``: a column direction's consecutive
-  steps are W elements apart there, so its lanes are adjacent columns instead (chunks of whole
-  columns, a second associative scan chaining the columns), and a warp's loads coalesce.
+* forward: walks chunks 0 .. n-1 and writes y.
 * backward: first walks forward without writing y, saving the state at every chunk start (a
   small fp32 scratch, closed form per chunk: no scan needed), then walks chunks n-1 .. 0 with the
   adjoint g in registers (g_t = a_{t+1} g_{t+1} + C_t dy_t, a reverse associative scan),
   recomputing h in each chunk from its saved start state, and forms every gradient.
+* column directions of channel-first ss2d maps: their consecutive steps are W elements apart,
+  so in both passes they get programs of their own in the same launch (``COLS`` > 0; program
+  ids past ``row_programs``) whose lanes are adjacent columns: chunks of whole columns, each
+  scanned down its rows, a second associative scan chaining the columns (_column_states,
+  _column_adjoints), and a warp's loads coalesce. Forward: one channel a program. Backward:
+  a block of channels a program, walked one after another inside each column chunk, so dB and
+  dC add over the block in registers.
 
 Reductions. The four ss2d directions add into one y (and dx); dB and dC add over channel
 blocks. By default those adds are relaxed atomics (``sem="relaxed"``: plain reductions, no
@@ -62,10 +66,14 @@ FWD_TILE_ELEMS = 1024
 BWD_TILE_ELEMS = {1: 256}  # by N_PAD; 1024 otherwise
 MAX_CHUNK = 64
 MIN_CHUNK = 16
-# _fwd_columns_kernel: tiles of up to COLUMN_TILE_ELEMS values (H_PAD x N_PAD x COLS), at
-# least MIN_COLS columns wide (8 fp32 or 16 bf16 values fill a 32-byte sector), at most 32.
+# Column programs: tiles of up to COLUMN_TILE_ELEMS values (H_PAD x N_PAD x COLS), at least
+# MIN_COLS columns wide (8 fp32 or 16 bf16 values fill a 32-byte sector), at most 32. The
+# backward holds more live tiles: 512 values with 8 warps (100-115 registers, no spills at the
+# VMamba-S maps; 1024 spilled), at least 4 columns (112 x 112: 4, a quarter sector in bf16).
 COLUMN_TILE_ELEMS = 2048
+BWD_COLUMN_TILE_ELEMS = 512
 MIN_COLS = 8
+MIN_BWD_COLS = 4
 MAX_COLS = 32
 
 
@@ -112,9 +120,6 @@ class _Config:
     n_chunks: int
     num_warps: int
 
-    def grid(self, p: Problem) -> tuple:
-        return (p.n_groups * self.n_cb, p.batch)
-
 
 _forced_chunk: int | None = None  # set by ``forced_chunk``
 
@@ -122,7 +127,7 @@ _forced_chunk: int | None = None  # set by ``forced_chunk``
 @contextmanager
 def forced_chunk(steps: int | None) -> Iterator[None]:
     """Within the block every scan launch walks chunks of ``steps`` steps (a power of two;
-    ``_fwd_columns_kernel``: of ``steps`` columns): tests reach the carry path on small maps."""
+    the column programs: of ``steps`` columns): tests reach the carry path on small maps."""
     global _forced_chunk
     saved, _forced_chunk = _forced_chunk, steps
     try:
@@ -155,8 +160,8 @@ def _config(p: Problem, backward: bool) -> _Config:
     )
 
 
-def _columns(p: Problem, u: Tensor, delta: Tensor) -> int:
-    """Columns per chunk of ``_fwd_columns_kernel`` for the ss2d column directions, or 0 where
+def _columns(p: Problem, u: Tensor, delta: Tensor, backward: bool = False) -> int:
+    """Columns per chunk of the column programs of the ss2d column directions, or 0 where
     the general kernel takes them: channel-last maps (whose channels make coalesced lanes
     already), maps with strided rows, and tiles that would be too narrow or too large."""
     if p.n_dir != 4 or p.x_strides(u).w != 1 or p.delta_strides(delta).w != 1:
@@ -164,8 +169,9 @@ def _columns(p: Problem, u: Tensor, delta: Tensor) -> int:
     h_pad, n_pad = next_pow2(p.H), next_pow2(p.d_state)
     if _forced_chunk is not None:
         return _forced_chunk
-    cols = min(MAX_COLS, next_pow2(p.W), COLUMN_TILE_ELEMS // (h_pad * n_pad))
-    return cols if cols >= MIN_COLS else 0
+    tile = BWD_COLUMN_TILE_ELEMS if backward else COLUMN_TILE_ELEMS
+    cols = min(MAX_COLS, next_pow2(p.W), tile // (h_pad * n_pad))
+    return cols if cols >= (MIN_BWD_COLS if backward else MIN_COLS) else 0
 
 
 def deterministic() -> bool:
@@ -280,6 +286,12 @@ def _cell(hh, ww, sh, sw):
 
 
 @triton.jit
+def _plane(base, hh, ww, sh, sw, mask):
+    """The fp32 (len(hh), len(ww)) tile at rows hh and columns ww of a plane (0 where masked)."""
+    return tl.load(base + _cell(hh, ww, sh, sw), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _state_cell(n, hh, ww, sn, sh, sw):
     """Offsets (len(hh), len(n), len(ww)) of states n at rows hh and columns ww."""
     return n[None, :, None] * sn + _cell(hh, ww, sh, sw)[:, None, :]
@@ -311,16 +323,64 @@ def _fwd_kernel(
     B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
     C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
     y_ptr, y_sb, y_sg, y_sc, y_sh, y_sw,
-    L, H, W, rows, channels, n_cb, n_chunks, group_step,
+    L, H, W, rows, channels, n_cb, n_chunks, group_step, row_programs, n_col_chunks,
     N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N_DIR: tl.constexpr, OFF64: tl.constexpr,
-    ADD_Y: tl.constexpr,
+    N_DIR: tl.constexpr, OFF64: tl.constexpr, ADD_Y: tl.constexpr,
+    H_PAD: tl.constexpr, COLS: tl.constexpr,
 ):  # fmt: skip
-    """Grid (n_groups / group_step * n_cb, batch): every group_step-th group (2: the ss2d row
-    directions 0 and 2, when ``_fwd_columns_kernel`` takes the columns). Walk the chunks of L in
-    order and write y (ADD_Y: add with relaxed atomics into a zeroed fp32 buffer shared by the
-    four directions)."""
+    """Grid (row_programs + column programs, batch). The first row_programs programs take
+    every group_step-th group (2: the ss2d row directions 0 and 2, when COLS > 0 gives the
+    column directions 2 * channels programs of their own), walk the chunks of L in order and
+    write y (ADD_Y: add with relaxed atomics into a zeroed fp32 buffer shared by the four
+    directions)."""
+    if COLS > 0:  # noqa: SIM102 (a static branch; the runtime one then returns early)
+        if tl.program_id(0) >= row_programs:
+            # The column directions (1, 3) of a channel-first map, lanes on adjacent columns:
+            # one channel of one direction a program, chunks of COLS whole columns as tiles
+            # (H_PAD, N_PAD, COLS) with the columns fastest, so a warp's loads and y adds
+            # cover adjacent elements of a row (_column_states scans and chains them).
+            q = tl.program_id(0) - row_programs
+            grp = 1 + 2 * (q // channels).to(tl.int64)  # direction 1 or 3
+            c = (q % channels).to(tl.int64)
+            bi = tl.program_id(1).to(tl.int64)
+            row = grp * channels + c  # of A, D, delta_bias
+            n = tl.arange(0, N_PAD)
+            nmask = n < N
+            hr = tl.arange(0, H_PAD)  # step within a column, in walk order
+            lane = tl.arange(0, COLS)
+            hh = tl.where(grp == 3, H - 1 - hr, hr)  # direction 3 walks the columns bottom-up
+            if OFF64:
+                n, hh = n.to(tl.int64), hh.to(tl.int64)
+            A2 = (tl.load(A_ptr + row * N + n, mask=nmask, other=0.0) * LOG2E)[None, :, None]
+            bias = 0.0
+            if HAS_BIAS:
+                bias = tl.load(bias_ptr + row)
+            if HAS_D:
+                Dr = tl.load(D_ptr + row)
+            u_base = u_ptr + bi * u_sb + grp * u_sg + c * u_sc
+            delta_base = delta_ptr + bi * delta_sb + grp * delta_sg + c * delta_sc
+            y_base = y_ptr + bi * y_sb + grp * y_sg + c * y_sc
+            B_base = B_ptr + bi * B_sb + grp * B_sg
+            C_base = C_ptr + bi * C_sb + grp * C_sg
+            carry = tl.zeros((N_PAD, 1), dtype=tl.float32)  # the state at the end of the last chunk
+            j = 0
+            while j < n_col_chunks:
+                _, ww, m2, m3 = _column_chunk(j, grp, hr, lane, nmask, H, W, COLS, OFF64)
+                u = _plane(u_base, hh, ww, u_sh, u_sw, m2)
+                z = _plane(delta_base, hh, ww, delta_sh, delta_sw, m2)
+                dt = tl.where(m2, _softplus(z + bias, SOFTPLUS), 0.0)
+                Bt = tl.load(B_base + _state_cell(n, hh, ww, B_sc, B_sh, B_sw), mask=m3, other=0.0)
+                bx = (dt * u)[:, None, :] * Bt.to(tl.float32)  # (H_PAD, N_PAD, COLS)
+                h, carry = _column_states(dt, A2, bx, carry, j, hr, lane, H_PAD, COLS)
+                Ct = tl.load(C_base + _state_cell(n, hh, ww, C_sc, C_sh, C_sw), mask=m3, other=0.0)
+                y = tl.sum(Ct.to(tl.float32) * h, axis=1)
+                if HAS_D:
+                    y += Dr * u
+                _write(y_base + _cell(hh, ww, y_sh, y_sw), y, m2, ADD_Y)
+                j += 1
+            return
+
     grp, cb, bi, cl, cmask, r, n, nmask = _block(
         n_cb, group_step, channels, N, BLOCK_C, N_PAD, OFF64
     )
@@ -368,87 +428,71 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _fwd_columns_kernel(
-    y_ptr, y_sb, y_sg, y_sc, y_sh, y_sw,
-    A_ptr, D_ptr, bias_ptr,
-    u_ptr, u_sb, u_sg, u_sc, u_sh, u_sw,
-    delta_ptr, delta_sb, delta_sg, delta_sc, delta_sh, delta_sw,
-    B_ptr, B_sb, B_sg, B_sc, B_sh, B_sw,
-    C_ptr, C_sb, C_sg, C_sc, C_sh, C_sw,
-    H, W, channels, n_chunks,
-    N: tl.constexpr, N_PAD: tl.constexpr, H_PAD: tl.constexpr, COLS: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, OFF64: tl.constexpr,
-    ADD_Y: tl.constexpr,
-):  # fmt: skip
-    """Grid (2 * channels, batch): the column directions (1 and 3) of ss2d_scan on maps whose
-    rows are contiguous (channel-first). A program owns one channel of one direction and walks
-    its order in chunks of COLS whole columns: tiles are (H_PAD, N_PAD, COLS) with the columns
-    as the fastest axis, so a warp's loads and adds cover adjacent elements of a row. Each
-    column is scanned down its rows from the zero state; the column end pairs are then chained
-    across the lanes (a second associative scan), and the state each column starts from is
-    added back as a_cum * h_start."""
-    grp = 1 + 2 * (tl.program_id(0) // channels).to(tl.int64)  # direction 1 or 3
-    c = (tl.program_id(0) % channels).to(tl.int64)
-    bi = tl.program_id(1).to(tl.int64)
-    row = grp * channels + c  # of A, D, delta_bias
-    n = tl.arange(0, N_PAD)
-    nmask = n < N
-    hr = tl.arange(0, H_PAD)  # step within a column, in walk order
-    lane = tl.arange(0, COLS)
-    hh = tl.where(grp == 3, H - 1 - hr, hr)  # direction 3 walks the columns bottom-up
+def _column_chunk(j, grp, hr, lane, nmask, H, W, COLS: tl.constexpr, OFF64: tl.constexpr):
+    """Chunk j of a column direction (grp 1 or 3, channel-first): its columns in walk order
+    wl and in the map ww (COLS,), and the masks of its (row, column) and (row, state, column)
+    tiles."""
+    wl = j * COLS + lane
+    ww = tl.where(grp == 3, W - 1 - wl, wl)  # direction 3 walks the columns right to left
     if OFF64:
-        n, hh = n.to(tl.int64), hh.to(tl.int64)
-    A2 = (tl.load(A_ptr + row * N + n, mask=nmask, other=0.0) * LOG2E)[None, :, None]
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + row)
-    if HAS_D:
-        Dr = tl.load(D_ptr + row)
-    u_base = u_ptr + bi * u_sb + grp * u_sg + c * u_sc
-    delta_base = delta_ptr + bi * delta_sb + grp * delta_sg + c * delta_sc
-    y_base = y_ptr + bi * y_sb + grp * y_sg + c * y_sc
-    B_base = B_ptr + bi * B_sb + grp * B_sg
-    C_base = C_ptr + bi * C_sb + grp * C_sg
+        ww = ww.to(tl.int64)
+    m2 = (hr < H)[:, None] & (wl < W)[None, :]  # (H_PAD, COLS)
+    return wl, ww, m2, m2[:, None, :] & nmask[None, :, None]
+
+
+@triton.jit
+def _column_states(dt, A2, bx, carry, j, hr, lane, H_PAD: tl.constexpr, COLS: tl.constexpr):
+    """The states h (H_PAD, N_PAD, COLS) of a chunk of whole columns, and the state after its
+    last column; carry (N_PAD, 1) is the state before its first. Each column is scanned down
+    its rows from the zero state; the column end pairs are chained across the lanes (a second
+    associative scan), and the state each column starts from is added back as a_cum * start.
+    Masked rows and columns are identities (dt = 0, bx = 0)."""
+    dA = tl.exp2(dt[:, None, :] * A2)
+    a_cum, h = tl.associative_scan((dA, bx), 0, _pair)
     last_row = (hr == H_PAD - 1)[:, None, None]
+    a_col = tl.sum(tl.where(last_row, a_cum, 0.0), axis=0)  # (N_PAD, COLS)
+    h_col = tl.sum(tl.where(last_row, h, 0.0), axis=0)
+    p_end, q_end = tl.associative_scan((a_col, h_col), 1, _pair)
+    end = p_end * carry + q_end
     prev_lane = lane[None, :, None] == lane[None, None, :] - 1  # (1, COLS, COLS): l' = l - 1
-    carry = tl.zeros((N_PAD, 1), dtype=tl.float32)  # the state at the end of the last chunk
-    j = 0
-    while j < n_chunks:
-        wl = j * COLS + lane  # column in walk order
-        ww = tl.where(grp == 3, W - 1 - wl, wl)
-        if OFF64:
-            ww = ww.to(tl.int64)
-        m2 = (hr < H)[:, None] & (wl < W)[None, :]  # (H_PAD, COLS)
-        m3 = m2[:, None, :] & nmask[None, :, None]
-        u = tl.load(u_base + _cell(hh, ww, u_sh, u_sw), mask=m2, other=0.0).to(tl.float32)
-        z = tl.load(delta_base + _cell(hh, ww, delta_sh, delta_sw), mask=m2, other=0.0)
-        dt = tl.where(m2, _softplus(z.to(tl.float32) + bias, SOFTPLUS), 0.0)
-        Bt = tl.load(B_base + _state_cell(n, hh, ww, B_sc, B_sh, B_sw), mask=m3, other=0.0)
-        bx = (dt * u)[:, None, :] * Bt.to(tl.float32)  # (H_PAD, N_PAD, COLS)
-        dA = tl.exp2(dt[:, None, :] * A2)
-        a_cum, h = tl.associative_scan((dA, bx), 0, _pair)  # down each column from h = 0
-        # masked rows and columns are identities: the last row holds each column's end pair,
-        # and the chained pairs give each column's end state from the chunk's start state
-        a_col = tl.sum(tl.where(last_row, a_cum, 0.0), axis=0)  # (N_PAD, COLS)
-        h_col = tl.sum(tl.where(last_row, h, 0.0), axis=0)
-        p_end, q_end = tl.associative_scan((a_col, h_col), 1, _pair)
-        end = p_end * carry + q_end
-        start = tl.sum(tl.where(prev_lane, end[:, :, None], 0.0), axis=1)  # end of lane l - 1
-        start = tl.where((lane == 0)[None, :], carry, start)
-        if j > 0:
-            h += a_cum * start[None, :, :]
-        else:
-            # as in _fwd_kernel: a NaN or Inf exp(dt_0 A) at the first step reaches h; the
-            # other columns start from real states
-            first = tl.sum(tl.where((hr == 0)[:, None, None], dA, 0.0), axis=0)[None, :, :]
-            h += tl.where((lane == 0)[None, None, :], first * 0.0, a_cum * start[None, :, :])
-        carry = tl.sum(tl.where((lane == COLS - 1)[None, :], end, 0.0), axis=1)[:, None]
-        Ct = tl.load(C_base + _state_cell(n, hh, ww, C_sc, C_sh, C_sw), mask=m3, other=0.0)
-        y = tl.sum(Ct.to(tl.float32) * h, axis=1)
-        if HAS_D:
-            y += Dr * u
-        _write(y_base + _cell(hh, ww, y_sh, y_sw), y, m2, ADD_Y)
-        j += 1
+    start = tl.sum(tl.where(prev_lane, end[:, :, None], 0.0), axis=1)  # end of lane l - 1
+    start = tl.where((lane == 0)[None, :], carry, start)
+    if j > 0:
+        h += a_cum * start[None, :, :]
+    else:
+        # as in _fwd_kernel: a NaN or Inf exp(dt_0 A) at the first step reaches h; the other
+        # columns start from real states
+        first = tl.sum(tl.where((hr == 0)[:, None, None], dA, 0.0), axis=0)[None, :, :]
+        h += tl.where((lane == 0)[None, None, :], first * 0.0, a_cum * start[None, :, :])
+    return h, tl.sum(tl.where((lane == COLS - 1)[None, :], end, 0.0), axis=1)[:, None]
+
+
+@triton.jit
+def _column_adjoints(a_next, cdy, g_carry, hr, lane, COLS: tl.constexpr):
+    """The adjoints g (H_PAD, N_PAD, COLS) of a chunk of whole columns, and g at its first
+    step; g_carry (N_PAD, 1) is g at the step after its last column. a_next is a_{t+1} (1 on
+    padded rows, 0 past the sequence), cdy = C_t dy_t. Each column is scanned up its rows
+    (g_t = a_{t+1} g_{t+1} + C_t dy_t) from a zero g after its end; the pairs of the columns'
+    first steps are chained across the lanes in reverse, and g at the first step of the next
+    column is added back as a_after * g_next."""
+    a_after, g = tl.associative_scan((a_next, cdy), 0, _pair, reverse=True)
+    top = (hr == 0)[:, None, None]
+    a_top = tl.sum(tl.where(top, a_after, 0.0), axis=0)  # (N_PAD, COLS)
+    g_top = tl.sum(tl.where(top, g, 0.0), axis=0)
+    p_top, q_top = tl.associative_scan((a_top, g_top), 1, _pair, reverse=True)
+    first = q_top + p_top * g_carry  # g at the first step of each column
+    next_lane = lane[None, :, None] == lane[None, None, :] + 1  # (1, COLS, COLS): l' = l + 1
+    g_next = tl.sum(tl.where(next_lane, first[:, :, None], 0.0), axis=1)  # first of lane l + 1
+    g_next = tl.where((lane == COLS - 1)[None, :], g_carry, g_next)
+    g += a_after * g_next[None, :, :]
+    return g, tl.sum(tl.where((lane == 0)[None, :], first, 0.0), axis=1)[:, None]
+
+
+@triton.jit
+def _pick(rows, c, BLOCK_C: tl.constexpr):
+    """Row c of a (BLOCK_C, N_PAD) tile, as an (N_PAD, 1) column."""
+    sel = (tl.arange(0, BLOCK_C) == c)[:, None]
+    return tl.sum(tl.where(sel, rows, 0.0), axis=0)[:, None]
 
 
 @triton.jit
@@ -464,17 +508,182 @@ def _bwd_kernel(
     dB_ptr, dB_sb, dB_sg, dB_sc, dB_sh, dB_sw,
     dC_ptr, dC_sb, dC_sg, dC_sc, dC_sh, dC_sw,
     dB_block_stride,
-    L, H, W, rows, channels, n_cb, n_chunks,
+    L, H, W, rows, channels, n_cb, n_chunks, group_step, hs_chunks, row_programs, n_col_chunks,
     N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     N_DIR: tl.constexpr, OFF64: tl.constexpr, ADD_DU: tl.constexpr, ADD_DBC: tl.constexpr,
+    H_PAD: tl.constexpr, COLS: tl.constexpr,
 ):  # fmt: skip
-    """Grid (n_groups * n_cb, batch). Walk forward saving every chunk's start state in hs, then
-    walk backward with the adjoint g and write every gradient: du (ADD_DU: relaxed atomic adds
+    """Grid (row_programs + column programs, batch). The first row_programs programs take
+    every group_step-th group (2: the ss2d row directions, when COLS > 0 gives the column
+    directions 2 * n_cb programs of their own). Walk forward saving every chunk's start state
+    in hs (hs_chunks slots a row), then walk backward with the adjoint g and write every gradient: du (ADD_DU: relaxed atomic adds
     into an fp32 buffer shared by the directions), ddelta, dB and dC (ADD_DBC: relaxed atomic
     adds over channel blocks; otherwise plain stores at ``channel block * dB_block_stride``), and
     the per-batch partials of dA (b, rows, N), dD and d delta_bias (b, rows)."""
-    grp, cb, bi, cl, cmask, r, n, nmask = _block(n_cb, 1, channels, N, BLOCK_C, N_PAD, OFF64)
+    if COLS > 0:  # noqa: SIM102 (a static branch; the runtime one then returns early)
+        if tl.program_id(0) >= row_programs:
+            # The column directions (1, 3) of a channel-first map, lanes on adjacent columns:
+            # BLOCK_C channels one after another inside each chunk of COLS whole columns, so
+            # the loads coalesce and dB / dC add over the block's channels in registers. The
+            # per-channel carries (h of walk 1, g of walk 2) are rows of (BLOCK_C, N_PAD) tiles.
+            q = tl.program_id(0) - row_programs
+            grp = 1 + 2 * (q // n_cb).to(tl.int64)
+            cb = (q % n_cb).to(tl.int64)
+            c0 = cb * BLOCK_C
+            bi = tl.program_id(1).to(tl.int64)
+            cl = tl.arange(0, BLOCK_C)
+            r = grp * channels + c0 + cl
+            n = tl.arange(0, N_PAD)
+            nmask = n < N
+            if OFF64:
+                n = n.to(tl.int64)
+            sm = (c0 + cl < channels)[:, None] & nmask[None, :]
+            A_c = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0)
+            bias_c = tl.zeros((BLOCK_C,), dtype=tl.float32)
+            if HAS_BIAS:
+                bias_c = tl.load(bias_ptr + r, mask=c0 + cl < channels, other=0.0)
+            hr = tl.arange(0, H_PAD)  # step within a column, in walk order
+            lane = tl.arange(0, COLS)
+            down = hr < H - 1  # step t + 1 is the next row of the same column
+            hh = tl.where(grp == 3, H - 1 - hr, hr)  # direction 3 walks the columns bottom-up
+            hr1 = tl.where(down, hr + 1, 0)
+            hh1 = tl.where(grp == 3, H - 1 - hr1, hr1)
+            if OFF64:
+                hh, hh1 = hh.to(tl.int64), hh1.to(tl.int64)
+            plane = bi * u_sb + grp * u_sg  # of u, and of dy / du through their strides
+            B_base = B_ptr + bi * B_sb + grp * B_sg
+            C_base = C_ptr + bi * C_sb + grp * C_sg
+            dB_base = dB_ptr + cb * dB_block_stride + bi * dB_sb + grp * dB_sg
+            dC_base = dC_ptr + cb * dB_block_stride + bi * dC_sb + grp * dC_sg
+            hs_base = hs_ptr + (bi * rows + grp * channels + c0) * hs_chunks * N
+            n_c = tl.minimum(channels - c0, BLOCK_C)  # channels of this block
+
+            # Walk 1, forward: each channel's state at every chunk start into hs
+            carries = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
+            j = 0
+            while j < n_col_chunks:
+                wl, ww, m2, m3 = _column_chunk(j, grp, hr, lane, nmask, H, W, COLS, OFF64)
+                Bt = tl.load(B_base + _state_cell(n, hh, ww, B_sc, B_sh, B_sw), mask=m3, other=0.0)
+                c = 0
+                while c < n_c:
+                    ch = c0 + c
+                    carry = _pick(carries, c, BLOCK_C)
+                    tl.store(
+                        hs_base + (c * hs_chunks + j).to(tl.int64) * N + n[:, None],
+                        carry,
+                        mask=nmask[:, None],
+                    )
+                    A2 = (_pick(A_c, c, BLOCK_C) * LOG2E)[None, :, :]  # (1, N_PAD, 1)
+                    bias = tl.sum(tl.where(cl == c, bias_c, 0.0))
+                    u = _plane(u_ptr + plane + ch * u_sc, hh, ww, u_sh, u_sw, m2)
+                    z = _plane(
+                        delta_ptr + bi * delta_sb + grp * delta_sg + ch * delta_sc,
+                        hh,
+                        ww,
+                        delta_sh,
+                        delta_sw,
+                        m2,
+                    )
+                    dt = tl.where(m2, _softplus(z + bias, SOFTPLUS), 0.0)
+                    bx = (dt * u)[:, None, :] * Bt.to(tl.float32)
+                    _, carry = _column_states(dt, A2, bx, carry, j, hr, lane, H_PAD, COLS)
+                    carries = tl.where((cl == c)[:, None], tl.sum(carry, axis=1)[None, :], carries)
+                    c += 1
+                j += 1
+            tl.debug_barrier()  # walk 2 reads hs entries that other threads of the program wrote
+
+            # Walk 2, backward: g per column chunk (_column_adjoints), every gradient
+            carries = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)  # g after each chunk
+            acc_dA = tl.zeros((BLOCK_C, N_PAD), dtype=tl.float32)
+            acc_dD = tl.zeros((BLOCK_C,), dtype=tl.float32)
+            acc_dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
+            j = n_col_chunks - 1
+            while j >= 0:
+                wl, ww, m2, m3 = _column_chunk(j, grp, hr, lane, nmask, H, W, COLS, OFF64)
+                # step t + 1: the next row, or the first of the next column (none past the end)
+                ww1 = tl.where(
+                    down[:, None], ww[None, :], tl.where(grp == 3, ww - 1, ww + 1)[None, :]
+                )
+                m2n = tl.where(down[:, None], m2, (hr == H - 1)[:, None] & (wl + 1 < W)[None, :])
+                Bt = tl.load(
+                    B_base + _state_cell(n, hh, ww, B_sc, B_sh, B_sw), mask=m3, other=0.0
+                ).to(tl.float32)
+                Ct = tl.load(
+                    C_base + _state_cell(n, hh, ww, C_sc, C_sh, C_sw), mask=m3, other=0.0
+                ).to(tl.float32)
+                dB_t = tl.zeros((H_PAD, N_PAD, COLS), dtype=tl.float32)
+                dC_t = tl.zeros((H_PAD, N_PAD, COLS), dtype=tl.float32)
+                c = 0
+                while c < n_c:
+                    ch = c0 + c
+                    sel = cl == c
+                    h_start = tl.load(
+                        hs_base + (c * hs_chunks + j).to(tl.int64) * N + n[:, None],
+                        mask=nmask[:, None],
+                        other=0.0,
+                    )
+                    A = _pick(A_c, c, BLOCK_C)[None, :, :]  # (1, N_PAD, 1)
+                    bias = tl.sum(tl.where(sel, bias_c, 0.0))
+                    dy = _plane(
+                        dy_ptr + bi * dy_sb + grp * dy_sg + ch * dy_sc, hh, ww, dy_sh, dy_sw, m2
+                    )
+                    u = _plane(u_ptr + plane + ch * u_sc, hh, ww, u_sh, u_sw, m2)
+                    delta_base = delta_ptr + bi * delta_sb + grp * delta_sg + ch * delta_sc
+                    z = _plane(delta_base, hh, ww, delta_sh, delta_sw, m2) + bias
+                    dt = tl.where(m2, _softplus(z, SOFTPLUS), 0.0)
+                    # dt_{t+1}: a second, cache-served load of the rows just read
+                    z1 = tl.load(
+                        delta_base + hh1[:, None] * delta_sh + ww1 * delta_sw, mask=m2n, other=0.0
+                    )
+                    dt_next = _softplus(z1.to(tl.float32) + bias, SOFTPLUS)
+                    a_next = tl.where(
+                        m2n[:, None, :], tl.exp2(dt_next[:, None, :] * A * LOG2E), 0.0
+                    )
+                    # padded rows: identities
+                    a_next = tl.where((hr >= H)[:, None, None], 1.0, a_next)
+                    bx = (dt * u)[:, None, :] * Bt
+                    h, _ = _column_states(dt, A * LOG2E, bx, h_start, j, hr, lane, H_PAD, COLS)
+                    dC_t += h * dy[:, None, :]
+                    ah = h - bx  # a_t h_{t-1}; h and bx end here (fewer live tiles)
+                    g_carry = _pick(carries, c, BLOCK_C)
+                    g, g_carry = _column_adjoints(
+                        a_next, Ct * dy[:, None, :], g_carry, hr, lane, COLS
+                    )
+                    carries = tl.where(sel[:, None], tl.sum(g_carry, axis=1)[None, :], carries)
+                    gB = tl.sum(g * Bt, axis=1)
+                    du = dt * gB
+                    if HAS_D:
+                        du += tl.load(D_ptr + grp * channels + ch) * dy
+                    ddt = gB * u + tl.sum(g * ah * A, axis=1)
+                    if SOFTPLUS:
+                        ddt = tl.where(z > 20.0, ddt, ddt / (1.0 + tl.exp2(-z * LOG2E)))
+                    ddt = tl.where(m2, ddt, 0.0)
+                    ddelta_c = ddelta_ptr + bi * ddelta_sb + grp * ddelta_sg + ch * ddelta_sc
+                    tl.store(
+                        ddelta_c + _cell(hh, ww, ddelta_sh, ddelta_sw),
+                        ddt.to(ddelta_ptr.dtype.element_ty),
+                        mask=m2,
+                    )
+                    du_c = du_ptr + bi * du_sb + grp * du_sg + ch * du_sc
+                    _write(du_c + _cell(hh, ww, du_sh, du_sw), du, m2, ADD_DU)
+                    dB_t += g * (dt * u)[:, None, :]
+                    gah = tl.sum(tl.sum(g * ah * dt[:, None, :], axis=2), axis=0)  # (N_PAD,)
+                    acc_dA += tl.where(sel[:, None], gah[None, :], 0.0)
+                    acc_dD += tl.where(sel, tl.sum(tl.sum(dy * u, axis=1), axis=0), 0.0)
+                    acc_dbias += tl.where(sel, tl.sum(tl.sum(ddt, axis=1), axis=0), 0.0)
+                    c += 1
+                _write(dB_base + _state_cell(n, hh, ww, dB_sc, dB_sh, dB_sw), dB_t, m3, ADD_DBC)
+                _write(dC_base + _state_cell(n, hh, ww, dC_sc, dC_sh, dC_sw), dC_t, m3, ADD_DBC)
+                j -= 1
+            tl.store(dA_ptr + ((bi * rows + r) * N)[:, None] + n[None, :], acc_dA, mask=sm)
+            tl.store(dD_ptr + bi * rows + r, acc_dD, mask=c0 + cl < channels)
+            tl.store(dbias_ptr + bi * rows + r, acc_dbias, mask=c0 + cl < channels)
+            return
+
+    grp, cb, bi, cl, cmask, r, n, nmask = _block(
+        n_cb, group_step, channels, N, BLOCK_C, N_PAD, OFF64
+    )
     c0 = cb * BLOCK_C  # first channel of the block
     sm = cmask[:, None] & nmask[None, :]
     A = tl.load(A_ptr + r[:, None] * N + n[None, :], mask=sm, other=0.0)
@@ -492,9 +701,9 @@ def _bwd_kernel(
     C_base = C_ptr + bi * C_sb + grp * C_sg
     dB_base = dB_ptr + cb * dB_block_stride + bi * dB_sb + grp * dB_sg
     dC_base = dC_ptr + cb * dB_block_stride + bi * dC_sb + grp * dC_sg
-    # hs[bi, r, j, n]: (BLOCK_C, N_PAD) offsets of chunk 0
-    hs_base = hs_ptr + (bi * rows + grp * channels + c0) * n_chunks * N
-    hs_tile = (cl * (n_chunks * N))[:, None] + n[None, :]
+    # hs[bi, r, j, n] (hs_chunks >= n_chunks slots a row): (BLOCK_C, N_PAD) offsets of chunk 0
+    hs_base = hs_ptr + (bi * rows + grp * channels + c0) * hs_chunks * N
+    hs_tile = (cl * (hs_chunks * N))[:, None] + n[None, :]
     first = (tl.arange(0, BLOCK_T) == 0)[None, None, :]
 
     # Walk 1, forward: the state at every chunk start, from the chunk's closed form
@@ -618,6 +827,22 @@ def _off64(p: Problem, cfg: _Config, tiles: list[tuple[Strides, int]]) -> bool:
     return span >= 2**31
 
 
+def _column_split(p: Problem, cfg: _Config, cols: int, col_programs: int) -> tuple:
+    """(grid, launch arguments) of a pass whose ss2d column directions get programs of their
+    own (``cols`` > 0: chunks of that many columns), after those of the general walk, which
+    then takes every second group (the row directions). 8 warps: the column tiles hold 512
+    to 2048 values."""
+    row_programs = p.n_groups // (2 if cols else 1) * cfg.n_cb
+    return (row_programs + (col_programs if cols else 0), p.batch), {
+        "group_step": 2 if cols else 1,
+        "row_programs": row_programs,
+        "n_col_chunks": triton.cdiv(p.W, cols) if cols else 0,
+        "H_PAD": next_pow2(p.H) if cols else 1,
+        "COLS": cols,
+        "num_warps": 8 if cols else cfg.num_warps,
+    }
+
+
 def _params(A: Tensor, D: Tensor | None, delta_bias: Tensor | None) -> dict:
     """The small parameter tensors, indexed densely by the kernels (A stands in for absent
     ones; the HAS_D / HAS_BIAS flags keep the kernels from reading it)."""
@@ -662,34 +887,14 @@ def forward(
         **_params(A, D, delta_bias),
     }
     cols = _columns(p, u, delta)
-    step = 2 if cols else 1  # the column kernel takes directions 1 and 3
-    wrap_triton(_fwd_kernel)[(p.n_groups // step * cfg.n_cb, p.batch)](
+    grid, split = _column_split(p, cfg, cols, col_programs=2 * p.channels)
+    wrap_triton(_fwd_kernel)[grid](
         **tensors,
         **_sizes(p, cfg),
-        group_step=step,
-        **_flags(cfg, p, D, delta_bias, softplus),
+        **(_flags(cfg, p, D, delta_bias, softplus) | split),
         OFF64=off64,
         ADD_Y=add,
     )
-    if cols:
-        h_pad = next_pow2(p.H)
-        wrap_triton(_fwd_columns_kernel)[(2 * p.channels, p.batch)](
-            **tensors,
-            H=p.H,
-            W=p.W,
-            channels=p.channels,
-            n_chunks=triton.cdiv(p.W, cols),
-            N=p.d_state,
-            N_PAD=n,
-            H_PAD=h_pad,
-            COLS=cols,
-            HAS_D=D is not None,
-            HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=softplus,
-            OFF64=off64,
-            ADD_Y=add,
-            num_warps=8 if h_pad * n * cols >= 2048 else 4,
-        )
     if p.n_dir > 1 and not add:
         y = y.sum(0)  # the directions in a fixed order
     return y.to(out_dtype)
@@ -725,7 +930,10 @@ def backward(
     dB0, dC0 = (dB, dC) if add_dbc else (dB[0], dC[0])
     dA = empty((p.batch, p.rows, p.d_state), f32, dev)
     dD, dbias = (empty((p.batch, p.rows), f32, dev) for _ in range(2))
-    hs = torch.empty((p.batch, p.rows, cfg.n_chunks, p.d_state), dtype=f32, device=dev)
+    cols = _columns(p, u, delta, backward=True)
+    grid, split = _column_split(p, cfg, cols, col_programs=2 * cfg.n_cb)
+    hs_chunks = max(cfg.n_chunks, split["n_col_chunks"])
+    hs = torch.empty((p.batch, p.rows, hs_chunks, p.d_state), dtype=f32, device=dev)
     strides = {
         "dy": p.x_strides(dy),
         "u": p.x_strides(u),
@@ -741,7 +949,7 @@ def backward(
     tensors.update(dB=dB0, dC=dC0)
     ext = {k: cfg.n_pad if k in ("B", "C", "dB", "dC") else cfg.block_c for k in strides}
     off64 = _off64(p, cfg, [(strides[k], ext[k]) for k in strides])
-    wrap_triton(_bwd_kernel)[cfg.grid(p)](
+    wrap_triton(_bwd_kernel)[grid](
         **{
             k: v
             for name, t in tensors.items()
@@ -754,7 +962,8 @@ def backward(
         dbias_ptr=dbias,
         hs_ptr=hs,
         **_sizes(p, cfg),
-        **_flags(cfg, p, D, delta_bias, softplus),
+        **(_flags(cfg, p, D, delta_bias, softplus) | split),
+        hs_chunks=hs_chunks,
         OFF64=off64,
         ADD_DU=add_du,
         ADD_DBC=add_dbc,

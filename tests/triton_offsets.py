@@ -65,7 +65,8 @@ def main() -> None:
             ):
                 out.append(
                     {"op": op, "pass": pass_, "kernel": launch.name,
-                     "OFF64": launch.kwargs["OFF64"], **offsets(ttir(launch))}
+                     "OFF64": launch.kwargs["OFF64"], "COLS": launch.kwargs.get("COLS", 0),
+                     **offsets(ttir(launch))}
                 )  # fmt: skip
     print(json.dumps(out))
 
