@@ -14,7 +14,12 @@ tl = triton.language
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from kernel_static.triton_layouts import default_layout, memory_ops, thread_map
-from kernel_static.triton_traffic import TrafficRecorder, fast_scans, sampled_programs
+from kernel_static.triton_traffic import (
+    TrafficRecorder,
+    _axis_sample,
+    fast_scans,
+    sampled_programs,
+)
 
 
 @triton.jit
@@ -214,3 +219,13 @@ def test_sampled_programs_scale_to_the_full_grid():
         assert getattr(part, k) == pytest.approx(getattr(full.total, k))
     # the sampled programs ran as their real selves: the last tile was copied
     assert torch.equal(y2[-44:], x[-44:]) and int((y2 != 0).sum()) < n
+
+
+@pytest.mark.parametrize("n, k, cut", [(100, 6, 40), (9, 6, 3), (50, 4, 1)])
+def test_axis_segments_are_sampled_on_their_own(n, k, cut):
+    """A launch whose first ``cut`` programs scan rows and the rest columns: each segment
+    stands for exactly its own programs, so unequal work per segment is still scaled right."""
+    idx, w = _axis_sample(n, k, (cut,))
+    assert idx == sorted(set(idx)) and 0 in idx and cut - 1 in idx and cut in idx
+    assert sum(wi for i, wi in zip(idx, w, strict=True) if i < cut) == pytest.approx(cut)
+    assert sum(wi for i, wi in zip(idx, w, strict=True) if i >= cut) == pytest.approx(n - cut)

@@ -126,9 +126,11 @@ class _Launcher:
             r.log.append(tk.Launch(fn, tuple(grid), args, kwargs))
             tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
             nw = int(kwargs.get("num_warps", 4))
+            splits = (int(kwargs["row_programs"]),) if "row_programs" in kwargs else ()
             with (
                 r.recorder.launch(fn, grid, nw, tensors, r.ttgir(index, fn)),
-                sampled_programs(grid, r.per_axis, r.recorder) as sample,
+                # the scans' row programs come first, their column programs after them
+                sampled_programs(grid, r.per_axis, r.recorder, splits) as sample,
             ):
                 interp[sample](*args, **kwargs)
 

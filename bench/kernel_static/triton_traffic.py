@@ -361,9 +361,19 @@ def fast_scans():
         ScanOps.generic_scan = saved
 
 
-def _axis_sample(n: int, k: int) -> tuple[list[int], list[float]]:
+def _axis_sample(n: int, k: int, splits: tuple[int, ...] = ()) -> tuple[list[int], list[float]]:
     """At most ``k`` program indices of an axis of ``n`` and the programs each stands for: the
-    first and the last (the tails) alone, evenly spaced inner ones sharing the rest."""
+    first and the last (the tails) alone, evenly spaced inner ones sharing the rest. ``splits``
+    cut the axis into segments of different work (a launch whose first programs scan rows and
+    the rest columns), each sampled on its own."""
+    cuts = [c for c in splits if 0 < c < n]
+    if cuts:
+        idx, wts = [], []
+        for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+            i, w = _axis_sample(hi - lo, k)
+            idx += [lo + x for x in i]
+            wts += w
+        return idx, wts
     if k <= 0 or n <= k:
         return list(range(n)), [1.0] * n
     inner = [round(1 + i * (n - 3) / (k - 3)) for i in range(k - 2)] if k > 2 else []
@@ -372,18 +382,18 @@ def _axis_sample(n: int, k: int) -> tuple[list[int], list[float]]:
 
 
 @contextmanager
-def sampled_programs(grid: tuple, per_axis: int, recorder: TrafficRecorder):
+def sampled_programs(grid: tuple, per_axis: int, recorder: TrafficRecorder, splits0=()):
     """Run only a sample of a launch's programs: yields the grid to launch, whose program
     (i, j, k) runs as the real program of the sample, with the real grid size, and weighs its
     counts by the programs it stands for (``_axis_sample``). Exact when the inner programs of an
     axis do equal work, as a scan's channel blocks and chunks do; ``per_axis`` <= 0: every
-    program."""
+    program. ``splits0``: segment starts on axis 0 (``_axis_sample``)."""
     import triton.language as tl
     from triton.runtime.interpreter import TensorHandle
     from triton.runtime.interpreter import interpreter_builder as b
 
     grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
-    samples = [_axis_sample(n, per_axis) for n in grid]
+    samples = [_axis_sample(n, per_axis, splits0 if a == 0 else ()) for a, n in enumerate(grid)]
     saved = {
         k: getattr(b, k)
         for k in ("set_grid_idx", "create_get_program_id", "create_get_num_programs")
